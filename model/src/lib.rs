@@ -1,0 +1,18 @@
+//! Stable Diffusion 1.5 with ControlNet, in burn.
+//!
+//! The same code runs natively (burn-wgpu on Vulkan or Metal, burn's Flex CPU backend) and in the
+//! browser (burn-wgpu on WebGPU). Nothing here touches a browser API, and nothing reads a GPU
+//! buffer synchronously: every read-back is `into_data_async().await`, which WebGPU requires.
+
+pub mod nn;
+pub mod precision;
+pub mod probe;
+
+pub use precision::Precision;
+
+/// Drives a future to completion on the current thread (native only: a browser never blocks).
+#[cfg(not(target_family = "wasm"))]
+pub use futures_lite::future::block_on;
+
+/// The burn this crate is built on, so that dependants use the very same version.
+pub use burn;
