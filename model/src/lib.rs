@@ -4,11 +4,18 @@
 //! browser (burn-wgpu on WebGPU). Nothing here touches a browser API, and nothing reads a GPU
 //! buffer synchronously: every read-back is `into_data_async().await`, which WebGPU requires.
 
+pub mod bench;
+pub mod config;
+pub mod controlnet;
 pub mod nn;
 pub mod precision;
 pub mod probe;
+pub mod unet;
+pub mod weights;
 
+pub use controlnet::{ControlNet, ControlScale};
 pub use precision::Precision;
+pub use unet::{ControlResiduals, UNet};
 
 /// Drives a future to completion on the current thread (native only: a browser never blocks).
 #[cfg(not(target_family = "wasm"))]

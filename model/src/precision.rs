@@ -1,5 +1,6 @@
 //! The floating-point precision a computation runs in.
 
+use burn::module::{ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,14 @@ impl Precision {
         match self {
             Precision::F32 => FloatDType::F32,
             Precision::F16 => FloatDType::F16,
+        }
+    }
+
+    /// The precision of `dtype`: f16 for f16, f32 for anything else.
+    pub fn from_dtype(dtype: FloatDType) -> Self {
+        match dtype {
+            FloatDType::F16 => Precision::F16,
+            _ => Precision::F32,
         }
     }
 
@@ -56,4 +65,17 @@ impl std::str::FromStr for Precision {
             other => Err(format!("unknown precision `{other}` (expected f32 or f16)")),
         }
     }
+}
+
+/// Converts every float parameter of `module` to `precision`; parameters not yet initialised
+/// stay lazy (the cast joins their initialisation).
+pub fn cast_module<M: Module>(module: M, precision: Precision) -> M {
+    struct Cast(FloatDType);
+    impl ModuleMapper for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let dtype = self.0;
+            param.init_mapper(move |tensor| tensor.cast(dtype))
+        }
+    }
+    module.map(&mut Cast(precision.dtype()))
 }

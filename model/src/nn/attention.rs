@@ -1,21 +1,106 @@
-//! Scaled dot-product attention.
+//! Scaled dot-product attention, and diffusers' `Attention` module.
 
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::activation::softmax;
+
+/// The most bytes one chunk of attention scores may take. WebGPU's default storage binding is
+/// 128 MiB; half of it leaves room for the softmax's temporaries.
+pub const MAX_SCORE_BYTES: usize = 64 << 20;
 
 /// `softmax(q·kᵀ / √d) · v`, as `torch.nn.functional.scaled_dot_product_attention` without a mask.
 ///
-/// This is the plain formulation: it materialises the `[batch·heads, queries, keys]` score
-/// matrix, which is fine for small inputs. Full-size self-attention at 512×512 needs the chunked
-/// form, which bounds that buffer below WebGPU's binding limit.
+/// The `[batch·heads, queries, keys]` score matrix is never materialised whole when it would
+/// exceed [`MAX_SCORE_BYTES`]: the queries are processed in chunks (each query's softmax is
+/// independent of the others, so chunking changes nothing numerically). At 512×512 the
+/// self-attention scores would be 1 GiB in f32 for a CFG batch.
+///
+/// Scores and softmax are computed in f32 whatever the inputs' dtype, as PyTorch's fused
+/// attention does for f16 (and what diffusers' `upcast_attention` asks for): f16 scores lose the
+/// small differences that the softmax amplifies.
 ///
 /// # Shapes
 /// - `q`: `[batch·heads, queries, dim]`
 /// - `k`, `v`: `[batch·heads, keys, dim]`
 /// - output: `[batch·heads, queries, dim]`
 pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-    let [_, _, dim] = q.dims();
+    attention_chunked(q, k, v, MAX_SCORE_BYTES)
+}
+
+/// [`attention`] with an explicit budget for one chunk of scores, in bytes.
+pub fn attention_chunked(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, max_score_bytes: usize) -> Tensor<3> {
+    let [bh, queries, dim] = q.dims();
+    let keys = k.dims()[1];
+    let dtype: FloatDType = q.dtype().into();
+    let (q, k) =
+        if dtype != FloatDType::F32 { (q.cast(FloatDType::F32), k.cast(FloatDType::F32)) } else { (q, k) };
+    let element_bytes = q.dtype().size();
     let scale = 1.0 / (dim as f64).sqrt();
-    let scores = q.matmul(k.swap_dims(1, 2)) * scale; // [bh, queries, keys]
-    softmax(scores, 2).matmul(v)
+    let k_t = k.swap_dims(1, 2); // [bh, dim, keys]
+
+    let rows = (max_score_bytes / (bh * keys * element_bytes).max(1)).clamp(1, queries);
+    let chunk = |q: Tensor<3>| {
+        let probs = softmax(q.matmul(k_t.clone()) * scale, 2); // [bh, rows, keys]
+        probs.cast(dtype).matmul(v.clone())
+    };
+    if rows >= queries {
+        return chunk(q);
+    }
+    let parts: Vec<Tensor<3>> = (0..queries)
+        .step_by(rows)
+        .map(|start| chunk(q.clone().narrow(1, start, rows.min(queries - start))))
+        .collect();
+    Tensor::cat(parts, 1)
+}
+
+/// diffusers' `Attention` (`attn1`: self-attention, `attn2`: cross-attention on the text).
+/// `to_q`, `to_k`, `to_v` have no bias; `to_out` is the checkpoint's `to_out.0`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    pub to_out: Linear,
+    pub heads: usize,
+}
+
+impl Attention {
+    /// `context_dim`: the width of what is attended to (the query's own for self-attention).
+    pub fn new(query_dim: usize, context_dim: usize, heads: usize, device: &Device) -> Self {
+        let inner = query_dim;
+        Self {
+            to_q: LinearConfig::new(query_dim, inner).with_bias(false).init(device),
+            to_k: LinearConfig::new(context_dim, inner).with_bias(false).init(device),
+            to_v: LinearConfig::new(context_dim, inner).with_bias(false).init(device),
+            to_out: LinearConfig::new(inner, query_dim).init(device),
+            heads,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[b, n, query_dim]`; `context`: `[b, m, context_dim]` (`None`: self-attention)
+    /// - output: `[b, n, query_dim]`
+    pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+        let context = context.unwrap_or_else(|| x.clone());
+        let q = self.split_heads(self.to_q.forward(x));
+        let k = self.split_heads(self.to_k.forward(context.clone()));
+        let v = self.split_heads(self.to_v.forward(context));
+        let out = attention_chunked(q, k, v, MAX_SCORE_BYTES);
+        self.to_out.forward(self.merge_heads(out))
+    }
+
+    /// `[b, n, heads·d]` → `[b·heads, n, d]`
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, c] = x.dims();
+        let d = c / self.heads;
+        x.reshape([b, n, self.heads, d]).swap_dims(1, 2).reshape([b * self.heads, n, d])
+    }
+
+    /// `[b·heads, n, d]` → `[b, n, heads·d]`
+    fn merge_heads(&self, x: Tensor<3>) -> Tensor<3> {
+        let [bh, n, d] = x.dims();
+        let b = bh / self.heads;
+        x.reshape([b, self.heads, n, d]).swap_dims(1, 2).reshape([b, n, self.heads * d])
+    }
 }
