@@ -19,7 +19,9 @@ use crate::config::ControlNetConfig;
 use crate::nn::embeddings::TimestepEmbedding;
 use crate::nn::resnet::{conv1x1, conv3x3};
 use crate::precision::cast_module;
-use crate::unet::{ControlResiduals, DownBlock, MidBlock, Trace, UNet, embed_time, encode, module_dtype};
+use crate::unet::{
+    ControlResiduals, DownBlock, EncoderParts, MidBlock, Trace, UNet, embed_time, encode, module_dtype,
+};
 
 /// The hint encoder: `conv_in`, then pairs of 3×3 convolutions (the second of each with stride 2)
 /// with SiLU between, then the zero convolution `conv_out` to the first block's width.
@@ -121,15 +123,14 @@ pub struct ControlNet {
     pub config: ControlNetConfig,
 }
 
-// The zero convs are stored as bare convolutions in checkpoints (`controlnet_down_blocks.0.weight`):
-// `weights` maps `….conv.` in our paths to `.` in theirs.
-
 impl ControlNet {
     /// A ControlNet with the module tree `config` describes and fresh weights.
     pub fn new(config: &ControlNetConfig, device: &Device) -> Self {
         let encoder = &config.encoder;
         let channels = &encoder.block_out_channels;
-        let kinds = encoder.down_block_kinds().expect("validated config");
+        let EncoderParts { conv_in, time_embedding, down_blocks, mid_block } =
+            EncoderParts::new(encoder, device);
+        // One zero convolution per skip connection: conv_in's, then each ResNet's and downsampler's.
         let mut zero_convs = vec![ZeroConv::new(conv1x1(channels[0], channels[0], device))];
         for (i, &c) in channels.iter().enumerate() {
             let per_block = encoder.layers_per_block + usize::from(i + 1 < channels.len());
@@ -137,20 +138,16 @@ impl ControlNet {
         }
         let last = *channels.last().expect("validated config");
         Self {
-            conv_in: conv3x3(encoder.in_channels, channels[0], 1, device),
-            time_embedding: TimestepEmbedding::new(channels[0], encoder.time_embed_dim(), device),
+            conv_in,
+            time_embedding,
             controlnet_cond_embedding: HintEncoder::new(
                 config.conditioning_channels,
                 &config.conditioning_embedding_out_channels,
                 channels[0],
                 device,
             ),
-            down_blocks: kinds
-                .iter()
-                .enumerate()
-                .map(|(i, &k)| DownBlock::new(encoder, k, i, device))
-                .collect(),
-            mid_block: MidBlock::new(encoder, device),
+            down_blocks,
+            mid_block,
             controlnet_down_blocks: zero_convs,
             controlnet_mid_block: ZeroConv::new(conv1x1(last, last, device)),
             config: config.clone(),

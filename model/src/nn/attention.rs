@@ -104,3 +104,32 @@ impl Attention {
         x.reshape([b, self.heads, n, d]).swap_dims(1, 2).reshape([b, n, self.heads * d])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(tensor: Tensor<3>) -> Vec<f32> {
+        crate::block_on(tensor.into_data_async()).unwrap().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn chunked_attention_equals_whole_attention() {
+        let device = Device::flex();
+        let pattern = |shape: [usize; 3], seed: usize| {
+            let n = shape.iter().product::<usize>();
+            let data: Vec<f32> =
+                (0..n).map(|i| (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0) - 1.0).collect();
+            Tensor::<3>::from_data(TensorData::new(data, shape), &device)
+        };
+        let (q, k, v) = (pattern([3, 37, 8], 1), pattern([3, 19, 8], 2), pattern([3, 19, 8], 3));
+        let whole = values(attention_chunked(q.clone(), k.clone(), v.clone(), usize::MAX));
+        // Room for 5 query rows of f32 scores per chunk: 8 chunks, the last one short.
+        let budget = 3 * 19 * 4 * 5;
+        let chunked = values(attention_chunked(q, k, v, budget));
+        assert_eq!(whole.len(), chunked.len());
+        for (a, b) in whole.iter().zip(&chunked) {
+            assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+        }
+    }
+}

@@ -94,6 +94,31 @@ pub(crate) fn embed_time(
     emb
 }
 
+/// The encoder's modules, built the same way for the UNet and for the ControlNet's trainable copy.
+pub(crate) struct EncoderParts {
+    pub conv_in: Conv2d,
+    pub time_embedding: TimestepEmbedding,
+    pub down_blocks: Vec<DownBlock>,
+    pub mid_block: MidBlock,
+}
+
+impl EncoderParts {
+    pub fn new(config: &EncoderConfig, device: &Device) -> Self {
+        let channels = &config.block_out_channels;
+        let kinds = config.down_block_kinds().expect("validated config");
+        Self {
+            conv_in: conv3x3(config.in_channels, channels[0], 1, device),
+            time_embedding: TimestepEmbedding::new(channels[0], config.time_embed_dim(), device),
+            down_blocks: kinds
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| DownBlock::new(config, k, i, device))
+                .collect(),
+            mid_block: MidBlock::new(config, device),
+        }
+    }
+}
+
 /// The down path shared by the UNet and the ControlNet: returns the mid block's input and every
 /// state the skip connections carry (conv_in's output first).
 pub(crate) fn encode(
@@ -131,25 +156,22 @@ impl UNet {
     /// checkpoint's with [`crate::weights`]).
     pub fn new(config: &UNetConfig, device: &Device) -> Self {
         let encoder = &config.encoder;
-        let channels = &encoder.block_out_channels;
-        let down_kinds = encoder.down_block_kinds().expect("validated config");
+        let first = encoder.block_out_channels[0];
         let up_kinds = config.up_block_kinds().expect("validated config");
+        let EncoderParts { conv_in, time_embedding, down_blocks, mid_block } =
+            EncoderParts::new(encoder, device);
         Self {
-            conv_in: conv3x3(encoder.in_channels, channels[0], 1, device),
-            time_embedding: TimestepEmbedding::new(channels[0], encoder.time_embed_dim(), device),
-            down_blocks: down_kinds
-                .iter()
-                .enumerate()
-                .map(|(i, &k)| DownBlock::new(encoder, k, i, device))
-                .collect(),
-            mid_block: MidBlock::new(encoder, device),
+            conv_in,
+            time_embedding,
+            down_blocks,
+            mid_block,
             up_blocks: up_kinds
                 .iter()
                 .enumerate()
                 .map(|(i, &k)| UpBlock::new(config, k, i, device))
                 .collect(),
-            conv_norm_out: group_norm(encoder.norm_num_groups, channels[0], encoder.norm_eps, device),
-            conv_out: conv3x3(channels[0], config.out_channels, 1, device),
+            conv_norm_out: group_norm(encoder.norm_num_groups, first, encoder.norm_eps, device),
+            conv_out: conv3x3(first, config.out_channels, 1, device),
             config: config.clone(),
         }
     }
