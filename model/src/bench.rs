@@ -12,13 +12,16 @@ pub struct StepReport {
     pub height: usize,
     pub batch: usize,
     pub precision: Precision,
-    /// Milliseconds per step, after a warm-up step (which compiles the kernels).
+    /// Milliseconds of the first step, which also compiles the kernels and initialises lazy weights.
+    pub first_step_ms: f64,
+    /// Milliseconds per step after it.
     pub step_ms: Vec<f64>,
     /// The largest single buffer the device allocator served, bytes (WebGPU's default storage
     /// binding limit is 128 MiB).
     pub largest_buffer_bytes: Option<u64>,
-    /// The most memory the allocator held at once, bytes.
-    pub peak_reserved_bytes: Option<u64>,
+    /// The most bytes the allocator's dynamic pools held at once: activations and temporaries
+    /// (weights are allocated apart from these pools and are not counted).
+    pub peak_pooled_bytes: Option<u64>,
     pub parameters: usize,
 }
 
@@ -40,6 +43,7 @@ pub async fn run_steps(
     let context = Tensor::<3>::ones([batch, 77, encoder.cross_attention_dim], &device) * 0.1;
     let condition = Tensor::<4>::ones([batch, 3, height, width], &device) * 0.5;
     let mut step_ms = Vec::new();
+    let mut first_step_ms = 0.0;
     for i in 0..=iterations {
         let started = now();
         let residuals = controlnet.forward(
@@ -52,7 +56,9 @@ pub async fn run_steps(
         let noise = unet.forward(latents.clone(), &[500.0], context.clone(), Some(&residuals));
         // Reading one value back waits for the whole step.
         let _ = noise.slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await;
-        if i > 0 {
+        if i == 0 {
+            first_step_ms = now() - started;
+        } else {
             step_ms.push(now() - started);
         }
     }
@@ -62,9 +68,10 @@ pub async fn run_steps(
         height,
         batch,
         precision: Precision::from_dtype(unet.dtype()),
+        first_step_ms,
         step_ms,
         largest_buffer_bytes: pools.as_ref().map(|p| p.iter().map(|p| p.largest_alloc).max().unwrap_or(0)),
-        peak_reserved_bytes: pools.as_ref().map(|p| p.iter().map(|p| p.pages_peak * p.page_size).sum()),
+        peak_pooled_bytes: pools.as_ref().map(|p| p.iter().map(|p| p.pages_peak * p.page_size).sum()),
         parameters: unet.num_params() + controlnet.num_params(),
     }
 }
