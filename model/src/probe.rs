@@ -13,7 +13,9 @@ use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::Precision;
-use crate::nn::{attention, group_norm};
+use crate::nn::attention;
+use crate::nn::resnet::group_norm;
+use burn::module::Param;
 
 /// Group-norm epsilon, as diffusers' ResNet blocks use it.
 pub const GROUP_NORM_EPS: f64 = 1e-5;
@@ -141,13 +143,12 @@ pub async fn run(device: &Device, precision: Precision) -> Result<Vec<ProbeOutpu
         Some(inputs.conv_bias.tensor::<1>(device, dtype)),
         ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
     );
-    let norm = group_norm(
-        inputs.norm_x.tensor::<4>(device, dtype),
-        GROUP_NORM_GROUPS,
-        inputs.norm_weight.tensor::<1>(device, dtype),
-        inputs.norm_bias.tensor::<1>(device, dtype),
-        GROUP_NORM_EPS,
-    );
+    // The model's own group norm layer (burn's), with the probe's weight and bias.
+    let mut norm_layer =
+        group_norm(GROUP_NORM_GROUPS, inputs.norm_weight.values.len(), GROUP_NORM_EPS, device);
+    norm_layer.gamma = Some(Param::from_tensor(inputs.norm_weight.tensor::<1>(device, dtype)));
+    norm_layer.beta = Some(Param::from_tensor(inputs.norm_bias.tensor::<1>(device, dtype)));
+    let norm = norm_layer.forward(inputs.norm_x.tensor::<4>(device, dtype));
     let attended = attention(
         inputs.q.tensor::<3>(device, dtype),
         inputs.k.tensor::<3>(device, dtype),

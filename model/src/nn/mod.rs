@@ -2,10 +2,8 @@
 
 pub mod attention;
 pub mod embeddings;
-mod norm;
 pub mod resnet;
 pub mod transformer;
 pub mod updown;
 
 pub use attention::attention;
-pub use norm::group_norm;
