@@ -5,12 +5,21 @@
 //! buffer synchronously: every read-back is `into_data_async().await`, which WebGPU requires.
 
 pub mod bench;
+pub mod clip;
 pub mod config;
 pub mod controlnet;
+#[cfg(feature = "images")]
+pub mod image_io;
 pub mod nn;
+pub mod npy;
+pub mod pipeline;
 pub mod precision;
 pub mod probe;
+pub mod rng;
+pub mod scheduler;
+pub mod tokenizer;
 pub mod unet;
+pub mod vae;
 pub mod weights;
 
 pub use controlnet::{ControlNet, ControlScale};

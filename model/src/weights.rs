@@ -106,7 +106,21 @@ pub fn apply_safetensors<M: ModuleSnapshot>(
     safetensors: Vec<u8>,
     precision: Precision,
 ) -> Result<(), WeightsError> {
-    let remapper = KeyRemapper::from_patterns(REMAPS.to_vec()).expect("the remap patterns are valid");
+    apply_safetensors_with(module, safetensors, precision, &[], &[])
+}
+
+/// [`apply_safetensors`] with more key remaps (checkpoint key pattern → module path, applied
+/// after the shared ones) and checkpoint keys that may be present and are not loaded (regex
+/// patterns, e.g. a buffer that old exports saved). Everything else stays strict.
+pub fn apply_safetensors_with<M: ModuleSnapshot>(
+    module: &mut M,
+    safetensors: Vec<u8>,
+    precision: Precision,
+    extra_remaps: &[(&str, &str)],
+    ignored: &[&str],
+) -> Result<(), WeightsError> {
+    let patterns: Vec<(&str, &str)> = REMAPS.iter().chain(extra_remaps).copied().collect();
+    let remapper = KeyRemapper::from_patterns(patterns).expect("the remap patterns are valid");
     let mut store = SafetensorsStore::from_bytes(Some(safetensors))
         .remap(remapper)
         .with_from_adapter(ChainAdapter::new(
@@ -115,7 +129,9 @@ pub fn apply_safetensors<M: ModuleSnapshot>(
         ))
         .allow_partial(true)
         .validate(false);
-    let result = module.load_from(&mut store).map_err(|e| WeightsError::Format(e.to_string()))?;
+    let mut result = module.load_from(&mut store).map_err(|e| WeightsError::Format(e.to_string()))?;
+    let ignored: Vec<regex::Regex> = ignored.iter().map(|p| regex_lite(p)).collect();
+    result.unused.retain(|key| !ignored.iter().any(|re| re.is_match(key)));
     check(result)
 }
 

@@ -100,3 +100,54 @@ pub fn assert_close_values(shape: &[usize], values: &[f32], name: &str, toleranc
     println!("{label}: {name}: relative L2 error {error:.2e}");
     assert!(error <= tolerance, "{label}: {name}: relative L2 error {error:.3e} > {tolerance:.0e}");
 }
+
+/// Tensors by name: shape and f64 values.
+pub type F64Tensors = HashMap<String, (Vec<usize>, Vec<f64>)>;
+
+/// Every F32 and F64 tensor of a safetensors file, as f64 values (exact for both).
+pub fn read_safetensors_f64(path: &Path) -> F64Tensors {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let data = &bytes[8 + header_len..];
+    let mut tensors = HashMap::new();
+    for (name, info) in header.as_object().unwrap() {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let offsets = info["data_offsets"].as_array().unwrap();
+        let (start, end) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+        let raw = &data[start..end];
+        let values = match info["dtype"].as_str().unwrap() {
+            "F32" => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            "F64" => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            other => panic!("{name}: unexpected dtype {other}"),
+        };
+        tensors.insert(name.clone(), (shape, values));
+    }
+    tensors
+}
+
+/// `tests/fixtures/tiny/pipeline.safetensors` (tokenizer, text encoder, VAE, schedulers,
+/// pipelines), with exact f64 values.
+pub fn pipeline_expected_f64() -> &'static F64Tensors {
+    static EXPECTED: OnceLock<F64Tensors> = OnceLock::new();
+    EXPECTED.get_or_init(|| read_safetensors_f64(&fixtures().join("tiny/pipeline.safetensors")))
+}
+
+/// The same as host tensors of f32 (F64 schedules rounded).
+pub fn pipeline_expected() -> &'static HashMap<String, HostTensor> {
+    static EXPECTED: OnceLock<HashMap<String, HostTensor>> = OnceLock::new();
+    EXPECTED.get_or_init(|| {
+        pipeline_expected_f64()
+            .iter()
+            .map(|(k, (shape, v))| {
+                (
+                    k.clone(),
+                    HostTensor { shape: shape.clone(), values: v.iter().map(|&x| x as f32).collect() },
+                )
+            })
+            .collect()
+    })
+}

@@ -1,13 +1,18 @@
 //! `controlnet`: the command-line tool.
 //!
 //! ```text
+//! controlnet generate --model DIR [--controlnet DIR --control IMAGE [--scale S] …]… --prompt TEXT
+//!     … --out OUT.png          (see `controlnet --help`)
 //! controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
 //! controlnet bench-step [--backend wgpu|cpu] [--precision f16|f32] [--width W] [--height H]
 //!     [--batch B] [--iterations N] [--unet-config FILE] [--controlnet-config FILE]
 //! ```
-//! `probe` runs the device probe (see `model::probe`) and prints its results as one JSON object.
+//! `generate` runs the whole pipeline on a diffusers folder and writes a PNG that carries its
+//! parameters. `probe` runs the device probe (see `model::probe`) and prints its results as one JSON object.
 //! `bench-step` times one ControlNet + UNet step (SD1.5-sized models with random weights unless
 //! other configs are given) and prints the figures as one JSON object per line.
+
+mod generate;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -17,8 +22,11 @@ use model::config::{ControlNetConfig, UNetConfig};
 use model::precision::cast_module;
 use model::{ControlNet, Precision, UNet, bench, probe};
 
-const USAGE: &str = "usage:
-  controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
+fn usage() -> String {
+    format!("usage:\n{}\n{USAGE}", generate::USAGE)
+}
+
+const USAGE: &str = "  controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
   controlnet bench-step [--backend wgpu|cpu] [--precision f16|f32] [--width W] [--height H]
       [--batch B] [--iterations N] [--unet-config FILE] [--controlnet-config FILE]";
 
@@ -41,7 +49,7 @@ impl Options {
         let mut pairs = Vec::new();
         while let Some(flag) = args.next() {
             if !known.contains(&flag.as_str()) {
-                return Err(format!("unknown option `{flag}`\n{USAGE}"));
+                return Err(format!("unknown option `{flag}`\n{}", usage()));
             }
             let value = args.next().ok_or_else(|| format!("`{flag}` needs a value"))?;
             pairs.push((flag, value));
@@ -75,6 +83,7 @@ fn device(backend: &str) -> Result<Device, String> {
 fn run(args: Vec<String>) -> Result<(), String> {
     let mut args = args.into_iter();
     match args.next().as_deref() {
+        Some("generate") => generate::run(args, device),
         Some("probe") => probe_command(Options::parse(args, &["--backend", "--precision"])?),
         Some("bench-step") => bench_command(Options::parse(
             args,
@@ -90,11 +99,11 @@ fn run(args: Vec<String>) -> Result<(), String> {
             ],
         )?),
         Some("-h" | "--help") => {
-            println!("{USAGE}");
+            println!("{}", usage());
             Ok(())
         }
-        Some(other) => Err(format!("unknown command `{other}`\n{USAGE}")),
-        None => Err(USAGE.to_owned()),
+        Some(other) => Err(format!("unknown command `{other}`\n{}", usage())),
+        None => Err(usage()),
     }
 }
 

@@ -1,0 +1,334 @@
+//! `controlnet generate`: a prompt and condition images in, a PNG out.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use model::image_io::{self, Rgb8};
+use model::pipeline::{ControlUnit, Noise, Params, Pipeline};
+use model::rng::Rng;
+use model::scheduler::SchedulerKind;
+use model::{ControlNet, Precision, npy, weights};
+
+pub const USAGE: &str = "  controlnet generate --model DIR [--controlnet DIR --control IMAGE [--scale S]
+      [--control-start A --control-end B]]... [--guess-mode] --prompt TEXT
+      [--negative-prompt TEXT] [--steps N] [--guidance G]
+      [--scheduler ddim|euler|euler-a|dpmpp-2m|dpmpp-2m-karras|unipc]
+      [--seed N | --noise NOISE.npy] [--width W --height H]
+      [--precision f32|f16] [--backend wgpu|cpu] --out OUT.png [--quiet]";
+
+/// One `--controlnet` and the options that follow it.
+#[derive(Debug)]
+struct UnitArgs {
+    dir: PathBuf,
+    image: Option<PathBuf>,
+    scale: f64,
+    start: f64,
+    end: f64,
+}
+
+#[derive(Debug)]
+struct Args {
+    model: PathBuf,
+    units: Vec<UnitArgs>,
+    guess_mode: bool,
+    prompt: String,
+    negative_prompt: String,
+    steps: usize,
+    guidance: f64,
+    scheduler: SchedulerKind,
+    seed: Option<u64>,
+    noise: Option<PathBuf>,
+    width: Option<usize>,
+    height: Option<usize>,
+    precision: Option<Precision>,
+    backend: String,
+    out: PathBuf,
+    quiet: bool,
+}
+
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| format!("`{flag} {value}`: {e}"))
+}
+
+/// The unit that options like `--scale` apply to: the last `--controlnet` given.
+fn last_unit<'a>(units: &'a mut [UnitArgs], flag: &str) -> Result<&'a mut UnitArgs, String> {
+    units.last_mut().ok_or_else(|| format!("`{flag}` must follow a `--controlnet DIR`"))
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = args;
+    let (mut model, mut prompt, mut out) = (None, None, None);
+    let mut parsed = Args {
+        model: PathBuf::new(),
+        units: Vec::new(),
+        guess_mode: false,
+        prompt: String::new(),
+        negative_prompt: String::new(),
+        steps: 20,
+        guidance: 7.5,
+        scheduler: SchedulerKind::default(),
+        seed: None,
+        noise: None,
+        width: None,
+        height: None,
+        precision: None,
+        backend: "wgpu".into(),
+        out: PathBuf::new(),
+        quiet: false,
+    };
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--guess-mode" => {
+                parsed.guess_mode = true;
+                continue;
+            }
+            "--quiet" => {
+                parsed.quiet = true;
+                continue;
+            }
+            _ => {}
+        }
+        let value = args.next().ok_or_else(|| format!("`{flag}` needs a value\nusage:\n{USAGE}"))?;
+        match flag.as_str() {
+            "--model" => model = Some(PathBuf::from(value)),
+            "--controlnet" => parsed.units.push(UnitArgs {
+                dir: PathBuf::from(value),
+                image: None,
+                scale: 1.0,
+                start: 0.0,
+                end: 1.0,
+            }),
+            "--control" => last_unit(&mut parsed.units, &flag)?.image = Some(PathBuf::from(value)),
+            "--scale" => last_unit(&mut parsed.units, &flag)?.scale = parse(&flag, &value)?,
+            "--control-start" => last_unit(&mut parsed.units, &flag)?.start = parse(&flag, &value)?,
+            "--control-end" => last_unit(&mut parsed.units, &flag)?.end = parse(&flag, &value)?,
+            "--prompt" => prompt = Some(value),
+            "--negative-prompt" => parsed.negative_prompt = value,
+            "--steps" => parsed.steps = parse(&flag, &value)?,
+            "--guidance" => parsed.guidance = parse(&flag, &value)?,
+            "--scheduler" => parsed.scheduler = parse(&flag, &value)?,
+            "--seed" => parsed.seed = Some(parse(&flag, &value)?),
+            "--noise" => parsed.noise = Some(PathBuf::from(value)),
+            "--width" => parsed.width = Some(parse(&flag, &value)?),
+            "--height" => parsed.height = Some(parse(&flag, &value)?),
+            "--precision" => parsed.precision = Some(parse(&flag, &value)?),
+            "--backend" => parsed.backend = value,
+            "--out" => out = Some(PathBuf::from(value)),
+            other => return Err(format!("unknown option `{other}`\nusage:\n{USAGE}")),
+        }
+    }
+    parsed.model = model.ok_or("`--model DIR` is required")?;
+    parsed.prompt = prompt.ok_or("`--prompt TEXT` is required")?;
+    parsed.out = out.ok_or("`--out OUT.png` is required")?;
+    if parsed.seed.is_some() && parsed.noise.is_some() {
+        return Err("give `--seed` or `--noise`, not both".into());
+    }
+    for (i, unit) in parsed.units.iter().enumerate() {
+        if unit.image.is_none() {
+            return Err(format!(
+                "`--controlnet {}` (unit {}) has no `--control IMAGE`",
+                unit.dir.display(),
+                i + 1
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+fn read_image(path: &Path) -> Result<Rgb8, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    image_io::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A1111's `parameters` text, which other Stable Diffusion tools read back.
+fn parameters_text(
+    args: &Args,
+    seed: Option<u64>,
+    width: usize,
+    height: usize,
+    precision: Precision,
+) -> String {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut text = args.prompt.clone();
+    if !args.negative_prompt.is_empty() {
+        text += &format!("\nNegative prompt: {}", args.negative_prompt);
+    }
+    text += &format!(
+        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {width}x{height}, Model: {}, Precision: {precision}",
+        args.steps,
+        args.scheduler.name(),
+        args.guidance,
+        seed.map(|s| s.to_string()).unwrap_or_else(|| "noise file".into()),
+        name(&args.model),
+    );
+    for (i, unit) in args.units.iter().enumerate() {
+        text += &format!(
+            ", ControlNet {i}: \"Model: {}, Image: {}, Weight: {}, Guidance Start: {}, Guidance End: {}, Guess Mode: {}\"",
+            name(&unit.dir),
+            unit.image.as_deref().map(name).unwrap_or_default(),
+            unit.scale,
+            unit.start,
+            unit.end,
+            args.guess_mode,
+        );
+    }
+    text
+}
+
+pub fn run(
+    args: impl Iterator<Item = String>,
+    device_for: impl Fn(&str) -> Result<Device, String>,
+) -> Result<(), String> {
+    let args = parse_args(args)?;
+    let started = Instant::now();
+    // Read every input before touching the GPU: a typo fails in milliseconds.
+    if !args.model.join("model_index.json").is_file() {
+        return Err(format!(
+            "{} is not a diffusers Stable Diffusion folder: it has no model_index.json",
+            args.model.display()
+        ));
+    }
+    let images: Vec<Rgb8> = args
+        .units
+        .iter()
+        .map(|u| read_image(u.image.as_deref().expect("checked")))
+        .collect::<Result<_, _>>()?;
+    // diffusers' default size: the first condition image's, rounded down to multiples of 8; 512².
+    let (default_w, default_h) =
+        images.first().map(|i| (i.width / 8 * 8, i.height / 8 * 8)).unwrap_or((512, 512));
+    let width = args.width.unwrap_or(default_w);
+    let height = args.height.unwrap_or(default_h);
+    if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
+        return Err(format!("the size {width}×{height} must be positive multiples of 8"));
+    }
+    let noise = match &args.noise {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(npy::read_f32(&bytes).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(format!("{}: the output folder does not exist", parent.display()));
+    }
+
+    let device = device_for(&args.backend)?;
+    let precision =
+        args.precision.unwrap_or(if Precision::F16.is_supported_on(&device) && args.backend == "wgpu" {
+            Precision::F16
+        } else {
+            Precision::F32
+        });
+    if !precision.is_supported_on(&device) {
+        return Err(format!("the {} device cannot compute in {precision}", args.backend));
+    }
+    let log = |message: String| {
+        if !args.quiet {
+            eprintln!("{message}");
+        }
+    };
+    log(format!("loading {} ({precision}, {})", args.model.display(), args.backend));
+    let pipeline = Pipeline::load(&args.model, precision, &device).map_err(|e| e.to_string())?;
+    let controlnets: Vec<ControlNet> = args
+        .units
+        .iter()
+        .map(|u| {
+            weights::load_controlnet(&u.dir, precision, &device)
+                .map_err(|e| format!("{}: {e}", u.dir.display()))
+        })
+        .collect::<Result<_, _>>()?;
+    let units: Vec<ControlUnit<'_>> = args
+        .units
+        .iter()
+        .zip(&controlnets)
+        .zip(&images)
+        .map(|((unit, controlnet), image)| {
+            if (image.width, image.height) != (width, height) {
+                log(format!(
+                    "{}: {}×{} resized to {width}×{height}",
+                    unit.image.as_deref().expect("checked").display(),
+                    image.width,
+                    image.height
+                ));
+            }
+            let image = image_io::resize(image, width, height);
+            ControlUnit {
+                controlnet,
+                image: model::pipeline::from_rgb8(width, height, &image.pixels, &device),
+                scale: unit.scale,
+                guess_mode: args.guess_mode,
+                start: unit.start,
+                end: unit.end,
+            }
+        })
+        .collect();
+
+    let seed = match (&noise, args.seed) {
+        (Some(_), _) => None,
+        (None, Some(seed)) => Some(seed),
+        (None, None) => Some(Rng::fresh_seed()),
+    };
+    let noise = match (noise, seed) {
+        (Some((shape, values)), _) => {
+            let expected = [1, 4, height / 8, width / 8];
+            if shape != expected {
+                return Err(format!("the noise is {shape:?}, expected {expected:?} for {width}×{height}"));
+            }
+            Noise::Latents(Tensor::from_data(TensorData::new(values, shape), &device))
+        }
+        (None, seed) => Noise::Seed(seed.expect("a seed when there is no noise file")),
+    };
+    let params = Params {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        steps: args.steps,
+        guidance: args.guidance,
+        scheduler: args.scheduler,
+        width,
+        height,
+        noise,
+    };
+    log(format!(
+        "loaded in {:.1} s; generating {width}×{height}, {} steps",
+        started.elapsed().as_secs_f64(),
+        args.steps
+    ));
+    let loop_started = Instant::now();
+    let image = pipeline
+        .generate(&params, &units, |progress| {
+            // Wait for the step's GPU work so that the figures mean something.
+            let _ = device.sync();
+            if !args.quiet {
+                let elapsed = loop_started.elapsed().as_secs_f64();
+                let rate = progress.step as f64 / elapsed.max(1e-9);
+                let left = (progress.total - progress.step) as f64 / rate.max(1e-9);
+                eprint!("\rstep {}/{}  {rate:.2} it/s  {left:.0} s left   ", progress.step, progress.total);
+                let _ = std::io::stderr().flush();
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    if !args.quiet {
+        eprintln!();
+    }
+    let (w, h, pixels) = model::block_on(model::pipeline::to_rgb8(image)).map_err(|e| e.to_string())?;
+    let parameters = parameters_text(&args, seed, width, height, precision);
+    let png = image_io::encode_png(&Rgb8 { width: w, height: h, pixels }, &[("parameters", &parameters)])
+        .map_err(|e| e.to_string())?;
+    std::fs::write(&args.out, png).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    log(format!(
+        "wrote {} in {:.1} s{}",
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
+    ));
+    Ok(())
+}

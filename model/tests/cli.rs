@@ -1,0 +1,228 @@
+//! `controlnet generate` on the fixture folders: the image diffusers made from the same noise,
+//! the parameters in the PNG, and one-line errors (never a panic) for bad input.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::fixtures;
+use model::image_io;
+
+fn controlnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_controlnet")).args(args).output().expect("the binary runs")
+}
+
+fn out_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("controlnet-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fixture(path: &str) -> String {
+    fixtures().join(path).to_string_lossy().into_owned()
+}
+
+/// The `cli` case of the fixture script, by command line.
+fn cli_case_args(out: &Path, backend: &str) -> Vec<String> {
+    [
+        "generate",
+        "--model",
+        &fixture("tiny"),
+        "--controlnet",
+        &fixture("tiny/controlnet"),
+        "--control",
+        &fixture("tiny/control/edges_64x64.png"),
+        "--scale",
+        "0.7",
+        "--control-end",
+        "0.8",
+        "--prompt",
+        "a tiny cat",
+        "--steps",
+        "4",
+        "--scheduler",
+        "unipc",
+        "--noise",
+        &fixture("tiny/noise_64x64.npy"),
+        "--precision",
+        "f32",
+        "--backend",
+        backend,
+        "--out",
+        &out.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn generate_reproduces_diffusers() {
+    let dir = out_dir();
+    for backend in ["cpu", "wgpu"] {
+        let out = dir.join(format!("cli-{backend}.png"));
+        let args = cli_case_args(&out, backend);
+        let output = controlnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{backend}: {stderr}");
+        assert!(stderr.contains("step 4/4"), "progress is shown: {stderr}");
+
+        let png = std::fs::read(&out).unwrap();
+        let image = image_io::decode(&png).unwrap();
+        let expected = common::pipeline_expected().get("pipe.cli.image").unwrap();
+        assert_eq!((image.height, image.width), (expected.shape[2], expected.shape[3]));
+        // diffusers' [1, 3, h, w] in [0, 1] → 8-bit the way numpy_to_pil rounds.
+        let (h, w) = (image.height, image.width);
+        let mut mse = 0.0;
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    let e = (expected.values[(c * h + y) * w + x] * 255.0).round() as f64;
+                    mse += (image.pixels[(y * w + x) * 3 + c] as f64 - e).powi(2);
+                }
+            }
+        }
+        mse /= (3 * h * w) as f64;
+        let psnr = 10.0 * (255.0f64.powi(2) / mse.max(1e-12)).log10();
+        println!("{backend}: CLI image vs diffusers: PSNR {psnr:.1} dB (mse {mse:.3} in 8-bit units)");
+        assert!(psnr >= 40.0, "{backend}: PSNR {psnr:.1} dB < 40 dB");
+
+        let text = image_io::png_text(&png).unwrap();
+        let parameters = &text.iter().find(|(k, _)| k == "parameters").expect("a parameters chunk").1;
+        println!("{parameters}");
+        assert!(
+            parameters.starts_with("a tiny cat\nSteps: 4, Sampler: unipc, CFG scale: 7.5"),
+            "{parameters}"
+        );
+        assert!(parameters.contains("Size: 64x64"), "{parameters}");
+        assert!(parameters.contains("Weight: 0.7, Guidance Start: 0, Guidance End: 0.8"), "{parameters}");
+    }
+}
+
+#[test]
+fn seeds_are_reproducible() {
+    let dir = out_dir();
+    let run = |seed: &str, name: &str| {
+        let out = dir.join(name);
+        let args = [
+            "generate",
+            "--model",
+            &fixture("tiny"),
+            "--prompt",
+            "a tiny cat",
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--seed",
+            seed,
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--out",
+            &out.to_string_lossy(),
+        ];
+        let output = controlnet(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(output.stderr.is_empty(), "--quiet prints nothing");
+        let png = std::fs::read(&out).unwrap();
+        let text = image_io::png_text(&png).unwrap();
+        assert!(text[0].1.contains(&format!("Seed: {seed}")));
+        image_io::decode(&png).unwrap().pixels
+    };
+    assert_eq!(run("7", "a.png"), run("7", "b.png"));
+    assert_ne!(run("7", "a.png"), run("8", "c.png"));
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let dir = out_dir();
+    let out = dir.join("never.png").to_string_lossy().into_owned();
+    let not_image = dir.join("not-an-image.png");
+    std::fs::write(&not_image, b"hello").unwrap();
+    let tiny = fixture("tiny");
+    let cn = fixture("tiny/controlnet");
+    let edges = fixture("tiny/control/edges_64x64.png");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["generate", "--model", "/nonexistent/model", "--prompt", "x", "--out", &out],
+            "model_index.json",
+        ),
+        (
+            vec!["generate", "--model", &cn, "--prompt", "x", "--backend", "cpu", "--out", &out],
+            "not a diffusers",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                &tiny,
+                "--prompt",
+                "x",
+                "--width",
+                "60",
+                "--backend",
+                "cpu",
+                "--out",
+                &out,
+            ],
+            "multiples of 8",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                &tiny,
+                "--controlnet",
+                &cn,
+                "--control",
+                not_image.to_str().unwrap(),
+                "--prompt",
+                "x",
+                "--backend",
+                "cpu",
+                "--out",
+                &out,
+            ],
+            "not an image",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                &tiny,
+                "--controlnet",
+                &tiny,
+                "--control",
+                &edges,
+                "--prompt",
+                "x",
+                "--backend",
+                "cpu",
+                "--out",
+                &out,
+            ],
+            "tiny",
+        ),
+        (vec!["generate", "--model", &tiny, "--out", &out], "--prompt"),
+        (vec!["generate", "--model", &tiny, "--prompt", "x", "--scheduler", "pndm", "--out", &out], "pndm"),
+        (vec!["generate", "--model", &tiny, "--scale", "2", "--prompt", "x", "--out", &out], "--controlnet"),
+    ];
+    for (args, needle) in cases {
+        let output = controlnet(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        // Progress lines may come first; the error is the last line, and the only one so marked.
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("controlnet: ")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().last(), Some(errors[0]), "{args:?}: {stderr}");
+        assert!(errors[0].contains(needle), "{args:?}: `{needle}` not in: {stderr}");
+        println!("{}", errors[0]);
+    }
+    assert!(!Path::new(&out).exists(), "nothing written on error");
+}
