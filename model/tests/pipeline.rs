@@ -163,3 +163,43 @@ fn bad_parameters_are_errors() {
     let err = Pipeline::load(&tiny.join("controlnet"), Precision::F32, &device).err().unwrap();
     assert!(err.to_string().contains("model_index.json"), "{err}");
 }
+
+/// f16 compute (UNet, ControlNet, text encoder; the VAE stays f32 by `force_upcast`) against
+/// diffusers' f32 run: the same image within f16's precision.
+#[test]
+fn f16_pipeline_stays_close_to_diffusers() {
+    let device = common::wgpu().clone();
+    if !Precision::F16.is_supported_on(&device) {
+        println!("skipped: this wgpu device has no shader-f16");
+        return;
+    }
+    let tiny = fixtures().join("tiny");
+    let pipeline = Pipeline::load(&tiny, Precision::F16, &device).unwrap();
+    let controlnet = weights::load_controlnet(&tiny.join("controlnet"), Precision::F16, &device).unwrap();
+    let case = cases().into_iter().find(|c| c["name"] == "unipc").unwrap();
+    let unit = &case["units"][0];
+    let units = [ControlUnit {
+        controlnet: &controlnet,
+        image: control_image(unit["image"].as_str().unwrap(), &device),
+        scale: unit["scale"].as_f64().unwrap(),
+        guess_mode: false,
+        start: 0.0,
+        end: 1.0,
+    }];
+    let params = Params {
+        prompt: case["prompt"].as_str().unwrap().into(),
+        steps: case["steps"].as_u64().unwrap() as usize,
+        guidance: case["guidance"].as_f64().unwrap(),
+        scheduler: "unipc".parse().unwrap(),
+        width: 64,
+        height: 64,
+        noise: Noise::Latents(pipeline_fixture("pipe.unipc.noise").to_device(&device)),
+        ..Params::default()
+    };
+    let image = pipeline.generate(&params, &units, |_| ControlFlow::Continue(())).unwrap();
+    let (_, values) = read(image);
+    assert!(values.iter().all(|v| v.is_finite()));
+    let db = psnr(&values, &pipeline_fixture("pipe.unipc.image").values);
+    println!("wgpu f16 unipc: PSNR {db:.1} dB against diffusers f32");
+    assert!(db >= 40.0, "f16: PSNR {db:.1} dB < 40 dB");
+}

@@ -107,6 +107,26 @@ fn sd15_controlnet_tree_matches_diffusers() {
 }
 
 #[test]
+fn sd15_vae_tree_matches_diffusers() {
+    let (config, keys) = key_list("sd15_vae_keys.json");
+    let config = model::vae::VaeConfig::from_json(&config.to_string()).unwrap();
+    let vae = model::vae::AutoencoderKL::new(&config, &Device::flex());
+    assert_same_tree(&tree(&vae), &keys);
+    assert_eq!(keys.len(), 248);
+}
+
+#[test]
+fn sd15_text_encoder_tree_matches_transformers() {
+    // transformers 5 names the keys without the `text_model.` prefix that the published SD1.5
+    // file has; the loader accepts both (see clip.rs).
+    let (config, keys) = key_list("sd15_text_encoder_keys.json");
+    let keys = keys.into_iter().map(|(k, shape)| (format!("text_model.{k}"), shape)).collect();
+    let config = model::clip::ClipTextConfig::from_json(&config.to_string()).unwrap();
+    let text_encoder = model::clip::ClipTextModel::new(&config, &Device::flex());
+    assert_same_tree(&tree(&text_encoder), &keys);
+}
+
+#[test]
 fn sd15_configs_parse_as_published() {
     let unet =
         UNetConfig::from_json(&std::fs::read_to_string(fixtures().join("sd15/unet_config.json")).unwrap())
