@@ -22,9 +22,9 @@ use crate::config::ConfigError;
 use crate::weights::{WeightsError, apply_safetensors_with};
 
 /// Checkpoint keys written by transformers 5 (no `text_model.` prefix) → module paths.
-const REMAPS: &[(&str, &str)] = &[(r"^(embeddings|encoder|final_layer_norm)\.(.+)$", "text_model.$1.$2")];
+pub const REMAPS: &[(&str, &str)] = &[(r"^(embeddings|encoder|final_layer_norm)\.(.+)$", "text_model.$1.$2")];
 /// A buffer (`arange(77)`) that checkpoints saved by transformers 4 carry; it is not a weight.
-const IGNORED: &[&str] = &[r"(^|\.)embeddings\.position_ids$"];
+pub const IGNORED: &[&str] = &[r"(^|\.)embeddings\.position_ids$"];
 
 fn default_vocab_size() -> usize {
     49408

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod precision;
 pub mod probe;
 pub mod rng;
+pub mod streaming;
 pub mod scheduler;
 pub mod tokenizer;
 pub mod unet;

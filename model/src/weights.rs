@@ -40,6 +40,11 @@ pub fn module_path(checkpoint_key: &str) -> String {
     })
 }
 
+/// The shared remaps followed by `extra` (checkpoint key pattern → module path), compiled.
+pub fn remap_patterns(extra: &[(&str, &str)]) -> Vec<(regex::Regex, String)> {
+    REMAPS.iter().chain(extra).map(|(pattern, to)| (regex_lite(pattern), (*to).to_owned())).collect()
+}
+
 fn regex_lite(pattern: &str) -> regex::Regex {
     regex::Regex::new(pattern).expect("the remap patterns are valid")
 }

@@ -1,0 +1,352 @@
+//! Loading weights from a byte stream, one tensor at a time.
+//!
+//! A browser cannot hold SD1.5's 1.7 GB UNet file in one `ArrayBuffer` (or the wasm heap): the
+//! bytes arrive in chunks from the network or the IndexedDB cache. [`SafetensorsStream`] parses
+//! the safetensors header from the first chunks, then hands out each tensor's bytes as soon as
+//! they are complete, buffering at most one tensor that straddles chunk boundaries.
+//! [`StreamLoader`] uploads each tensor to the device right away (the host copy is dropped), and
+//! [`StreamLoader::apply`] assigns them to the module at the end, as strictly as
+//! [`crate::weights::apply_safetensors`]: every parameter filled, every tensor used, every shape
+//! equal, or an error naming them.
+
+use std::collections::HashMap;
+
+use burn::module::{ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
+
+use crate::Precision;
+use crate::weights::{WeightsError, remap_patterns};
+
+/// The most header bytes we accept (SD checkpoints have ~100 KiB headers).
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// A tensor's entry in the safetensors header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Byte range within the data section.
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A complete tensor from the stream.
+pub struct TensorBytes<'a> {
+    pub info: &'a TensorInfo,
+    pub bytes: &'a [u8],
+}
+
+/// Incremental safetensors parsing: [`Self::push`] chunks of any size, in order.
+#[derive(Default)]
+pub struct SafetensorsStream {
+    /// Bytes consumed so far.
+    position: u64,
+    header_len: Option<u64>,
+    /// Tensors by data offset, once the header is parsed.
+    tensors: Option<Vec<TensorInfo>>,
+    data_len: u64,
+    next: usize,
+    /// Bytes of an incomplete header or tensor.
+    pending: Vec<u8>,
+    max_pending: usize,
+}
+
+fn format_error(message: impl Into<String>) -> WeightsError {
+    WeightsError::Format(message.into())
+}
+
+fn parse_dtype(name: &str, dtype: &str) -> Result<(DType, u64), WeightsError> {
+    Ok(match dtype {
+        "F32" => (DType::F32, 4),
+        "F16" => (DType::F16, 2),
+        "BF16" => (DType::BF16, 2),
+        "F64" => (DType::F64, 8),
+        other => return Err(format_error(format!("tensor {name}: unsupported dtype {other}"))),
+    })
+}
+
+fn parse_header(json: &[u8]) -> Result<Vec<TensorInfo>, WeightsError> {
+    let header: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format_error(format!("the header is not JSON: {e}")))?;
+    let entries = header.as_object().ok_or_else(|| format_error("the header is not a JSON object"))?;
+    let mut tensors = Vec::new();
+    for (name, info) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: &str| format_error(format!("tensor {name}: {what}"));
+        let dtype = info["dtype"].as_str().ok_or_else(|| bad("no dtype"))?;
+        let (dtype, size) = parse_dtype(name, dtype)?;
+        let shape: Vec<usize> = info["shape"]
+            .as_array()
+            .ok_or_else(|| bad("no shape"))?
+            .iter()
+            .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(|| bad("bad shape")))
+            .collect::<Result<_, _>>()?;
+        let offsets = info["data_offsets"].as_array().ok_or_else(|| bad("no data_offsets"))?;
+        let offset =
+            |i: usize| offsets.get(i).and_then(|o| o.as_u64()).ok_or_else(|| bad("bad data_offsets"));
+        let (start, end) = (offset(0)?, offset(1)?);
+        let elements: u64 = shape.iter().map(|&d| d as u64).product();
+        if end < start || end - start != elements * size {
+            return Err(bad("its byte range does not match its shape"));
+        }
+        tensors.push(TensorInfo { name: name.clone(), dtype, shape, start, end });
+    }
+    tensors.sort_by_key(|t| (t.start, t.end));
+    let mut expected = 0;
+    for t in &tensors {
+        if t.start != expected {
+            return Err(format_error(format!(
+                "tensor {} starts at {} instead of {expected}",
+                t.name, t.start
+            )));
+        }
+        expected = t.end;
+    }
+    Ok(tensors)
+}
+
+impl SafetensorsStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tensors, once the header has arrived.
+    pub fn tensors(&self) -> Option<&[TensorInfo]> {
+        self.tensors.as_deref()
+    }
+
+    /// The file's total size, once the header has arrived.
+    pub fn total_len(&self) -> Option<u64> {
+        Some(8 + self.header_len? + self.tensors.as_ref().map(|_| self.data_len)?)
+    }
+
+    /// The most bytes held back at once (an incomplete tensor): bounded by the largest tensor.
+    pub fn max_buffered(&self) -> usize {
+        self.max_pending
+    }
+
+    /// Feeds the next chunk; `on_tensor` is called for every tensor it completes, in file order.
+    pub fn push(
+        &mut self,
+        mut chunk: &[u8],
+        mut on_tensor: impl FnMut(TensorBytes<'_>) -> Result<(), WeightsError>,
+    ) -> Result<(), WeightsError> {
+        while !chunk.is_empty() {
+            if self.tensors.is_none() {
+                chunk = self.take_header(chunk)?;
+                continue;
+            }
+            let tensors = self.tensors.as_ref().expect("parsed");
+            let Some(info) = tensors.get(self.next) else {
+                return Err(format_error(format!("{} bytes after the last tensor", chunk.len())));
+            };
+            let len = (info.end - info.start) as usize;
+            if self.pending.is_empty() && chunk.len() >= len {
+                // The whole tensor is in this chunk: no copy.
+                on_tensor(TensorBytes { info, bytes: &chunk[..len] })?;
+                chunk = &chunk[len..];
+                self.next += 1;
+                self.position += len as u64;
+                continue;
+            }
+            let take = (len - self.pending.len()).min(chunk.len());
+            self.pending.extend_from_slice(&chunk[..take]);
+            self.max_pending = self.max_pending.max(self.pending.len());
+            chunk = &chunk[take..];
+            self.position += take as u64;
+            if self.pending.len() == len {
+                let bytes = std::mem::take(&mut self.pending);
+                on_tensor(TensorBytes { info, bytes: &bytes })?;
+                self.next += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn take_header<'c>(&mut self, chunk: &'c [u8]) -> Result<&'c [u8], WeightsError> {
+        let needed = match self.header_len {
+            None => 8,
+            Some(len) => 8 + len as usize,
+        };
+        let take = (needed - self.pending.len()).min(chunk.len());
+        self.pending.extend_from_slice(&chunk[..take]);
+        self.position += take as u64;
+        if self.pending.len() == needed {
+            match self.header_len {
+                None => {
+                    let len = u64::from_le_bytes(self.pending[..8].try_into().expect("8 bytes"));
+                    if len == 0 || len > MAX_HEADER_BYTES {
+                        return Err(format_error(format!(
+                            "a header of {len} bytes (is this a safetensors file?)"
+                        )));
+                    }
+                    self.header_len = Some(len);
+                }
+                Some(_) => {
+                    let tensors = parse_header(&self.pending[8..])?;
+                    self.data_len = tensors.last().map(|t| t.end).unwrap_or(0);
+                    self.tensors = Some(tensors);
+                    self.pending = Vec::new();
+                }
+            }
+        }
+        Ok(&chunk[take..])
+    }
+
+    /// Checks that the stream ended exactly at the end of the last tensor.
+    pub fn finish(&self) -> Result<(), WeightsError> {
+        match (&self.tensors, self.total_len()) {
+            (Some(tensors), Some(total)) if self.next == tensors.len() => {
+                debug_assert_eq!(self.position, total);
+                Ok(())
+            }
+            (_, total) => Err(format_error(format!(
+                "the file ends after {} bytes{}: truncated",
+                self.position,
+                total.map(|t| format!(" of {t}")).unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// Collects streamed tensors on the device, then assigns them to a module.
+pub struct StreamLoader {
+    device: Device,
+    precision: Precision,
+    remaps: Vec<(regex::Regex, String)>,
+    ignored: Vec<regex::Regex>,
+    /// Module path (PyTorch leaf names) → flattened tensor and its checkpoint shape.
+    tensors: HashMap<String, (Vec<usize>, Tensor<1>)>,
+    stream: SafetensorsStream,
+}
+
+impl StreamLoader {
+    /// `extra_remaps` and `ignored` as for [`crate::weights::apply_safetensors_with`].
+    pub fn new(
+        device: &Device,
+        precision: Precision,
+        extra_remaps: &[(&str, &str)],
+        ignored: &[&str],
+    ) -> Self {
+        Self {
+            device: device.clone(),
+            precision,
+            remaps: remap_patterns(extra_remaps),
+            ignored: ignored.iter().map(|p| regex::Regex::new(p).expect("valid ignore pattern")).collect(),
+            tensors: HashMap::new(),
+            stream: SafetensorsStream::new(),
+        }
+    }
+
+    fn module_path(&self, key: &str) -> String {
+        self.remaps.iter().fold(key.to_owned(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned())
+    }
+
+    /// Feeds the next chunk of the file; complete tensors go to the device at once.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), WeightsError> {
+        let Self { stream, tensors, device, precision, remaps, .. } = self;
+        stream.push(chunk, |t| {
+            let data = TensorData::from_bytes_vec(
+                t.bytes.to_vec(),
+                [t.bytes.len() / t.info.dtype.size()],
+                t.info.dtype,
+            );
+            // Converted on the host (one tensor at a time) when the file's dtype is not the one
+            // we compute in.
+            let dtype = match precision.dtype() {
+                FloatDType::F16 => DType::F16,
+                _ => DType::F32,
+            };
+            let data = if t.info.dtype == dtype { data } else { data.convert_dtype(dtype) };
+            let tensor = Tensor::<1>::from_data(data, (&*device, dtype));
+            let path = remaps
+                .iter()
+                .fold(t.info.name.clone(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned());
+            tensors.insert(path, (t.info.shape.clone(), tensor));
+            Ok(())
+        })
+    }
+
+    /// The bytes held back at most so far (one tensor at worst).
+    pub fn max_buffered(&self) -> usize {
+        self.stream.max_buffered()
+    }
+
+    /// Assigns every collected tensor to `module`'s parameter of the same path.
+    pub fn apply<M: Module>(self, module: M) -> Result<M, WeightsError> {
+        self.stream.finish()?;
+        let mut mapper =
+            Assign { path: Vec::new(), tensors: self.tensors, missing: Vec::new(), errors: Vec::new() };
+        let module = module.map(&mut mapper);
+        let mut unused: Vec<String> = mapper
+            .tensors
+            .into_keys()
+            .filter(|key| !self.ignored.iter().any(|re| re.is_match(key)))
+            .collect();
+        unused.sort();
+        if mapper.missing.is_empty() && unused.is_empty() && mapper.errors.is_empty() {
+            return Ok(module);
+        }
+        Err(WeightsError::Mismatch { missing: mapper.missing, unused, errors: mapper.errors })
+    }
+
+    /// The module path a checkpoint key loads into.
+    pub fn path_of(&self, key: &str) -> String {
+        self.module_path(key)
+    }
+}
+
+struct Assign {
+    path: Vec<(String, String)>,
+    tensors: HashMap<String, (Vec<usize>, Tensor<1>)>,
+    missing: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl ModuleMapper for Assign {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_owned(), container_type.to_owned()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        // The last entry is the parameter, with the type of the module holding it (as burn-store's
+        // PyTorch adapter sees it): linear weights are [in, out] here, norms say gamma/beta.
+        let (name, holder) = self.path.last().cloned().expect("a parameter has a name");
+        let transpose = holder.ends_with("Linear") && name == "weight";
+        let leaf = match (holder.ends_with("Norm"), name.as_str()) {
+            (true, "gamma") => "weight".to_owned(),
+            (true, "beta") => "bias".to_owned(),
+            _ => name,
+        };
+        let mut path: Vec<&str> = self.path[..self.path.len() - 1].iter().map(|(n, _)| n.as_str()).collect();
+        path.push(&leaf);
+        let path = path.join(".");
+        let Some((shape, tensor)) = self.tensors.remove(&path) else {
+            self.missing.push(path);
+            return param;
+        };
+        let mut expected = param.lazy_shape().to_vec();
+        if transpose {
+            expected.reverse();
+        }
+        if shape != expected {
+            self.errors.push(format!("{path}: the file has {shape:?}, the model {expected:?}"));
+            return param;
+        }
+        let dims: [usize; D] = shape.try_into().expect("same rank as checked");
+        let mut value = tensor.reshape(dims);
+        if transpose {
+            value = value.transpose();
+        }
+        let id = param.id;
+        param.transform_for_load(value, id)
+    }
+}

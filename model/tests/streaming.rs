@@ -1,0 +1,200 @@
+//! Weights streamed in chunks of any size load exactly like the whole file, buffering at most
+//! one tensor; truncated and corrupt streams are errors.
+
+mod common;
+
+use burn::prelude::*;
+use common::{fixture, fixtures, read};
+use model::streaming::StreamLoader;
+use model::weights::{self, WeightsError};
+use model::{Precision, UNet, clip, vae};
+
+fn stream<M: Module>(
+    module: M,
+    bytes: &[u8],
+    chunk: usize,
+    precision: Precision,
+    remaps: &[(&str, &str)],
+    ignored: &[&str],
+) -> (Result<M, WeightsError>, usize) {
+    let device = Device::flex();
+    let mut loader = StreamLoader::new(&device, precision, remaps, ignored);
+    for part in bytes.chunks(chunk) {
+        if let Err(e) = loader.push(part) {
+            return (Err(e), loader.max_buffered());
+        }
+    }
+    let buffered = loader.max_buffered();
+    (loader.apply(module), buffered)
+}
+
+/// The largest tensor of a safetensors file, in bytes.
+fn largest_tensor(bytes: &[u8]) -> usize {
+    let mut s = model::streaming::SafetensorsStream::new();
+    s.push(&bytes[..bytes.len().min(1 << 20)], |_| Ok(())).unwrap();
+    s.tensors().unwrap().iter().map(|t| (t.end - t.start) as usize).max().unwrap()
+}
+
+fn unet_output(unet: &UNet) -> Vec<f32> {
+    let device = Device::flex();
+    let sample = fixture("sq.input.sample").to_device(&device);
+    let context = fixture("sq.input.encoder_hidden_states").to_device(&device);
+    read(unet.forward(sample, &[999.0, 999.0], context, None)).1
+}
+
+#[test]
+fn unet_streams_in_any_chunking() {
+    let device = Device::flex();
+    let dir = fixtures().join("tiny/unet");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let unet_config = model::config::UNetConfig::from_json(&config).unwrap();
+    for (file, precision) in [
+        ("diffusion_pytorch_model.safetensors", Precision::F32),
+        ("diffusion_pytorch_model.fp16.safetensors", Precision::F32),
+    ] {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let whole = weights::unet_from_bytes(&config, bytes.clone(), precision, &device).unwrap();
+        let expected = unet_output(&whole);
+        let largest = largest_tensor(&bytes);
+        for chunk in [1, 7, 4096, 65536, bytes.len()] {
+            let (loaded, buffered) =
+                stream(UNet::new(&unet_config, &device), &bytes, chunk, precision, &[], &[]);
+            let loaded = loaded.unwrap();
+            // Not bit-exact: the whole-file loader transposes linear weights into contiguous
+            // memory, we keep a transposed view, and the CPU's matmul rounds the two layouts
+            // differently (one ulp here and there).
+            let error = common::relative_l2(&unet_output(&loaded), &expected);
+            assert!(error < 1e-6, "{file}, chunks of {chunk}: relative L2 {error:.1e}: not the same model");
+            assert!(
+                buffered <= largest,
+                "{file}, chunks of {chunk}: buffered {buffered} > largest tensor {largest}"
+            );
+            println!(
+                "{file}: chunks of {chunk} bytes: output rel. L2 {error:.1e}; at most {buffered} bytes buffered \
+                 (largest tensor {largest})"
+            );
+        }
+    }
+}
+
+#[test]
+fn vae_and_text_encoder_stream_with_their_remaps() {
+    let device = Device::flex();
+    let tiny = fixtures().join("tiny");
+    let vae_bytes = std::fs::read(tiny.join("vae/diffusion_pytorch_model.safetensors")).unwrap();
+    let vae_config =
+        vae::VaeConfig::from_json(&std::fs::read_to_string(tiny.join("vae/config.json")).unwrap()).unwrap();
+    let (loaded, _) = stream(
+        vae::AutoencoderKL::new(&vae_config, &device),
+        &vae_bytes,
+        10_000,
+        Precision::F32,
+        vae::OLD_ATTENTION_REMAPS,
+        &[],
+    );
+    let loaded = loaded.unwrap();
+    let z = common::pipeline_expected()["vae.decode.z"].to_device(&device);
+    let (_, out) = read(loaded.decode(z));
+    let error = common::relative_l2(&out, &common::pipeline_expected()["vae.decode.out"].values);
+    println!("vae streamed: decode relative L2 {error:.1e}");
+    assert!(error < 1e-5);
+
+    let te_bytes = std::fs::read(tiny.join("text_encoder/model.safetensors")).unwrap();
+    let te_config = clip::ClipTextConfig::from_json(
+        &std::fs::read_to_string(tiny.join("text_encoder/config.json")).unwrap(),
+    )
+    .unwrap();
+    let (loaded, _) = stream(
+        clip::ClipTextModel::new(&te_config, &device),
+        &te_bytes,
+        3_000,
+        Precision::F32,
+        clip::REMAPS,
+        clip::IGNORED,
+    );
+    let loaded = loaded.unwrap();
+    let text: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny.join("pipeline_cases.json")).unwrap()).unwrap();
+    let ids: Vec<u32> =
+        text["text"][0]["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let (_, out) = read(loaded.encode_ids(&[ids], &device));
+    let error = common::relative_l2(&out, &common::pipeline_expected()["text.0.embeds"].values);
+    println!("text encoder streamed: relative L2 {error:.1e}");
+    assert!(error < 1e-5);
+}
+
+#[test]
+fn truncated_corrupt_and_wrong_streams_are_errors() {
+    let device = Device::flex();
+    let dir = fixtures().join("tiny/unet");
+    let config =
+        model::config::UNetConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+            .unwrap();
+    let bytes = std::fs::read(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let fresh = || UNet::new(&config, &device);
+
+    let (result, _) = stream(fresh(), &bytes[..bytes.len() - 100], 4096, Precision::F32, &[], &[]);
+    let message = result.err().unwrap().to_string();
+    assert!(message.contains("truncated"), "{message}");
+
+    let mut extra = bytes.clone();
+    extra.extend_from_slice(b"trailing garbage");
+    assert!(stream(fresh(), &extra, 4096, Precision::F32, &[], &[]).0.is_err());
+
+    let mut corrupt = bytes.clone();
+    corrupt[8..16].copy_from_slice(b"\x00\x01\x02\x03\x04\x05\x06\x07");
+    assert!(matches!(
+        stream(fresh(), &corrupt, 4096, Precision::F32, &[], &[]).0,
+        Err(WeightsError::Format(_))
+    ));
+
+    let huge_header = [u64::MAX.to_le_bytes().to_vec(), bytes[8..].to_vec()].concat();
+    assert!(matches!(
+        stream(fresh(), &huge_header, 4096, Precision::F32, &[], &[]).0,
+        Err(WeightsError::Format(_))
+    ));
+
+    // The ControlNet's file into a UNet: missing and unused keys, named.
+    let cn = std::fs::read(fixtures().join("tiny/controlnet/diffusion_pytorch_model.safetensors")).unwrap();
+    match stream(fresh(), &cn, 65536, Precision::F32, &[], &[]).0 {
+        Err(WeightsError::Mismatch { missing, unused, .. }) => {
+            assert!(missing.iter().any(|k| k.starts_with("up_blocks")), "{missing:?}");
+            assert!(unused.iter().any(|k| k.starts_with("controlnet_down_blocks")), "{unused:?}");
+        }
+        other => panic!("expected a mismatch, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn f16_files_stay_f16_when_computing_in_f16() {
+    let device = common::wgpu().clone();
+    if !Precision::F16.is_supported_on(&device) {
+        println!("skipped: no shader-f16");
+        return;
+    }
+    let dir = fixtures().join("tiny/unet");
+    let config =
+        model::config::UNetConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+            .unwrap();
+    let bytes = std::fs::read(dir.join("diffusion_pytorch_model.fp16.safetensors")).unwrap();
+    let mut loader = StreamLoader::new(&device, Precision::F16, &[], &[]);
+    for part in bytes.chunks(50_000) {
+        loader.push(part).unwrap();
+    }
+    let unet = loader.apply(UNet::new(&config, &device)).unwrap();
+    assert_eq!(unet.dtype(), burn::tensor::FloatDType::F16);
+    let whole = weights::unet_from_bytes(
+        &std::fs::read_to_string(dir.join("config.json")).unwrap(),
+        bytes,
+        Precision::F16,
+        &device,
+    )
+    .unwrap();
+    let sample = fixture("sq.input.sample").to_device(&device);
+    let context = fixture("sq.input.encoder_hidden_states").to_device(&device);
+    let a = read(unet.forward(sample.clone(), &[999.0; 2], context.clone(), None)).1;
+    let b = read(whole.forward(sample, &[999.0; 2], context, None)).1;
+    let error = common::relative_l2(&a, &b);
+    println!("f16 streamed vs whole file: relative L2 {error:.1e}");
+    assert!(error < 1e-3, "streamed and whole-file f16 loads differ: {error:.1e}");
+}
