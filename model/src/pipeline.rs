@@ -133,10 +133,57 @@ pub struct ControlUnit<'a> {
     /// Guess mode: the ControlNet sees only the conditional half of the guidance batch (zeros
     /// for the other), and its residuals are scaled from 0.1 (shallowest) to 1 (mid block).
     pub guess_mode: bool,
+    /// How the control weighs against the prompt (A1111's control modes).
+    pub mode: ControlMode,
     /// Active from this fraction of the steps…
     pub start: f64,
     /// …to this one (diffusers' `control_guidance_start` / `control_guidance_end`).
     pub end: f64,
+}
+
+/// The control modes users of A1111's ControlNet extension know.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ControlMode {
+    /// The residuals as the ControlNet computes them, on both halves of the guidance batch.
+    #[default]
+    Balanced,
+    /// "My prompt is more important": residual `i` of `n` is scaled by `0.825^(n−1−i)` (the mid
+    /// block's by 1, the shallowest SD1.5 one by 0.825¹²), on both halves.
+    PromptMoreImportant,
+    /// "ControlNet is more important": the control acts on the conditional half only (zeros for
+    /// the unconditional one), as guess mode does, so guidance amplifies it.
+    ControlNetMoreImportant,
+}
+
+impl ControlMode {
+    /// The extra factor for each of `n` residuals (the down residuals, then the mid one).
+    pub fn factors(self, n: usize) -> Vec<f64> {
+        match self {
+            ControlMode::PromptMoreImportant => (0..n).map(|i| 0.825f64.powi((n - 1 - i) as i32)).collect(),
+            _ => vec![1.0; n],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlMode::Balanced => "balanced",
+            ControlMode::PromptMoreImportant => "prompt",
+            ControlMode::ControlNetMoreImportant => "controlnet",
+        }
+    }
+}
+
+impl std::str::FromStr for ControlMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "balanced" => Ok(ControlMode::Balanced),
+            "prompt" => Ok(ControlMode::PromptMoreImportant),
+            "controlnet" => Ok(ControlMode::ControlNetMoreImportant),
+            other => Err(format!("unknown control mode `{other}` (expected balanced, prompt or controlnet)")),
+        }
+    }
 }
 
 /// Where the initial latents come from.
@@ -304,12 +351,13 @@ impl Pipeline {
             .map(|unit| {
                 // A ControlNet trained with pooled conditions is always run in guess mode.
                 let guess_mode = unit.guess_mode || unit.controlnet.config.global_pool_conditions;
-                let image = if guided && !guess_mode {
+                let cond_only = guess_mode || unit.mode == ControlMode::ControlNetMoreImportant;
+                let image = if guided && !cond_only {
                     unit.image.clone().repeat_dim(0, 2)
                 } else {
                     unit.image.clone()
                 };
-                PreparedUnit { unit: unit.clone(), guess_mode, image }
+                PreparedUnit { unit: unit.clone(), guess_mode, cond_only, image }
             })
             .collect();
         Ok(Run {
@@ -357,7 +405,9 @@ impl Pipeline {
 struct PreparedUnit<'a> {
     unit: ControlUnit<'a>,
     guess_mode: bool,
-    /// The condition image, doubled for the guidance batch unless in guess mode.
+    /// The control acts on the conditional half of the guidance batch only.
+    cond_only: bool,
+    /// The condition image, doubled for the guidance batch unless `cond_only`.
     image: Tensor<4>,
 }
 
@@ -423,7 +473,7 @@ impl<'a> Run<'a> {
                 continue; // diffusers runs it with a scale of 0: residuals of zeros
             }
             let scale = ControlScale { scale: unit.scale, guess_mode: prepared.guess_mode };
-            let r = if prepared.guess_mode && self.guided {
+            let r = if prepared.cond_only && self.guided {
                 // The ControlNet sees only the conditional half; the unconditional half gets zeros.
                 let input = self.scheduler.scale_model_input(self.latents.clone(), i);
                 let r = unit.controlnet.forward(
@@ -443,6 +493,13 @@ impl<'a> Run<'a> {
                     prepared.image.clone().cast(dtype),
                     scale,
                 )
+            };
+            let r = match unit.mode {
+                ControlMode::PromptMoreImportant => {
+                    let factors = unit.mode.factors(r.down.len() + 1);
+                    r.scale_each(&factors)
+                }
+                _ => r,
             };
             residuals = Some(match residuals {
                 Some(sum) => sum + r,
@@ -471,6 +528,28 @@ impl<'a> Run<'a> {
         self.latents = self.scheduler.step(noise_pred, i, self.latents.clone(), noise);
         self.step += 1;
     }
+}
+
+/// SD1.x's latent channels → RGB, least squares over decoded images (the "cheap approximation"
+/// A1111 and ComfyUI show as previews).
+const LATENT_RGB: [[f32; 3]; 4] = [
+    [0.3512, 0.2297, 0.3227],
+    [0.3250, 0.4974, 0.2350],
+    [-0.2829, 0.1762, 0.2721],
+    [-0.2120, -0.2616, -0.7177],
+];
+
+/// A preview of latents `[1, 4, h, w]` without the VAE: `[1, 3, h, w]` in `[0, 1]`, one linear
+/// map per pixel (an eighth of the image's size; the page scales it up).
+pub fn latent_preview(latents: Tensor<4>) -> Tensor<4> {
+    let device = latents.device();
+    let [b, c, h, w] = latents.dims();
+    assert_eq!(c, 4, "SD1.x latents have 4 channels");
+    let factors: Vec<f32> = LATENT_RGB.iter().flatten().copied().collect();
+    let factors = Tensor::<2>::from_data(TensorData::new(factors, [4, 3]), &device);
+    let pixels = latents.cast(FloatDType::F32).permute([0, 2, 3, 1]).reshape([b * h * w, 4]);
+    let rgb = pixels.matmul(factors).reshape([b, h, w, 3]).permute([0, 3, 1, 2]);
+    ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
 }
 
 /// Converts an image `[1, 3, h, w]` in `[0, 1]` to 8-bit RGB rows, as diffusers' `numpy_to_pil`

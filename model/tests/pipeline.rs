@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use burn::prelude::*;
 use common::{HostTensor, devices, fixtures, read, relative_l2};
 use model::image_io;
-use model::pipeline::{ControlUnit, Noise, Params, Pipeline, PipelineError, from_rgb8};
+use model::pipeline::{ControlMode, ControlUnit, Noise, Params, Pipeline, PipelineError, from_rgb8};
 use model::{ControlNet, Precision, weights};
 
 fn pipeline_fixture(name: &str) -> &'static HostTensor {
@@ -63,6 +63,7 @@ fn pipelines_equal_diffusers() {
                     image: control_image(u["image"].as_str().unwrap(), &device),
                     scale: u["scale"].as_f64().unwrap(),
                     guess_mode: case["guess_mode"].as_bool().unwrap(),
+                    mode: ControlMode::Balanced,
                     start: u["start"].as_f64().unwrap(),
                     end: u["end"].as_f64().unwrap(),
                 })
@@ -152,6 +153,7 @@ fn bad_parameters_are_errors() {
         image: Tensor::zeros([1, 3, 32, 32], &device),
         scale: 1.0,
         guess_mode: false,
+        mode: ControlMode::Balanced,
         start: 0.0,
         end: 1.0,
     };
@@ -183,6 +185,7 @@ fn f16_pipeline_stays_close_to_diffusers() {
         image: control_image(unit["image"].as_str().unwrap(), &device),
         scale: unit["scale"].as_f64().unwrap(),
         guess_mode: false,
+        mode: ControlMode::Balanced,
         start: 0.0,
         end: 1.0,
     }];
@@ -202,4 +205,111 @@ fn f16_pipeline_stays_close_to_diffusers() {
     let db = psnr(&values, &pipeline_fixture("pipe.unipc.image").values);
     println!("wgpu f16 unipc: PSNR {db:.1} dB against diffusers f32");
     assert!(db >= 40.0, "f16: PSNR {db:.1} dB < 40 dB");
+}
+
+/// One step of each control mode, against the same step composed by hand from the public parts
+/// (text encoder, ControlNet, UNet, scheduler): the modes do what they say.
+#[test]
+fn control_modes_do_what_they_say() {
+    use model::ControlScale;
+    use model::scheduler::Scheduler;
+
+    let device = Device::flex();
+    let tiny = fixtures().join("tiny");
+    let pipeline = Pipeline::load(&tiny, Precision::F32, &device).unwrap();
+    let controlnet = weights::load_controlnet(&tiny.join("controlnet"), Precision::F32, &device).unwrap();
+    let image = control_image("control/edges_64x64.png", &device);
+    let noise = pipeline_fixture("pipe.ddim.noise").to_device::<4>(&device);
+    let params = Params {
+        prompt: "a tiny cat".into(),
+        negative_prompt: "blurry".into(),
+        steps: 5,
+        guidance: 6.0,
+        scheduler: "ddim".parse().unwrap(),
+        width: 64,
+        height: 64,
+        noise: Noise::Latents(noise.clone()),
+    };
+    let scale = 0.9;
+    let mut results = Vec::new();
+    for mode in
+        [ControlMode::Balanced, ControlMode::PromptMoreImportant, ControlMode::ControlNetMoreImportant]
+    {
+        let unit = ControlUnit {
+            controlnet: &controlnet,
+            image: image.clone(),
+            scale,
+            guess_mode: false,
+            mode,
+            start: 0.0,
+            end: 1.0,
+        };
+        let mut run = pipeline.start(&params, std::slice::from_ref(&unit)).unwrap();
+        run.step();
+        let (_, ours) = read(run.latents().clone());
+
+        // By hand.
+        let mut scheduler =
+            Scheduler::new(params.scheduler, &pipeline.scheduler_config, params.steps).unwrap();
+        let t = scheduler.timesteps()[0] as f32;
+        let latents = noise.clone() * scheduler.init_noise_sigma();
+        let uncond = pipeline.encode_prompt("blurry");
+        let cond = pipeline.encode_prompt("a tiny cat");
+        let context = Tensor::cat(vec![uncond, cond.clone()], 0);
+        let input = scheduler.scale_model_input(latents.clone().repeat_dim(0, 2), 0);
+        let plain = ControlScale { scale, guess_mode: false };
+        let residuals = match mode {
+            ControlMode::ControlNetMoreImportant => {
+                let single = scheduler.scale_model_input(latents.clone(), 0);
+                let r = controlnet.forward(single, &[t], cond, image.clone(), plain);
+                let pad = |x: Tensor<4>| Tensor::cat(vec![x.zeros_like(), x], 0);
+                model::ControlResiduals { down: r.down.into_iter().map(pad).collect(), mid: pad(r.mid) }
+            }
+            _ => {
+                let r = controlnet.forward(
+                    input.clone(),
+                    &[t, t],
+                    context.clone(),
+                    image.clone().repeat_dim(0, 2),
+                    plain,
+                );
+                if mode == ControlMode::PromptMoreImportant {
+                    let factors: Vec<f64> = (0..13).map(|i| 0.825f64.powi(12 - i)).collect();
+                    r.scale_each(&factors)
+                } else {
+                    r
+                }
+            }
+        };
+        let eps = pipeline.unet.forward(input, &[t, t], context, Some(&residuals));
+        let [u, c] = eps.chunk(2, 0).try_into().unwrap();
+        let eps = u.clone() + (c - u) * params.guidance;
+        let (_, expected) = read(scheduler.step(eps, 0, latents, None));
+        let error = relative_l2(&ours, &expected);
+        println!("{mode:?}: one step vs composed by hand: relative L2 {error:.1e}");
+        assert!(error < 1e-6, "{mode:?}: {error:.2e}");
+        results.push(ours);
+    }
+    // And the three modes differ from each other.
+    assert!(relative_l2(&results[0], &results[1]) > 1e-4);
+    assert!(relative_l2(&results[0], &results[2]) > 1e-4);
+}
+
+#[test]
+fn latent_preview_is_a_small_rgb_image() {
+    let device = Device::flex();
+    // Channel 0 at 1, the others 0: the first row of the latent → RGB map, mapped to [0, 1].
+    let mut values = vec![0.0f32; 4 * 2 * 3];
+    values[..6].fill(1.0);
+    let latents = Tensor::<4>::from_data(TensorData::new(values, [1, 4, 2, 3]), &device);
+    let (shape, rgb) = read(model::pipeline::latent_preview(latents));
+    assert_eq!(shape, [1, 3, 2, 3]);
+    for (channel, expected) in [0.3512f32, 0.2297, 0.3227].iter().enumerate() {
+        for &v in &rgb[channel * 6..(channel + 1) * 6] {
+            assert!((v - (expected + 1.0) / 2.0).abs() < 1e-6, "channel {channel}: {v}");
+        }
+    }
+    let huge = Tensor::<4>::ones([1, 4, 8, 8], &device) * 100.0;
+    let (_, rgb) = read(model::pipeline::latent_preview(huge));
+    assert!(rgb.iter().all(|&v| (0.0..=1.0).contains(&v)), "clamped to [0, 1]");
 }

@@ -37,6 +37,15 @@ impl std::ops::Add for ControlResiduals {
 }
 
 impl ControlResiduals {
+    /// Residual `i` multiplied by `factors[i]` (the down residuals, then the mid one).
+    pub fn scale_each(self, factors: &[f64]) -> ControlResiduals {
+        assert_eq!(factors.len(), self.down.len() + 1, "one factor per residual");
+        ControlResiduals {
+            down: self.down.into_iter().zip(factors).map(|(r, &f)| r * f).collect(),
+            mid: self.mid * factors[factors.len() - 1],
+        }
+    }
+
     /// Every residual multiplied by `scale`.
     pub fn scale(self, scale: f64) -> ControlResiduals {
         ControlResiduals { down: self.down.into_iter().map(|r| r * scale).collect(), mid: self.mid * scale }

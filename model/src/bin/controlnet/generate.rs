@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use model::image_io::{self, Rgb8};
-use model::pipeline::{ControlUnit, Noise, Params, Pipeline};
+use model::pipeline::{ControlMode, ControlUnit, Noise, Params, Pipeline};
 use model::rng::Rng;
 use model::scheduler::SchedulerKind;
 use model::{ControlNet, Precision, npy, weights};
 
 pub const USAGE: &str = "  controlnet generate --model DIR [--controlnet DIR --control IMAGE [--scale S]
-      [--control-start A --control-end B]]... [--guess-mode] --prompt TEXT
+      [--control-start A --control-end B] [--control-mode balanced|prompt|controlnet]]...
+      [--guess-mode] --prompt TEXT
       [--negative-prompt TEXT] [--steps N] [--guidance G]
       [--scheduler ddim|euler|euler-a|dpmpp-2m|dpmpp-2m-karras|unipc]
       [--seed N | --noise NOISE.npy] [--width W --height H]
@@ -27,6 +28,7 @@ struct UnitArgs {
     scale: f64,
     start: f64,
     end: f64,
+    mode: ControlMode,
 }
 
 #[derive(Debug)]
@@ -103,11 +105,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
                 scale: 1.0,
                 start: 0.0,
                 end: 1.0,
+                mode: ControlMode::Balanced,
             }),
             "--control" => last_unit(&mut parsed.units, &flag)?.image = Some(PathBuf::from(value)),
             "--scale" => last_unit(&mut parsed.units, &flag)?.scale = parse(&flag, &value)?,
             "--control-start" => last_unit(&mut parsed.units, &flag)?.start = parse(&flag, &value)?,
             "--control-end" => last_unit(&mut parsed.units, &flag)?.end = parse(&flag, &value)?,
+            "--control-mode" => last_unit(&mut parsed.units, &flag)?.mode = parse(&flag, &value)?,
             "--prompt" => prompt = Some(value),
             "--negative-prompt" => parsed.negative_prompt = value,
             "--steps" => parsed.steps = parse(&flag, &value)?,
@@ -169,12 +173,13 @@ fn parameters_text(
     );
     for (i, unit) in args.units.iter().enumerate() {
         text += &format!(
-            ", ControlNet {i}: \"Model: {}, Image: {}, Weight: {}, Guidance Start: {}, Guidance End: {}, Guess Mode: {}\"",
+            ", ControlNet {i}: \"Model: {}, Image: {}, Weight: {}, Guidance Start: {}, Guidance End: {}, Control Mode: {}, Guess Mode: {}\"",
             name(&unit.dir),
             unit.image.as_deref().map(name).unwrap_or_default(),
             unit.scale,
             unit.start,
             unit.end,
+            unit.mode.name(),
             args.guess_mode,
         );
     }
@@ -265,6 +270,7 @@ pub fn run(
                 image: model::pipeline::from_rgb8(width, height, &image.pixels, &device),
                 scale: unit.scale,
                 guess_mode: args.guess_mode,
+                mode: unit.mode,
                 start: unit.start,
                 end: unit.end,
             }
