@@ -3,16 +3,20 @@
 //! ```text
 //! controlnet generate --model DIR [--controlnet DIR --control IMAGE [--scale S] …]… --prompt TEXT
 //!     … --out OUT.png          (see `controlnet --help`)
+//! controlnet preprocess canny|scribble|xdog IN OUT.png [--low L --high H]
+//!     [--resize-mode just|crop|fill --width W --height H] [--invert]
 //! controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
 //! controlnet bench-step [--backend wgpu|cpu] [--precision f16|f32] [--width W] [--height H]
 //!     [--batch B] [--iterations N] [--unet-config FILE] [--controlnet-config FILE]
 //! ```
 //! `generate` runs the whole pipeline on a diffusers folder and writes a PNG that carries its
-//! parameters. `probe` runs the device probe (see `model::probe`) and prints its results as one JSON object.
+//! parameters. `preprocess` turns a picture into a control map (Canny edges, scribble from line
+//! art, XDoG sketch), optionally fitted to a size first. `probe` runs the device probe (see `model::probe`) and prints its results as one JSON object.
 //! `bench-step` times one ControlNet + UNet step (SD1.5-sized models with random weights unless
 //! other configs are given) and prints the figures as one JSON object per line.
 
 mod generate;
+mod preprocess;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -23,7 +27,7 @@ use model::precision::cast_module;
 use model::{ControlNet, Precision, UNet, bench, probe};
 
 fn usage() -> String {
-    format!("usage:\n{}\n{USAGE}", generate::USAGE)
+    format!("usage:\n{}\n{}\n{USAGE}", generate::USAGE, preprocess::USAGE)
 }
 
 const USAGE: &str = "  controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
@@ -84,6 +88,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let mut args = args.into_iter();
     match args.next().as_deref() {
         Some("generate") => generate::run(args, device),
+        Some("preprocess") => preprocess::run(args),
         Some("probe") => probe_command(Options::parse(args, &["--backend", "--precision"])?),
         Some("bench-step") => bench_command(Options::parse(
             args,
