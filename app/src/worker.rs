@@ -1,50 +1,105 @@
-//! The GPU worker as a Leptos hook: spawned with the component that uses it, terminated with it.
+//! The workers as Leptos hooks: spawned with the component that uses them, terminated with it.
+//!
+//! Two workers, two protocols: the GPU worker (`web::protocol::{Request, Response}`, burn-wgpu)
+//! and the preprocessing worker (`PreprocessRequest`, `PreprocessResponse`, no burn), so that
+//! preprocessing never waits behind GPU work. One generic handle serves both.
 
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web::protocol::{Request, Response};
+use web::protocol::{PreprocessRequest, PreprocessResponse, Request, Response};
 use web_sys::{ErrorEvent, MessageEvent, Worker};
 
 use crate::gpu::describe_js_error;
 
-/// The worker script Trunk generates for the `worker` binary (`data-loader-shim`).
-const WORKER_SCRIPT: &str = "./worker_loader.js";
+/// A worker's script and protocol.
+pub trait Protocol: 'static {
+    type Request: Serialize + Send + Sync + 'static;
+    type Response: DeserializeOwned + 'static;
+    /// The script Trunk generates for the worker binary (`data-loader-shim`).
+    const SCRIPT: &'static str;
+    /// The worker's name in messages.
+    const NAME: &'static str;
+    /// Whether `response` is the worker's "listening" message.
+    fn is_ready(response: &Self::Response) -> bool;
+}
 
-/// A handle to send requests to the worker. Cheap to copy.
-#[derive(Clone, Copy)]
-pub struct GpuWorker {
-    state: StoredValue<State>,
+/// The GPU worker (burn-wgpu).
+pub struct Gpu;
+
+impl Protocol for Gpu {
+    type Request = Request;
+    type Response = Response;
+    const SCRIPT: &'static str = "./worker_loader.js";
+    const NAME: &'static str = "GPU worker";
+    fn is_ready(response: &Response) -> bool {
+        matches!(response, Response::WorkerReady)
+    }
+}
+
+/// The preprocessing worker (decoding, Canny, scribble, sketch).
+pub struct Preprocess;
+
+impl Protocol for Preprocess {
+    type Request = PreprocessRequest;
+    type Response = PreprocessResponse;
+    const SCRIPT: &'static str = "./preprocess_worker_loader.js";
+    const NAME: &'static str = "preprocessing worker";
+    fn is_ready(response: &PreprocessResponse) -> bool {
+        matches!(response, PreprocessResponse::Ready)
+    }
+}
+
+/// A handle to send requests to a worker. Cheap to copy.
+pub struct WorkerHandle<P: Protocol> {
+    state: StoredValue<State<P::Request>>,
     on_failure: Callback<String>,
 }
 
-struct State {
-    worker: Option<SendWrapper<Worker>>,
-    /// Requests held back until the worker says `WorkerReady`.
-    pending: Option<Vec<Request>>,
+impl<P: Protocol> Clone for WorkerHandle<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
 }
 
-impl GpuWorker {
+impl<P: Protocol> Copy for WorkerHandle<P> {}
+
+pub type GpuWorker = WorkerHandle<Gpu>;
+pub type PreprocessWorker = WorkerHandle<Preprocess>;
+
+struct State<R> {
+    worker: Option<SendWrapper<Worker>>,
+    /// Requests held back until the worker says it is ready.
+    pending: Option<Vec<R>>,
+}
+
+impl<P: Protocol> WorkerHandle<P> {
     /// Sends `request` now, or as soon as the worker is ready.
-    pub fn send(&self, request: Request) {
-        let held = self.state.try_update_value(|state| match state.pending.as_mut() {
-            Some(pending) => {
-                pending.push(request.clone());
-                true
-            }
-            None => false,
-        });
-        if held == Some(false) {
+    pub fn send(&self, request: P::Request) {
+        let now = self
+            .state
+            .try_update_value(|state| match state.pending.as_mut() {
+                Some(pending) => {
+                    pending.push(request);
+                    None
+                }
+                None => Some(request),
+            })
+            .flatten();
+        if let Some(request) = now {
             self.post(&request);
         }
     }
 
-    fn post(&self, request: &Request) {
+    fn post(&self, request: &P::Request) {
         let sent = self.state.with_value(|state| {
-            let worker = state.worker.as_ref().ok_or_else(|| "the GPU worker is not running".to_owned())?;
-            let message = serde_wasm_bindgen::to_value(request).map_err(|e| e.to_string())?;
-            worker.post_message(&message).map_err(|e| describe_js_error(&e))
+            let worker = state.worker.as_ref().ok_or_else(|| format!("the {} is not running", P::NAME))?;
+            // Byte buffers are moved to the worker, not copied.
+            let (message, transfer) = web::message::to_js(request)?;
+            worker.post_message_with_transfer(&message, &transfer).map_err(|e| describe_js_error(&e))
         });
         if let Err(message) = sent {
             self.on_failure.run(message);
@@ -66,15 +121,33 @@ pub fn use_gpu_worker(
     on_response: impl Fn(Response) + 'static,
     on_failure: impl Fn(String) + Send + Sync + 'static,
 ) -> GpuWorker {
+    use_worker::<Gpu>(on_response, on_failure)
+}
+
+/// Spawns the preprocessing worker; as [`use_gpu_worker`].
+pub fn use_preprocess_worker(
+    on_response: impl Fn(PreprocessResponse) + 'static,
+    on_failure: impl Fn(String) + Send + Sync + 'static,
+) -> PreprocessWorker {
+    use_worker::<Preprocess>(on_response, on_failure)
+}
+
+fn use_worker<P: Protocol>(
+    on_response: impl Fn(P::Response) + 'static,
+    on_failure: impl Fn(String) + Send + Sync + 'static,
+) -> WorkerHandle<P> {
     let on_failure = Callback::new(on_failure);
-    let worker = match Worker::new(WORKER_SCRIPT) {
+    let worker = match Worker::new(P::SCRIPT) {
         Ok(worker) => worker,
         Err(e) => {
-            on_failure.run(format!("could not start the GPU worker: {}", describe_js_error(&e)));
-            return GpuWorker { state: StoredValue::new(State { worker: None, pending: None }), on_failure };
+            on_failure.run(format!("could not start the {}: {}", P::NAME, describe_js_error(&e)));
+            return WorkerHandle {
+                state: StoredValue::new(State { worker: None, pending: None }),
+                on_failure,
+            };
         }
     };
-    let handle = GpuWorker {
+    let handle = WorkerHandle::<P> {
         state: StoredValue::new(State {
             worker: Some(SendWrapper::new(worker.clone())),
             pending: Some(Vec::new()),
@@ -83,14 +156,14 @@ pub fn use_gpu_worker(
     };
 
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-        match serde_wasm_bindgen::from_value::<Response>(event.data()) {
-            Ok(Response::WorkerReady) => handle.ready(),
+        match serde_wasm_bindgen::from_value::<P::Response>(event.data()) {
+            Ok(response) if P::is_ready(&response) => handle.ready(),
             Ok(response) => on_response(response),
-            Err(e) => on_failure.run(format!("unreadable message from the GPU worker: {e}")),
+            Err(e) => on_failure.run(format!("unreadable message from the {}: {e}", P::NAME)),
         }
     });
     let onerror = Closure::<dyn FnMut(ErrorEvent)>::new(move |event: ErrorEvent| {
-        on_failure.run(format!("the GPU worker failed: {}", event.message()));
+        on_failure.run(format!("the {} failed: {}", P::NAME, event.message()));
     });
     worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
@@ -106,4 +179,68 @@ pub fn use_gpu_worker(
         drop(handlers);
     });
     handle
+}
+
+/// Only the latest request matters (a preview while a slider moves): at most one is in the
+/// worker, and while it runs, each newer one replaces the one waiting.
+#[derive(Debug)]
+pub struct Latest<T> {
+    in_flight: Option<u32>,
+    waiting: Option<(u32, T)>,
+}
+
+impl<T> Default for Latest<T> {
+    fn default() -> Self {
+        Self { in_flight: None, waiting: None }
+    }
+}
+
+impl<T> Latest<T> {
+    /// Returns `request` if it should be sent now; otherwise it waits, replacing any request
+    /// already waiting.
+    pub fn submit(&mut self, id: u32, request: T) -> Option<T> {
+        if self.in_flight.is_none() {
+            self.in_flight = Some(id);
+            Some(request)
+        } else {
+            self.waiting = Some((id, request));
+            None
+        }
+    }
+
+    /// Whether `id` is the request in the worker.
+    pub fn is_in_flight(&self, id: u32) -> bool {
+        self.in_flight == Some(id)
+    }
+
+    /// The answer to `id` arrived: returns the waiting request, to be sent now. An answer to
+    /// anything but the request in flight changes nothing.
+    pub fn answered(&mut self, id: u32) -> Option<T> {
+        if !self.is_in_flight(id) {
+            return None;
+        }
+        let (next, request) = self.waiting.take().unzip();
+        self.in_flight = next;
+        request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Latest;
+
+    #[test]
+    fn only_the_latest_request_waits() {
+        let mut latest = Latest::default();
+        assert_eq!(latest.submit(1, "a"), Some("a"), "idle: sent at once");
+        assert_eq!(latest.submit(2, "b"), None);
+        assert_eq!(latest.submit(3, "c"), None, "replaces b");
+        assert_eq!(latest.answered(7), None, "not in flight: ignored");
+        assert!(latest.is_in_flight(1));
+        assert_eq!(latest.answered(1), Some("c"));
+        assert!(latest.is_in_flight(3));
+        assert_eq!(latest.answered(3), None, "nothing waits: idle again");
+        assert!(!latest.is_in_flight(3));
+        assert_eq!(latest.submit(4, "d"), Some("d"));
+    }
 }

@@ -32,11 +32,16 @@ pub struct TensorInfo {
     pub end: u64,
 }
 
-/// A complete tensor from the stream.
+/// A complete tensor from the stream, its bytes owned (they go on to the device without
+/// another copy).
 pub struct TensorBytes<'a> {
     pub info: &'a TensorInfo,
-    pub bytes: &'a [u8],
+    pub bytes: Vec<u8>,
 }
+
+/// Host conversions (f16 → f32 and back) are done in pieces of at most this many elements, so a
+/// 56 MiB tensor never needs its converted copy whole in memory (the wasm heap only grows).
+const CONVERT_ELEMENTS: usize = 4 << 20;
 
 /// Incremental safetensors parsing: [`Self::push`] chunks of any size, in order.
 #[derive(Default)]
@@ -146,12 +151,16 @@ impl SafetensorsStream {
             };
             let len = (info.end - info.start) as usize;
             if self.pending.is_empty() && chunk.len() >= len {
-                // The whole tensor is in this chunk: no copy.
-                on_tensor(TensorBytes { info, bytes: &chunk[..len] })?;
+                // The whole tensor is in this chunk: one copy, to own it.
+                on_tensor(TensorBytes { info, bytes: chunk[..len].to_vec() })?;
                 chunk = &chunk[len..];
                 self.next += 1;
                 self.position += len as u64;
                 continue;
+            }
+            if self.pending.is_empty() {
+                // Exactly the tensor's size: growing by doubling would leave larger holes.
+                self.pending = Vec::with_capacity(len);
             }
             let take = (len - self.pending.len()).min(chunk.len());
             self.pending.extend_from_slice(&chunk[..take]);
@@ -160,7 +169,7 @@ impl SafetensorsStream {
             self.position += take as u64;
             if self.pending.len() == len {
                 let bytes = std::mem::take(&mut self.pending);
-                on_tensor(TensorBytes { info, bytes: &bytes })?;
+                on_tensor(TensorBytes { info, bytes })?;
                 self.next += 1;
             }
         }
@@ -250,19 +259,12 @@ impl StreamLoader {
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), WeightsError> {
         let Self { stream, tensors, device, precision, remaps, .. } = self;
         stream.push(chunk, |t| {
-            let data = TensorData::from_bytes_vec(
-                t.bytes.to_vec(),
-                [t.bytes.len() / t.info.dtype.size()],
-                t.info.dtype,
-            );
-            // Converted on the host (one tensor at a time) when the file's dtype is not the one
-            // we compute in.
+            // Converted on the host (in pieces) when the file's dtype is not the one we compute in.
             let dtype = match precision.dtype() {
                 FloatDType::F16 => DType::F16,
                 _ => DType::F32,
             };
-            let data = if t.info.dtype == dtype { data } else { data.convert_dtype(dtype) };
-            let tensor = Tensor::<1>::from_data(data, (&*device, dtype));
+            let tensor = upload(t.bytes, t.info.dtype, dtype, device);
             let path = remaps
                 .iter()
                 .fold(t.info.name.clone(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned());
@@ -298,6 +300,36 @@ impl StreamLoader {
     pub fn path_of(&self, key: &str) -> String {
         self.module_path(key)
     }
+}
+
+/// Uploads a tensor's bytes as a flat tensor of `dtype`, converting on the host in pieces when
+/// the file's dtype differs.
+fn upload(bytes: Vec<u8>, file_dtype: DType, dtype: DType, device: &Device) -> Tensor<1> {
+    upload_in_pieces(bytes, file_dtype, dtype, device, CONVERT_ELEMENTS)
+}
+
+fn upload_in_pieces(
+    bytes: Vec<u8>,
+    file_dtype: DType,
+    dtype: DType,
+    device: &Device,
+    piece_elements: usize,
+) -> Tensor<1> {
+    let elements = bytes.len() / file_dtype.size();
+    if file_dtype == dtype {
+        return Tensor::from_data(TensorData::from_bytes_vec(bytes, [elements], dtype), (device, dtype));
+    }
+    let piece_bytes = piece_elements * file_dtype.size();
+    let mut pieces: Vec<Tensor<1>> = bytes
+        .chunks(piece_bytes)
+        .map(|piece| {
+            let data =
+                TensorData::from_bytes_vec(piece.to_vec(), [piece.len() / file_dtype.size()], file_dtype);
+            Tensor::from_data(data.convert_dtype(dtype), (device, dtype))
+        })
+        .collect();
+    drop(bytes);
+    if pieces.len() == 1 { pieces.pop().expect("one piece") } else { Tensor::cat(pieces, 0) }
 }
 
 struct Assign {
@@ -348,5 +380,25 @@ impl ModuleMapper for Assign {
         }
         let id = param.id;
         param.transform_for_load(value, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversion_in_pieces_equals_whole() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..10).map(|i| i as f32 * 0.37 - 1.5).collect();
+        let halves: Vec<u8> =
+            values.iter().flat_map(|&v| burn::tensor::f16::from_f32(v).to_le_bytes()).collect();
+        for piece in [1, 3, 10, 64] {
+            let tensor = upload_in_pieces(halves.clone(), DType::F16, DType::F32, &device, piece);
+            let got = crate::block_on(tensor.into_data_async()).unwrap().try_to_vec::<f32>().unwrap();
+            let expected: Vec<f32> =
+                values.iter().map(|&v| burn::tensor::f16::from_f32(v).to_f32()).collect();
+            assert_eq!(got, expected, "pieces of {piece}");
+        }
     }
 }

@@ -1,9 +1,17 @@
-//! Browser plumbing: the GPU worker and the typed protocol the UI speaks to it.
+//! Browser plumbing: the two workers and the typed protocol the UI speaks to them.
 //!
-//! Without the `worker` feature this crate is only [`protocol`], so the UI can use the message
-//! types without linking burn.
+//! Without features this crate is only [`protocol`] and [`message`], so the UI can use the
+//! message types without linking burn. `worker` is the GPU worker (burn-wgpu);
+//! `preprocess-worker` is the preprocessing worker (decoding, Canny, scribble; no burn).
 
+pub mod message;
 pub mod protocol;
 
+#[cfg(feature = "worker")]
+pub mod cache;
+#[cfg(feature = "worker")]
+pub mod download;
+#[cfg(feature = "preprocess-worker")]
+pub mod preprocess_worker;
 #[cfg(feature = "worker")]
 pub mod worker;

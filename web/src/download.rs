@@ -1,0 +1,493 @@
+//! One model file, from the IndexedDB cache where it is there and intact, from the network where
+//! not, in chunks, straight into a consumer (the [`model::streaming::StreamLoader`]).
+//!
+//! The file is never whole in the wasm heap: the network's pieces are gathered into one chunk
+//! (16 MiB by default), which is hashed, stored, handed on and dropped. A connection that breaks
+//! costs at most the chunk in progress: the download resumes from the last complete chunk with
+//! `Range: bytes=N-`, a few times, with growing pauses. Cached chunks are checked against the
+//! SHA-256 recorded with them; one that does not match is fetched again (that chunk alone). The
+//! whole file is checked against its size and, when the server names it (the Hub's
+//! `X-Linked-Etag` for LFS files), its SHA-256.
+
+use std::fmt;
+
+use js_sys::{Promise, Uint8Array};
+use sha2::{Digest, Sha256};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    ReadableStreamDefaultReader, ReadableStreamReadResult, RequestInit, StorageEstimate, WorkerGlobalScope,
+};
+
+use crate::cache::{Cache, CacheError, FileKey, Manifest};
+
+/// The cache's chunk size unless the request says otherwise.
+pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
+/// Consecutive failed attempts (no chunk completed in between) before giving up.
+const MAX_ATTEMPTS: u32 = 5;
+/// The first pause after a failure; doubled after each.
+const FIRST_BACKOFF_MS: i32 = 250;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DownloadError {
+    /// The server answered with an error status.
+    Http { url: String, status: u16 },
+    /// The request or the body failed (after every retry).
+    Network { url: String, message: String },
+    /// The server sent something other than what was asked for.
+    Protocol { url: String, message: String },
+    /// The file's SHA-256 is not the one the server named.
+    Sha256 { url: String, expected: String, actual: String },
+    /// The consumer refused the bytes (not a safetensors file, a truncated one…).
+    Consumer(String),
+}
+
+impl fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownloadError::Http { url, status } => write!(f, "{url}: the server answered {status}"),
+            DownloadError::Network { url, message } => write!(f, "{url}: the download failed: {message}"),
+            DownloadError::Protocol { url, message } => write!(f, "{url}: {message}"),
+            DownloadError::Sha256 { url, expected, actual } => {
+                write!(
+                    f,
+                    "{url}: the file's SHA-256 is {actual}, not {expected}: it was corrupted on the way"
+                )
+            }
+            DownloadError::Consumer(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for DownloadError {}
+
+/// Progress of one file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// Bytes handed to the consumer so far.
+    pub bytes: u64,
+    pub total: u64,
+    /// Whether the latest bytes came from the cache.
+    pub from_cache: bool,
+}
+
+/// What happened to the cache while loading; the caller tells the user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheProblem {
+    pub error: CacheError,
+    /// The file's size: the space it would need.
+    pub needed: u64,
+    /// Free space by `navigator.storage.estimate()`, when known.
+    pub available: Option<u64>,
+}
+
+/// How a file was loaded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Loaded {
+    pub size: u64,
+    /// Body bytes received from the network (including chunks fetched again).
+    pub fetched_bytes: u64,
+    /// Bytes read back from the cache and verified.
+    pub cached_bytes: u64,
+    /// Cached chunks whose SHA-256 did not match, fetched again.
+    pub corrupt_chunks: u32,
+    /// Network attempts that failed and were retried.
+    pub retries: u32,
+    /// Whether the file is now complete in the cache.
+    pub stored: bool,
+    pub sha256: String,
+}
+
+/// Where the bytes come from and go.
+pub struct Job<'a> {
+    pub url: &'a str,
+    pub key: &'a FileKey,
+    /// `None` loads without caching (no IndexedDB, or the user's choice).
+    pub cache: Option<&'a Cache>,
+    pub chunk_bytes: u64,
+}
+
+/// The number of chunks of a file and the byte range of chunk `index`.
+pub fn chunk_count(size: u64, chunk_bytes: u64) -> u64 {
+    size.div_ceil(chunk_bytes)
+}
+
+pub fn chunk_range(size: u64, chunk_bytes: u64, index: u64) -> (u64, u64) {
+    let start = index * chunk_bytes;
+    (start, (start + chunk_bytes).min(size))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 the Hub names for LFS files: `X-Linked-Etag` (or `ETag`) when it is 64 hex digits.
+pub fn sha256_from_etag(etag: &str) -> Option<String> {
+    let etag = etag.trim().trim_start_matches("W/").trim_matches('"');
+    (etag.len() == 64 && etag.bytes().all(|b| b.is_ascii_hexdigit())).then(|| etag.to_ascii_lowercase())
+}
+
+/// Parses `Content-Range: bytes a-b/size` into (a, size).
+pub fn parse_content_range(header: &str) -> Option<(u64, u64)> {
+    let rest = header.trim().strip_prefix("bytes ")?;
+    let (range, size) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    Some((start.parse().ok()?, size.parse().ok()?))
+}
+
+/// Loads `job`'s file into `consume`, chunk by chunk, in order, each byte once.
+pub async fn load_file(
+    job: Job<'_>,
+    on_progress: &mut dyn FnMut(Progress),
+    on_cache_problem: &mut dyn FnMut(&CacheProblem),
+    consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<Loaded, DownloadError> {
+    let Job { url, key, mut cache, chunk_bytes } = job;
+    let chunk_bytes = chunk_bytes.max(1);
+    let mut give_up_cache = |cache: &mut Option<&Cache>, error: CacheError, needed: u64, available| {
+        on_cache_problem(&CacheProblem { error, needed, available });
+        *cache = None;
+    };
+
+    let mut known = None;
+    if let Some(c) = cache {
+        match c.manifest(key).await {
+            Ok(Some(manifest)) if manifest.chunk_bytes == chunk_bytes => known = Some(manifest),
+            // Another chunk size: those records are of no use.
+            Ok(Some(_)) => {
+                let _ = c.delete(key).await;
+            }
+            Ok(None) => {}
+            Err(error) => give_up_cache(&mut cache, error, 0, None),
+        }
+    }
+    let manifest = match known {
+        Some(manifest) => manifest,
+        None => {
+            let (size, sha256) = head(url).await?;
+            let manifest = Manifest { size, chunk_bytes, sha256, complete: false };
+            if let Some(c) = cache {
+                let available = free_space().await;
+                if available.is_some_and(|free| free < size) {
+                    let error = CacheError::QuotaExceeded(format!(
+                        "{} MiB are needed, {} MiB are free",
+                        mib(size),
+                        mib(available.unwrap_or(0))
+                    ));
+                    give_up_cache(&mut cache, error, size, available);
+                } else if let Err(error) = c.put_manifest(key, &manifest).await {
+                    give_up_cache(&mut cache, error, size, available);
+                }
+            }
+            manifest
+        }
+    };
+
+    let size = manifest.size;
+    let chunks = chunk_count(size, chunk_bytes);
+    let mut loaded = Loaded { size, ..Loaded::default() };
+    let mut file_hash = Sha256::new();
+    let mut done = 0u64;
+    let mut index = 0u64;
+    let mut failures = 0u32;
+    let mut last_progress = f64::NEG_INFINITY;
+    // Cached chunks are copied into this one buffer, reused: the wasm heap does not fragment.
+    let mut cached = Vec::new();
+
+    while index < chunks {
+        // From the cache, verified.
+        if let Some(c) = cache {
+            match c.chunk(key, index).await {
+                Ok(Some((data, recorded))) => {
+                    let (start, end) = chunk_range(size, chunk_bytes, index);
+                    cached.resize(data.length() as usize, 0);
+                    data.copy_to(&mut cached);
+                    drop(data);
+                    if cached.len() as u64 == end - start && hex(&Sha256::digest(&cached)) == recorded {
+                        file_hash.update(&cached);
+                        consume(&cached).map_err(DownloadError::Consumer)?;
+                        done += cached.len() as u64;
+                        loaded.cached_bytes += cached.len() as u64;
+                        on_progress(Progress { bytes: done, total: size, from_cache: true });
+                        index += 1;
+                        continue;
+                    }
+                    loaded.corrupt_chunks += 1;
+                }
+                Ok(None) => {}
+                Err(error) => give_up_cache(&mut cache, error, size, None),
+            }
+        }
+
+        // From the network: this chunk and the ones after it the cache lacks.
+        let mut last = index + 1;
+        match cache {
+            Some(c) => {
+                while last < chunks && !c.has_chunk(key, last).await.unwrap_or(false) {
+                    last += 1;
+                }
+            }
+            None => last = chunks,
+        }
+        let (from, _) = chunk_range(size, chunk_bytes, index);
+        let (_, to) = chunk_range(size, chunk_bytes, last - 1);
+
+        let failure = match Body::open(url, from, to, size).await {
+            Err(DownloadError::Network { message, .. }) => Some(message),
+            Err(DownloadError::Http { status, .. }) if status >= 500 || status == 429 => {
+                Some(format!("the server answered {status}"))
+            }
+            Err(other) => return Err(other),
+            Ok(mut body) => {
+                let (start, end) = chunk_range(size, chunk_bytes, index);
+                let mut buffer = Vec::with_capacity((end - start) as usize);
+                let mut failure = None;
+                while index < last {
+                    let piece = match body.next().await {
+                        Ok(Some(piece)) => piece,
+                        Ok(None) => {
+                            failure = Some(format!("the body ended after {} bytes", from + body.received));
+                            break;
+                        }
+                        Err(message) => {
+                            failure = Some(message);
+                            break;
+                        }
+                    };
+                    let length = piece.length() as usize;
+                    loaded.fetched_bytes += length as u64;
+                    let mut offset = 0;
+                    while offset < length {
+                        if index >= last {
+                            return Err(DownloadError::Protocol {
+                                url: url.into(),
+                                message: "the server sent more bytes than asked for".into(),
+                            });
+                        }
+                        let (start, end) = chunk_range(size, chunk_bytes, index);
+                        let take = ((end - start) as usize - buffer.len()).min(length - offset);
+                        let old = buffer.len();
+                        buffer.resize(old + take, 0);
+                        piece.subarray(offset as u32, (offset + take) as u32).copy_to(&mut buffer[old..]);
+                        offset += take;
+                        if buffer.len() as u64 == end - start {
+                            // A complete chunk: stored, hashed, consumed, dropped.
+                            if let Some(c) = cache {
+                                let sha = hex(&Sha256::digest(&buffer));
+                                if let Err(error) = c.put_chunk(key, index, &buffer, &sha).await {
+                                    let available = free_space().await;
+                                    // Free what this file took; the load goes on without the cache.
+                                    let _ = c.delete(key).await;
+                                    give_up_cache(&mut cache, error, size, available);
+                                }
+                            }
+                            file_hash.update(&buffer);
+                            consume(&buffer).map_err(DownloadError::Consumer)?;
+                            done += buffer.len() as u64;
+                            buffer.clear();
+                            index += 1;
+                            failures = 0;
+                            on_progress(Progress { bytes: done, total: size, from_cache: false });
+                        }
+                    }
+                    let now = now_ms();
+                    if now - last_progress > 100.0 {
+                        last_progress = now;
+                        let bytes = done + buffer.len() as u64;
+                        on_progress(Progress { bytes, total: size, from_cache: false });
+                    }
+                }
+                body.cancel();
+                failure
+            }
+        };
+        if let Some(message) = failure {
+            failures += 1;
+            loaded.retries += 1;
+            if failures >= MAX_ATTEMPTS {
+                return Err(DownloadError::Network {
+                    url: url.into(),
+                    message: format!("{message} ({failures} attempts)"),
+                });
+            }
+            web_sys::console::warn_1(
+                &format!("{url}: {message}; resuming from byte {}", index * chunk_bytes).into(),
+            );
+            sleep(FIRST_BACKOFF_MS << (failures - 1).min(5)).await;
+        }
+    }
+
+    loaded.sha256 = hex(&file_hash.finalize());
+    if let Some(expected) = manifest.sha256.as_ref().filter(|expected| **expected != loaded.sha256) {
+        if let Some(c) = cache {
+            let _ = c.delete(key).await;
+        }
+        return Err(DownloadError::Sha256 {
+            url: url.into(),
+            expected: expected.clone(),
+            actual: loaded.sha256.clone(),
+        });
+    }
+    if let Some(c) = cache {
+        let complete = Manifest { sha256: Some(loaded.sha256.clone()), complete: true, ..manifest };
+        match c.put_manifest(key, &complete).await {
+            Ok(()) => loaded.stored = true,
+            Err(error) => give_up_cache(&mut cache, error, size, None),
+        }
+    }
+    Ok(loaded)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1 << 20) as f64)
+}
+
+fn scope() -> WorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+fn now_ms() -> f64 {
+    scope().performance().map_or(0.0, |p| p.now())
+}
+
+async fn sleep(ms: i32) {
+    let promise = Promise::new(&mut |resolve, _| {
+        let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Free space for this origin, by `navigator.storage.estimate()`.
+pub async fn free_space() -> Option<u64> {
+    let estimate = scope().navigator().storage().estimate().ok()?;
+    let estimate: StorageEstimate = JsFuture::from(estimate).await.ok()?.unchecked_into();
+    let (quota, usage) = (estimate.get_quota()?, estimate.get_usage().unwrap_or(0.0));
+    Some((quota - usage).max(0.0) as u64)
+}
+
+fn describe(error: &JsValue) -> String {
+    error
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| error.as_string())
+        .unwrap_or_else(|| format!("{error:?}"))
+}
+
+async fn fetch(
+    url: &str,
+    method: &str,
+    range: Option<(u64, u64)>,
+) -> Result<web_sys::Response, DownloadError> {
+    let network = |message: String| DownloadError::Network { url: url.into(), message };
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some((from, to)) = range {
+        let headers = web_sys::Headers::new().map_err(|e| network(describe(&e)))?;
+        headers.set("Range", &format!("bytes={from}-{}", to - 1)).map_err(|e| network(describe(&e)))?;
+        init.set_headers_headers(&headers);
+    }
+    let request = web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| network(describe(&e)))?;
+    let response =
+        JsFuture::from(scope().fetch_with_request(&request)).await.map_err(|e| network(describe(&e)))?;
+    let response: web_sys::Response = response.unchecked_into();
+    if !response.ok() {
+        return Err(DownloadError::Http { url: url.into(), status: response.status() });
+    }
+    Ok(response)
+}
+
+/// The file's size and, when the server names it, its SHA-256.
+async fn head(url: &str) -> Result<(u64, Option<String>), DownloadError> {
+    let mut attempt = 0;
+    let response = loop {
+        match fetch(url, "HEAD", None).await {
+            Ok(response) => break response,
+            Err(DownloadError::Network { message, .. }) if attempt + 1 < MAX_ATTEMPTS => {
+                web_sys::console::warn_1(&format!("{url}: {message}; trying again").into());
+            }
+            Err(DownloadError::Http { status, .. }) if status >= 500 && attempt + 1 < MAX_ATTEMPTS => {}
+            Err(error) => return Err(error),
+        }
+        attempt += 1;
+        sleep(FIRST_BACKOFF_MS << attempt.min(5)).await;
+    };
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    let size = header("x-linked-size")
+        .or_else(|| header("content-length"))
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| DownloadError::Protocol {
+            url: url.into(),
+            message: "the server did not say the file's size".into(),
+        })?;
+    let sha256 = header("x-linked-etag").or_else(|| header("etag")).and_then(|e| sha256_from_etag(&e));
+    Ok((size, sha256))
+}
+
+/// A response body being read.
+struct Body {
+    reader: ReadableStreamDefaultReader,
+    received: u64,
+}
+
+impl Body {
+    /// `GET` bytes `from..to` of a file of `size` bytes.
+    async fn open(url: &str, from: u64, to: u64, size: u64) -> Result<Self, DownloadError> {
+        let whole = from == 0 && to == size;
+        let response = fetch(url, "GET", (!whole).then_some((from, to))).await?;
+        let protocol = |message: String| DownloadError::Protocol { url: url.into(), message };
+        if response.status() == 206 {
+            let range = response.headers().get("content-range").ok().flatten().unwrap_or_default();
+            match parse_content_range(&range) {
+                Some((start, total)) if start == from && total == size => {}
+                _ => return Err(protocol(format!("asked for bytes {from}-{}, got {range:?}", to - 1))),
+            }
+        } else if !whole {
+            return Err(protocol("the server ignores Range requests".into()));
+        }
+        let stream = response.body().ok_or_else(|| protocol("the response has no body".into()))?;
+        let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+        Ok(Body { reader, received: 0 })
+    }
+
+    /// The next piece of the body, `None` at its end.
+    async fn next(&mut self) -> Result<Option<Uint8Array>, String> {
+        let result = JsFuture::from(self.reader.read()).await.map_err(|e| describe(&e))?;
+        let result: ReadableStreamReadResult = result.unchecked_into();
+        if result.get_done().unwrap_or(false) {
+            return Ok(None);
+        }
+        let piece: Uint8Array =
+            result.get_value().dyn_into().map_err(|_| "a body piece is not bytes".to_owned())?;
+        self.received += u64::from(piece.length());
+        Ok(Some(piece))
+    }
+
+    fn cancel(self) {
+        let _ = self.reader.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_file() {
+        assert_eq!(chunk_count(0, 4), 0);
+        assert_eq!(chunk_count(8, 4), 2);
+        assert_eq!(chunk_count(9, 4), 3);
+        assert_eq!(chunk_range(9, 4, 2), (8, 9));
+    }
+
+    #[test]
+    fn headers_parse() {
+        let sha = "a".repeat(64);
+        assert_eq!(sha256_from_etag(&format!("\"{sha}\"")), Some(sha.clone()));
+        assert_eq!(sha256_from_etag("W/\"abc\""), None);
+        assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, 1000)));
+        assert_eq!(parse_content_range("bytes */1000"), None);
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
+    }
+}
