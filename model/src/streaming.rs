@@ -265,6 +265,9 @@ impl StreamLoader {
                 _ => DType::F32,
             };
             let tensor = upload(t.bytes, t.info.dtype, dtype, device);
+            // Hand the upload to the device now: backends hold written data until their queue
+            // is flushed, and in a browser that memory is the wasm heap, which never shrinks.
+            device.flush().map_err(|e| WeightsError::Format(format!("the device failed: {e:?}")))?;
             let path = remaps
                 .iter()
                 .fold(t.info.name.clone(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned());
