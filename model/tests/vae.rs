@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use burn::prelude::*;
 use common::{HostTensor, devices, fixtures, read, relative_l2};
@@ -31,37 +29,10 @@ fn vae_dir() -> PathBuf {
     fixtures().join("tiny/vae")
 }
 
-/// The F32 tensors of `tiny/pipeline.safetensors` (the file also holds F64 ones, skipped here).
-fn pipeline() -> &'static HashMap<String, HostTensor> {
-    static TENSORS: OnceLock<HashMap<String, HostTensor>> = OnceLock::new();
-    TENSORS.get_or_init(|| {
-        let bytes = std::fs::read(fixtures().join("tiny/pipeline.safetensors")).unwrap();
-        let (header, data) = split_safetensors(&bytes);
-        let mut tensors = HashMap::new();
-        for (name, info) in header.as_object().unwrap() {
-            if name == "__metadata__" || info["dtype"] != "F32" {
-                continue;
-            }
-            let shape =
-                info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-            let offsets: Vec<usize> = info["data_offsets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o.as_u64().unwrap() as usize)
-                .collect();
-            let values = data[offsets[0]..offsets[1]]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            tensors.insert(name.clone(), HostTensor { shape, values });
-        }
-        tensors
-    })
-}
-
 fn fixture(name: &str) -> &'static HostTensor {
-    pipeline().get(name).unwrap_or_else(|| panic!("no fixture tensor `{name}` in tiny/pipeline.safetensors"))
+    common::pipeline_expected()
+        .get(name)
+        .unwrap_or_else(|| panic!("no fixture tensor `{name}` in tiny/pipeline.safetensors"))
 }
 
 fn assert_close(tensor: Tensor<4>, name: &str, tolerance: f64, label: &str) {
