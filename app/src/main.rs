@@ -1,7 +1,9 @@
 //! The user interface: a Leptos client-side app. Heavy work happens in the GPU worker (the `web`
 //! crate); this crate never links burn.
 
+mod gallery;
 mod gpu;
+mod session;
 mod ui;
 mod worker;
 

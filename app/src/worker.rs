@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web::protocol::{PreprocessRequest, PreprocessResponse, Request, Response};
-use web_sys::{ErrorEvent, MessageEvent, Worker};
+use web_sys::{Event, MessageEvent, Worker};
 
 use crate::gpu::describe_js_error;
 
@@ -74,6 +74,14 @@ struct State<R> {
     worker: Option<SendWrapper<Worker>>,
     /// Requests held back until the worker says it is ready.
     pending: Option<Vec<R>>,
+    /// The worker's `onmessage` and `onerror`, kept so that a restarted worker gets the same
+    /// ones (and dropped with the handle, after the worker is terminated).
+    handlers: Option<SendWrapper<Handlers>>,
+}
+
+struct Handlers {
+    onmessage: Closure<dyn FnMut(MessageEvent)>,
+    onerror: Closure<dyn FnMut(Event)>,
 }
 
 impl<P: Protocol> WorkerHandle<P> {
@@ -94,6 +102,15 @@ impl<P: Protocol> WorkerHandle<P> {
         }
     }
 
+    /// Terminates the worker and starts a fresh one with the same handlers: what a crashed
+    /// worker (a lost GPU device, a WebAssembly trap such as running out of memory) needs, as
+    /// its state cannot be trusted any more. Whatever it was doing is lost without an answer;
+    /// requests sent from now on are held until the new worker is ready.
+    pub fn restart(&self) {
+        self.stop();
+        self.spawn();
+    }
+
     fn post(&self, request: &P::Request) {
         let sent = self.state.with_value(|state| {
             let worker = state.worker.as_ref().ok_or_else(|| format!("the {} is not running", P::NAME))?;
@@ -111,6 +128,33 @@ impl<P: Protocol> WorkerHandle<P> {
         let pending = self.state.try_update_value(|state| state.pending.take()).flatten();
         for request in pending.unwrap_or_default() {
             self.post(&request);
+        }
+    }
+
+    /// Starts a worker with the handlers; requests wait until it is ready.
+    fn spawn(&self) {
+        let started = self.state.try_update_value(|state| {
+            // Requests held for a worker that never became ready go to the new one.
+            state.pending.get_or_insert_with(Vec::new);
+            let worker = Worker::new(P::SCRIPT)?;
+            if let Some(handlers) = state.handlers.as_ref() {
+                worker.set_onmessage(Some(handlers.onmessage.as_ref().unchecked_ref()));
+                worker.set_onerror(Some(handlers.onerror.as_ref().unchecked_ref()));
+            }
+            state.worker = Some(SendWrapper::new(worker));
+            Ok::<(), JsValue>(())
+        });
+        if let Some(Err(e)) = started {
+            self.on_failure.run(format!("could not start the {}: {}", P::NAME, describe_js_error(&e)));
+        }
+    }
+
+    /// Terminates the worker, first silencing it so that nothing it queued arrives afterwards.
+    fn stop(&self) {
+        if let Some(worker) = self.state.try_update_value(|state| state.worker.take()).flatten() {
+            worker.set_onmessage(None);
+            worker.set_onerror(None);
+            worker.terminate();
         }
     }
 }
@@ -137,21 +181,8 @@ fn use_worker<P: Protocol>(
     on_failure: impl Fn(String) + Send + Sync + 'static,
 ) -> WorkerHandle<P> {
     let on_failure = Callback::new(on_failure);
-    let worker = match Worker::new(P::SCRIPT) {
-        Ok(worker) => worker,
-        Err(e) => {
-            on_failure.run(format!("could not start the {}: {}", P::NAME, describe_js_error(&e)));
-            return WorkerHandle {
-                state: StoredValue::new(State { worker: None, pending: None }),
-                on_failure,
-            };
-        }
-    };
     let handle = WorkerHandle::<P> {
-        state: StoredValue::new(State {
-            worker: Some(SendWrapper::new(worker.clone())),
-            pending: Some(Vec::new()),
-        }),
+        state: StoredValue::new(State { worker: None, pending: Some(Vec::new()), handlers: None }),
         on_failure,
     };
 
@@ -162,21 +193,25 @@ fn use_worker<P: Protocol>(
             Err(e) => on_failure.run(format!("unreadable message from the {}: {e}", P::NAME)),
         }
     });
-    let onerror = Closure::<dyn FnMut(ErrorEvent)>::new(move |event: ErrorEvent| {
-        on_failure.run(format!("the {} failed: {}", P::NAME, event.message()));
+    // An `ErrorEvent` for an exception in the worker; a plain `Event`, with no message, for a
+    // script that did not load.
+    let onerror = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
+        let message = js_sys::Reflect::get(&event, &"message".into())
+            .ok()
+            .and_then(|message| message.as_string())
+            .filter(|message| !message.is_empty())
+            .unwrap_or_else(|| format!("its script ({}) did not load", P::SCRIPT));
+        on_failure.run(format!("the {} failed: {message}", P::NAME));
     });
-    worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
-    worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+    handle
+        .state
+        .update_value(|state| state.handlers = Some(SendWrapper::new(Handlers { onmessage, onerror })));
+    handle.spawn();
 
-    let handlers = SendWrapper::new((onmessage, onerror));
-    let state = handle.state;
     on_cleanup(move || {
-        if let Some(worker) = state.try_update_value(|state| state.worker.take()).flatten() {
-            worker.set_onmessage(None);
-            worker.set_onerror(None);
-            worker.terminate();
-        }
-        drop(handlers);
+        handle.stop();
+        // The handlers go last: the worker no longer calls them.
+        handle.state.try_update_value(|state| state.handlers.take());
     });
     handle
 }

@@ -530,6 +530,61 @@ impl<'a> Run<'a> {
     }
 }
 
+/// A control unit as A1111's parameters text names it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UnitSummary<'a> {
+    /// The ControlNet's name (a folder or repository).
+    pub model: &'a str,
+    /// What the condition image was (a file name, or the preprocessor that made it).
+    pub image: &'a str,
+    pub weight: f64,
+    pub start: f64,
+    pub end: f64,
+    pub mode: ControlMode,
+    pub guess_mode: bool,
+}
+
+/// A1111's `parameters` text, which other Stable Diffusion tools (and A1111's "PNG Info") read
+/// back from a PNG: the prompt, the negative prompt, then one line of settings with a quoted
+/// entry per ControlNet unit. The seed is the noise's ([`Noise::Seed`]); given latents have none
+/// and say `noise file`.
+pub fn parameters_text(
+    params: &Params,
+    model: &str,
+    precision: Precision,
+    units: &[UnitSummary<'_>],
+) -> String {
+    let mut text = params.prompt.clone();
+    if !params.negative_prompt.is_empty() {
+        text += &format!("\nNegative prompt: {}", params.negative_prompt);
+    }
+    let seed = match params.noise {
+        Noise::Seed(seed) => seed.to_string(),
+        Noise::Latents(_) => "noise file".into(),
+    };
+    text += &format!(
+        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {seed}, Size: {}x{}, Model: {model}, Precision: {precision}",
+        params.steps,
+        params.scheduler.name(),
+        params.guidance,
+        params.width,
+        params.height,
+    );
+    for (i, unit) in units.iter().enumerate() {
+        text += &format!(
+            ", ControlNet {i}: \"Model: {}, Image: {}, Weight: {}, Guidance Start: {}, Guidance End: {}, Control Mode: {}, Guess Mode: {}\"",
+            unit.model,
+            unit.image,
+            unit.weight,
+            unit.start,
+            unit.end,
+            unit.mode.name(),
+            unit.guess_mode,
+        );
+    }
+    text
+}
+
 /// SD1.x's latent channels → RGB, least squares over decoded images (the "cheap approximation"
 /// A1111 and ComfyUI show as previews).
 const LATENT_RGB: [[f32; 3]; 4] = [

@@ -249,9 +249,9 @@ test('a dropped photo becomes a live Canny map; the pad draws, undoes and redoes
     // 6. Size and fit: a 768×512 map, resized in the worker.
     id = await previewId(page);
     await page.getByTestId('resize-mode').selectOption('fill');
-    await page.getByTestId('condition-width').fill('765');
-    await page.getByTestId('condition-width').blur();
-    await until(() => page.getByTestId('condition-width').inputValue(), (value) => value === '768', 'the width snapped to 768');
+    await page.getByTestId('width').fill('765');
+    await page.getByTestId('width').blur();
+    await until(() => page.getByTestId('width').inputValue(), (value) => value === '768', 'the width snapped to 768');
     const wide = await until(() => pixels(page, 'condition-preview'), (p) => p.width === 768, 'a 768-wide preview');
     assert.equal(wide.height, 512);
     assert.deepEqual(
@@ -277,9 +277,9 @@ test('benchmark: Canny on a 2048×2048 photo in the preprocessing worker', { tim
     // Let the GPU worker's probe finish first: it shares the CPU (SwiftShader) with this.
     await Promise.race([
       page.getByTestId('probe-json-f32').waitFor({ state: 'attached', timeout: 180_000 }),
-      page.getByTestId('probe-error-f32').waitFor({ timeout: 180_000 }),
+      page.getByTestId('probe-error-f32').waitFor({ state: 'attached', timeout: 180_000 }),
     ]);
-    for (const side of ['condition-width', 'condition-height']) {
+    for (const side of ['width', 'height']) {
       await page.getByTestId(side).fill('2048');
       await page.getByTestId(side).blur();
     }

@@ -57,6 +57,8 @@ test('the worker computes on WebGPU what the native build computes', { timeout: 
   try {
     await page.goto(server.url);
     await page.getByTestId('gpu-status').waitFor({ timeout: 60_000 });
+    // The device check is folded away under the generation's panels.
+    await page.getByTestId('device-check').evaluate((details) => { details.open = true; });
     const adapter = await page.getByTestId('adapter-name').textContent();
     const maxBuffer = await page.getByTestId('max-buffer-size').textContent();
     const maxBinding = await page.getByTestId('max-storage-binding').textContent();

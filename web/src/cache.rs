@@ -20,12 +20,15 @@ use web_sys::{
     IdbTransactionMode, WorkerGlobalScope,
 };
 
+use crate::protocol::{CachedFile, CachedModel};
+
 /// The database, and its version: bump it (and the store names) when the layout changes.
 pub const DATABASE: &str = "controlnet-weights";
 const VERSION: u32 = 1;
 /// Chunk records: `{ data: Uint8Array, sha256: hex }`, keyed by [`FileKey::chunk`].
 pub const CHUNKS: &str = "chunks-v1";
-/// Manifests: `{ size, chunk_bytes, sha256, complete }`, keyed by [`FileKey::manifest`].
+/// Manifests: `{ size, chunk_bytes, sha256, complete, repo, revision, file }`, keyed by
+/// [`FileKey::manifest`].
 pub const FILES: &str = "files-v1";
 
 /// What went wrong in IndexedDB. DOM errors keep their `DOMException` name and message.
@@ -86,6 +89,15 @@ pub struct FileKey {
 impl FileKey {
     pub fn manifest(&self) -> String {
         format!("{}@{}/{}", self.repo, self.revision, self.file)
+    }
+
+    /// The key back from a manifest key, for records written before manifests carried their
+    /// key's parts. Ambiguous only for a revision with a `/` in it (a branch like `refs/pr/1`),
+    /// which records written since never need.
+    pub fn parse(manifest_key: &str) -> Option<Self> {
+        let (repo, rest) = manifest_key.split_once('@')?;
+        let (revision, file) = rest.split_once('/')?;
+        Some(FileKey { repo: repo.to_owned(), revision: revision.to_owned(), file: file.to_owned() })
     }
 
     pub fn chunk(&self, index: u64) -> String {
@@ -204,8 +216,13 @@ impl Cache {
     }
 
     pub async fn put_manifest(&self, key: &FileKey, manifest: &Manifest) -> Result<(), CacheError> {
+        let record = manifest.to_js();
+        // The key's parts, so that listing never has to split the key (a revision may hold a `/`).
+        set(&record, "repo", &JsValue::from_str(&key.repo));
+        set(&record, "revision", &JsValue::from_str(&key.revision));
+        set(&record, "file", &JsValue::from_str(&key.file));
         let (tx, store) = self.store(FILES, IdbTransactionMode::Readwrite)?;
-        store.put_with_key(&manifest.to_js(), &key.manifest().into()).map_err(|e| CacheError::from_js(&e))?;
+        store.put_with_key(&record, &key.manifest().into()).map_err(|e| CacheError::from_js(&e))?;
         transaction_done(&tx).await
     }
 
@@ -249,8 +266,8 @@ impl Cache {
         transaction_done(&tx).await
     }
 
-    /// Every file the cache has a manifest for: (key, manifest).
-    pub async fn list(&self) -> Result<Vec<(String, Manifest)>, CacheError> {
+    /// Every file the cache has a manifest for.
+    pub async fn list(&self) -> Result<Vec<(FileKey, Manifest)>, CacheError> {
         let (_, store) = self.store(FILES, IdbTransactionMode::Readonly)?;
         let keys: Array =
             request(&store.get_all_keys().map_err(|e| CacheError::from_js(&e))?).await?.unchecked_into();
@@ -258,8 +275,61 @@ impl Cache {
             request(&store.get_all().map_err(|e| CacheError::from_js(&e))?).await?.unchecked_into();
         keys.iter()
             .zip(values.iter())
-            .map(|(key, value)| Ok((key.as_string().unwrap_or_default(), Manifest::from_js(&value)?)))
+            .map(|(key, value)| {
+                let recorded = ["repo", "revision", "file"].map(|name| get(&value, name).as_string());
+                let key = match recorded {
+                    [Some(repo), Some(revision), Some(file)] => FileKey { repo, revision, file },
+                    _ => {
+                        let key = key.as_string().unwrap_or_default();
+                        FileKey::parse(&key).ok_or(CacheError::Malformed(format!("manifest key {key:?}")))?
+                    }
+                };
+                Ok((key, Manifest::from_js(&value)?))
+            })
             .collect()
+    }
+
+    /// The bytes of `key`'s chunks that are stored (unverified): what an incomplete download
+    /// has so far.
+    pub async fn stored_bytes(&self, key: &FileKey, manifest: &Manifest) -> Result<u64, CacheError> {
+        let (_, store) = self.store(CHUNKS, IdbTransactionMode::Readonly)?;
+        let prefix = format!("{}#", key.manifest());
+        let range = prefix_range(&prefix)?;
+        let keys: Array = request(&store.get_all_keys_with_key(&range).map_err(|e| CacheError::from_js(&e))?)
+            .await?
+            .unchecked_into();
+        let chunks = manifest.size.div_ceil(manifest.chunk_bytes);
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.as_string()?.strip_prefix(&prefix)?.parse::<u64>().ok())
+            .filter(|&index| index < chunks)
+            .map(|index| {
+                let start = index * manifest.chunk_bytes;
+                (start + manifest.chunk_bytes).min(manifest.size) - start
+            })
+            .sum())
+    }
+
+    /// Deletes every file of `repo` (all revisions), or of every repository: manifests and
+    /// chunks, including chunks a failed download left without a manifest.
+    pub async fn delete_repo(&self, repo: Option<&str>) -> Result<(), CacheError> {
+        let tx = self
+            .db
+            .transaction_with_str_sequence_and_mode(
+                &Array::of2(&CHUNKS.into(), &FILES.into()),
+                IdbTransactionMode::Readwrite,
+            )
+            .map_err(|e| CacheError::from_js(&e))?;
+        for name in [CHUNKS, FILES] {
+            let store = tx.object_store(name).map_err(|e| CacheError::from_js(&e))?;
+            let deleted = match repo {
+                // Every key of the repository starts with `{repo}@`; no repository name has an `@`.
+                Some(repo) => store.delete(&prefix_range(&format!("{repo}@"))?.into()),
+                None => store.clear(),
+            };
+            deleted.map_err(|e| CacheError::from_js(&e))?;
+        }
+        transaction_done(&tx).await
     }
 
     /// Deletes a file: its manifest and every chunk.
@@ -335,4 +405,77 @@ pub async fn transaction_done(tx: &IdbTransaction) -> Result<(), CacheError> {
     JsFuture::from(promise).await.map(|_| ()).map_err(|e| {
         if e.is_null() { CacheError::from_dom(None, "the transaction") } else { CacheError::from_js(&e) }
     })
+}
+
+/// The keys that start with `prefix`: IndexedDB orders strings by UTF-16 code unit, and no key
+/// holds U+FFFF.
+fn prefix_range(prefix: &str) -> Result<web_sys::IdbKeyRange, CacheError> {
+    web_sys::IdbKeyRange::bound(&prefix.into(), &format!("{prefix}\u{ffff}").into())
+        .map_err(|e| CacheError::from_js(&e))
+}
+
+/// The cache's files grouped by repository and revision (sorted, files by path), as the page
+/// lists them; `stored` is each file's stored bytes.
+pub fn group_files(mut files: Vec<(FileKey, Manifest, u64)>) -> Vec<CachedModel> {
+    files.sort_by(|(a, ..), (b, ..)| (&a.repo, &a.revision, &a.file).cmp(&(&b.repo, &b.revision, &b.file)));
+    let mut models: Vec<CachedModel> = Vec::new();
+    for (key, manifest, stored) in files {
+        let file = CachedFile {
+            file: key.file,
+            size: manifest.size,
+            stored: if manifest.complete { manifest.size } else { stored.min(manifest.size) },
+            complete: manifest.complete,
+        };
+        match models.last_mut() {
+            Some(model) if model.repo == key.repo && model.revision == key.revision => model.files.push(file),
+            _ => models.push(CachedModel { repo: key.repo, revision: key.revision, files: vec![file] }),
+        }
+    }
+    models
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(repo: &str, revision: &str, file: &str) -> FileKey {
+        FileKey { repo: repo.into(), revision: revision.into(), file: file.into() }
+    }
+
+    fn manifest(size: u64, complete: bool) -> Manifest {
+        Manifest { size, chunk_bytes: 16, sha256: None, complete }
+    }
+
+    #[test]
+    fn manifest_keys_parse_back() {
+        let k = key("test/tiny", "main", "unet/config.json");
+        assert_eq!(FileKey::parse(&k.manifest()), Some(k));
+        assert_eq!(FileKey::parse("no revision"), None);
+    }
+
+    #[test]
+    fn files_group_by_repository_and_revision() {
+        let models = group_files(vec![
+            (key("b/x", "main", "config.json"), manifest(10, true), 0),
+            (key("a/y", "v2", "unet/w.safetensors"), manifest(100, false), 48),
+            (key("a/y", "v1", "model_index.json"), manifest(5, true), 5),
+            (key("a/y", "v2", "model_index.json"), manifest(5, true), 0),
+        ]);
+        type Files<'a> = Vec<(&'a str, u64, bool)>;
+        let summary: Vec<(&str, &str, Files<'_>)> = models
+            .iter()
+            .map(|m| {
+                let files = m.files.iter().map(|f| (f.file.as_str(), f.stored, f.complete)).collect();
+                (m.repo.as_str(), m.revision.as_str(), files)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a/y", "v1", vec![("model_index.json", 5, true)]),
+                ("a/y", "v2", vec![("model_index.json", 5, true), ("unet/w.safetensors", 48, false)]),
+                ("b/x", "main", vec![("config.json", 10, true)]),
+            ]
+        );
+    }
 }

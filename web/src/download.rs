@@ -412,17 +412,42 @@ async fn head(url: &str) -> Result<(u64, Option<String>), DownloadError> {
         attempt += 1;
         sleep(FIRST_BACKOFF_MS << attempt.min(5)).await;
     };
-    let headers = response.headers();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    let size = header("x-linked-size")
-        .or_else(|| header("content-length"))
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| DownloadError::Protocol {
-            url: url.into(),
-            message: "the server did not say the file's size".into(),
-        })?;
+    let size = size_header(&response).ok_or_else(|| DownloadError::Protocol {
+        url: url.into(),
+        message: "the server did not say the file's size".into(),
+    })?;
+    let header = |name: &str| response.headers().get(name).ok().flatten();
     let sha256 = header("x-linked-etag").or_else(|| header("etag")).and_then(|e| sha256_from_etag(&e));
     Ok((size, sha256))
+}
+
+/// The size a response names: the Hub's `X-Linked-Size` for LFS files (its redirect's target
+/// carries it), else `Content-Length`.
+fn size_header(response: &web_sys::Response) -> Option<u64> {
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    header("x-linked-size").or_else(|| header("content-length")).and_then(|s| s.trim().parse().ok())
+}
+
+/// A file's size by one `HEAD` request, without retries: for a progress bar's total, where
+/// `None` only costs precision (the download itself retries and reports its own errors).
+pub async fn remote_size(url: &str) -> Option<u64> {
+    size_header(&fetch(url, "HEAD", None).await.ok()?)
+}
+
+/// `navigator.storage.estimate()`: the bytes this origin uses and its quota, where the browser
+/// says (each `None` where it does not, both where there is no storage manager).
+pub async fn storage_estimate() -> (Option<u64>, Option<u64>) {
+    let Ok(promise) = scope().navigator().storage().estimate() else {
+        return (None, None);
+    };
+    match JsFuture::from(promise).await {
+        Ok(estimate) => {
+            let estimate: StorageEstimate = estimate.unchecked_into();
+            (estimate.get_usage().map(|u| u as u64), estimate.get_quota().map(|q| q as u64))
+        }
+        Err(_) => (None, None),
+    }
 }
 
 /// A response body being read.

@@ -4,13 +4,23 @@
 //! message types without linking burn. `worker` is the GPU worker (burn-wgpu);
 //! `preprocess-worker` is the preprocessing worker (decoding, Canny, scribble; no burn).
 
+pub mod memory;
 pub mod message;
+pub mod models;
 pub mod protocol;
 
 #[cfg(feature = "worker")]
 pub mod cache;
 #[cfg(feature = "worker")]
 pub mod download;
+#[cfg(feature = "worker")]
+pub mod generate;
+#[cfg(feature = "worker")]
+pub mod image;
+#[cfg(feature = "worker")]
+pub mod import;
+#[cfg(feature = "worker")]
+pub mod load;
 #[cfg(feature = "preprocess-worker")]
 pub mod preprocess_worker;
 #[cfg(feature = "worker")]

@@ -48,6 +48,116 @@ pub enum Request {
     /// Stream a safetensors file onto the device tensor by tensor and let it go: the weights
     /// path without a model (to measure memory with a realistic file). Answered by `ModelLoaded`.
     StreamWeights { id: u32, source: ModelSource, file: String, precision: Precision },
+    /// Load Stable Diffusion (tokenizer, text encoder, UNet, VAE, scheduler) and zero or more
+    /// ControlNets, replacing whatever was loaded. Answered by `LoadPlan`, progress messages,
+    /// then `ModelLoaded` or `Error`. The models stay on the device between generations.
+    LoadPipeline { id: u32, models: ModelSet, precision: Precision },
+    /// Generate one image with the loaded models. Answered by `GenerateProgress` after every
+    /// step, `Preview` every `preview_every` steps, then `Generated`, `Cancelled` or `Error`.
+    Generate { id: u32, params: GenerateParams, units: Vec<UnitParams> },
+    /// Stop generation `id` after the step in progress. Handled as soon as it arrives, never
+    /// queued behind the generation it stops; answered by that generation's `Cancelled`.
+    Cancel { id: u32 },
+    /// Drop the loaded models and free their device memory. Answered by `Unloaded`.
+    Unload { id: u32 },
+    /// What the weights cache holds, and the storage estimate. Handled as soon as it arrives
+    /// (it only reads IndexedDB). Answered by `CacheContents`.
+    CacheList { id: u32 },
+    /// Delete one repository's files (`repo: None`: everything) from the cache; queued behind any
+    /// load, so it never pulls a file from under one. Answered by `CacheContents`.
+    CacheDelete { id: u32, repo: Option<String> },
+    /// One slice of a local file being imported into the cache as `repo` (`local/{folder}`) at
+    /// revision `local`: `bytes` start at `offset` and are one cache chunk (16 MiB) or the file's
+    /// last, shorter one. Slices come in order; offset 0 starts the file over. Answered by
+    /// `ImportProgress`, or `Imported` after the last slice, or `Error`.
+    ImportChunk {
+        id: u32,
+        repo: String,
+        /// Its path in the folder, e.g. `unet/config.json`.
+        file: String,
+        size: u64,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+}
+
+/// One model folder: a repository (or a folder inside one) in the Hub's layout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub source: ModelSource,
+    /// The folder inside the repository that holds the model (`""`: the repository's root, as
+    /// `lllyasviel/control_v11p_sd15_canny` has it; `"controlnet"` in the test fixtures).
+    pub subfolder: String,
+    /// The weights variant: `Some("fp16")` reads `diffusion_pytorch_model.fp16.safetensors` and
+    /// `model.fp16.safetensors`, as diffusers' `variant="fp16"` does.
+    pub variant: Option<String>,
+}
+
+impl ModelRef {
+    /// The path of `file` in the repository.
+    pub fn path(&self, file: &str) -> String {
+        if self.subfolder.is_empty() { file.to_owned() } else { format!("{}/{file}", self.subfolder) }
+    }
+
+    /// A weights file's name with the variant: `diffusion_pytorch_model.safetensors` →
+    /// `diffusion_pytorch_model.fp16.safetensors`.
+    pub fn weights_name(&self, stem: &str) -> String {
+        match &self.variant {
+            Some(variant) => format!("{stem}.{variant}.safetensors"),
+            None => format!("{stem}.safetensors"),
+        }
+    }
+}
+
+/// What `LoadPipeline` loads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSet {
+    /// A diffusers pipeline folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`,
+    /// `tokenizer/`, `scheduler/`).
+    pub pipeline: ModelRef,
+    /// ControlNet folders (`config.json` + weights); `UnitParams::controlnet` indexes this list.
+    pub controlnets: Vec<ModelRef>,
+}
+
+/// How a generation runs; the models come from `LoadPipeline`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerateParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: u32,
+    /// Classifier-free guidance; at 1 or below, one UNet pass per step.
+    pub guidance: f64,
+    /// A `model::SchedulerKind` name: `ddim`, `euler`, `euler-a`, `dpmpp-2m`,
+    /// `dpmpp-2m-karras`, `unipc`.
+    pub scheduler: String,
+    /// Multiples of 8.
+    pub width: u32,
+    pub height: u32,
+    /// The initial noise's seed (the same seed gives the same image as `controlnet generate`).
+    pub seed: u32,
+    /// A latent preview every this many steps; 0 for none.
+    pub preview_every: u32,
+}
+
+/// One control unit of a generation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnitParams {
+    /// Index into the loaded `ModelSet::controlnets`.
+    pub controlnet: u32,
+    /// The control map: `GenerateParams::width × height` RGB, row-major.
+    #[serde(with = "serde_bytes")]
+    pub rgb: Vec<u8>,
+    /// The conditioning scale (A1111's "control weight").
+    pub scale: f64,
+    pub guess_mode: bool,
+    /// A `model::ControlMode` name: `balanced`, `prompt`, `controlnet`.
+    pub mode: String,
+    /// The fraction of the steps where the unit starts and stops acting, in `[0, 1]`.
+    pub start: f64,
+    pub end: f64,
+    /// What made the map (`canny`, `scribble`, a file name…), for the PNG's parameters.
+    pub label: String,
 }
 
 /// Where model files come from, and how they are cached.
@@ -135,6 +245,53 @@ pub enum Response {
     },
     /// The UNet's output for `RunUNet`.
     UNetOutput { id: u32, output: Tensor, elapsed_ms: f64 },
+    /// The files `LoadPipeline` will read, before it reads any: for a total progress bar.
+    LoadPlan { id: u32, files: Vec<PlannedFile> },
+    /// A step of generation `id` is done (its latents were read back: the GPU has finished it).
+    GenerateProgress { id: u32, step: u32, total: u32, elapsed_ms: f64 },
+    /// The latents as a cheap linear RGB approximation (no VAE), an eighth of the image's size.
+    Preview {
+        id: u32,
+        step: u32,
+        width: u32,
+        height: u32,
+        #[serde(with = "serde_bytes")]
+        rgb: Vec<u8>,
+    },
+    /// The image of generation `id`.
+    Generated {
+        id: u32,
+        width: u32,
+        height: u32,
+        /// The image as a PNG whose `parameters` text chunk holds `parameters`.
+        #[serde(with = "serde_bytes")]
+        png: Vec<u8>,
+        /// A small PNG for the gallery (at most 256 pixels on its longer side).
+        #[serde(with = "serde_bytes")]
+        thumbnail: Vec<u8>,
+        /// A1111's parameters text.
+        parameters: String,
+        /// Denoising and decoding, in milliseconds.
+        elapsed_ms: f64,
+        /// Denoising alone, per step, in milliseconds.
+        step_ms: f64,
+    },
+    /// Generation `id` stopped after `step` steps, as asked; what it allocated is freed.
+    Cancelled { id: u32, step: u32 },
+    /// The models are dropped.
+    Unloaded { id: u32 },
+    /// A slice of an imported file is stored: `bytes` of `total`.
+    ImportProgress { id: u32, file: String, bytes: u64, total: u64 },
+    /// An imported file is complete in the cache.
+    Imported { id: u32, file: String, size: u64, sha256: String },
+    /// The cache's contents, by repository and revision, and the browser's storage estimate.
+    CacheContents {
+        id: u32,
+        models: Vec<CachedModel>,
+        /// `navigator.storage.estimate()`: bytes used by this origin, and its quota.
+        usage: Option<u64>,
+        quota: Option<u64>,
+    },
     /// The request failed; `message` is meant for the user.
     Error { id: Option<u32>, message: String },
 }
@@ -154,6 +311,36 @@ pub struct FileLoaded {
     /// Whether the file is now complete in the cache.
     pub stored: bool,
     pub sha256: String,
+}
+
+/// One file a load will read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedFile {
+    /// As `DownloadProgress::file` names it: `{repo}/{path}`.
+    pub file: String,
+    /// Its size when known (from the cache or the server), in bytes.
+    pub size: Option<u64>,
+    /// Whether it is complete in the cache.
+    pub cached: bool,
+}
+
+/// One repository revision in the cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CachedModel {
+    pub repo: String,
+    pub revision: String,
+    pub files: Vec<CachedFile>,
+}
+
+/// One file in the cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CachedFile {
+    /// Its path in the repository.
+    pub file: String,
+    pub size: u64,
+    /// Bytes stored so far (less than `size` while a download is incomplete).
+    pub stored: u64,
+    pub complete: bool,
 }
 
 /// One tensor the probe computed.

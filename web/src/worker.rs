@@ -1,9 +1,14 @@
 //! The GPU worker: a dedicated Web Worker that owns the burn device and answers the UI's
 //! requests one at a time, in the order they arrive.
 //!
+//! Two requests skip the queue: `Cancel` (it must reach the generation it stops, which is what
+//! the queue is busy with) and `CacheList` (it only reads IndexedDB). Loading lives in
+//! [`crate::load`], generation in [`crate::generate`].
+//!
 //! Heavy work never runs on the UI thread, and every GPU read-back here is asynchronous.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::Promise;
@@ -12,12 +17,16 @@ use model::burn::tensor::FloatDType;
 use model::streaming::StreamLoader;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{JsFuture, future_to_promise};
+use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent, WorkerGlobalScope};
 
-use crate::cache::{Cache, FileKey};
-use crate::download::{self, CacheProblem, DEFAULT_CHUNK_BYTES, Job, Loaded, Progress};
-use crate::protocol::{FileLoaded, ModelSource, Precision, ProbeOutput, Request, Response, Tensor};
+use crate::cache::{self, Cache, FileKey};
+use crate::import::{Import, Imported};
+use crate::load::{self, Models, fetch_file, file_loaded, open_cache};
+use crate::protocol::{
+    GenerateParams, ModelSet, ModelSource, Precision, ProbeOutput, Request, Response, Tensor, UnitParams,
+};
+use crate::{download, generate, message};
 
 /// Installs the message handler. Called once from the worker binary's `main`.
 pub fn start() {
@@ -40,10 +49,50 @@ struct Worker {
     queue: RefCell<Option<Promise>>,
     /// The UNet `LoadUNet` loaded, and its precision.
     unet: RefCell<Option<(model::UNet, Precision)>>,
+    /// What `LoadPipeline` loaded. A generation holds its own `Rc` while it runs, so nothing
+    /// borrows this cell across an `await`.
+    models: RefCell<Option<Rc<Models>>>,
+    /// Generations queued or running, by id.
+    generations: RefCell<HashMap<u32, Generation>>,
+    /// The local file being imported into the cache, slice by slice.
+    import: RefCell<Option<Import>>,
+}
+
+/// Where a generation stands, for `Cancel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Generation {
+    /// Waiting in the queue.
+    Queued,
+    Running,
+    /// Running, and asked to stop after the step in progress.
+    Cancelling,
 }
 
 impl Worker {
+    /// Handles what must not wait (`Cancel`, `CacheList`) at once, and queues the rest: requests
+    /// run one at a time, in the order they arrive.
     fn enqueue(self: &Rc<Self>, data: JsValue) {
+        let request = match serde_wasm_bindgen::from_value::<Request>(data) {
+            Ok(request) => request,
+            Err(e) => {
+                post(&Response::Error { id: None, message: format!("malformed request: {e}") });
+                return;
+            }
+        };
+        match request {
+            Request::Cancel { id } => {
+                self.cancel(id);
+                return;
+            }
+            Request::CacheList { id } => {
+                spawn_local(async move { post(&cache_contents(id, None).await) });
+                return;
+            }
+            Request::Generate { id, .. } => {
+                self.generations.borrow_mut().insert(id, Generation::Queued);
+            }
+            _ => {}
+        }
         let previous = self.queue.borrow_mut().take();
         let this = Rc::clone(self);
         let next = future_to_promise(async move {
@@ -51,10 +100,7 @@ impl Worker {
                 // A failed predecessor has already reported its own error.
                 let _ = JsFuture::from(previous).await;
             }
-            match serde_wasm_bindgen::from_value::<Request>(data) {
-                Ok(request) => this.handle(request).await,
-                Err(e) => post(&Response::Error { id: None, message: format!("malformed request: {e}") }),
-            }
+            this.handle(request).await;
             Ok(JsValue::UNDEFINED)
         });
         *self.queue.borrow_mut() = Some(next);
@@ -62,6 +108,39 @@ impl Worker {
 
     async fn handle(&self, request: Request) {
         match request {
+            Request::LoadPipeline { id, models, precision } => {
+                let result = self.load_pipeline(id, &models, precision).await;
+                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
+            }
+            Request::Generate { id, params, units } => {
+                match self.generations.borrow_mut().get_mut(&id) {
+                    Some(state) => *state = Generation::Running,
+                    // Cancelled while queued, and already answered.
+                    None => return,
+                }
+                let result = self.generate(id, &params, &units).await;
+                self.generations.borrow_mut().remove(&id);
+                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
+            }
+            Request::Unload { id } => {
+                self.unload();
+                post(&Response::Unloaded { id });
+            }
+            Request::CacheDelete { id, repo } => post(&cache_contents(id, Some(repo.as_deref())).await),
+            Request::ImportChunk { id, repo, file, size, offset, bytes } => {
+                let result = self
+                    .import_chunk(
+                        id,
+                        FileKey { repo, revision: crate::models::LOCAL_REVISION.into(), file },
+                        size,
+                        offset,
+                        &bytes,
+                    )
+                    .await;
+                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
+            }
+            // Handled in `enqueue`, never queued.
+            Request::Cancel { .. } | Request::CacheList { .. } => {}
             Request::Probe { id, precision } => {
                 let response = match self.probe(id, precision).await {
                     Ok(response) => response,
@@ -84,6 +163,91 @@ impl Worker {
         }
     }
 
+    /// `Cancel`: a queued generation is answered at once and never starts; a running one stops
+    /// after the step in progress. Unknown and finished generations have no entry: nothing to do.
+    fn cancel(&self, id: u32) {
+        let mut generations = self.generations.borrow_mut();
+        match generations.get(&id) {
+            Some(Generation::Queued) => {
+                generations.remove(&id);
+                post(&Response::Cancelled { id, step: 0 });
+            }
+            Some(Generation::Running) => {
+                generations.insert(id, Generation::Cancelling);
+            }
+            Some(Generation::Cancelling) | None => {}
+        }
+    }
+
+    /// Drops every loaded model; their device memory goes back to burn's pool for the next load.
+    fn unload(&self) {
+        self.models.borrow_mut().take();
+        self.unet.borrow_mut().take();
+    }
+
+    async fn load_pipeline(&self, id: u32, set: &ModelSet, precision: Precision) -> Result<Response, String> {
+        let device = self.device().await?;
+        let started = now_ms();
+        // A new set replaces the old one: free its memory before loading anything.
+        self.unload();
+        let precision = model_precision(precision);
+        if !precision.is_supported_on(&device) {
+            return Err(format!(
+                "this GPU cannot compute in {precision} (no shader-f16 support): load in f32"
+            ));
+        }
+        let (models, files) = load::load_pipeline(id, set, precision, &device).await?;
+        *self.models.borrow_mut() = Some(Rc::new(models));
+        Ok(Response::ModelLoaded { id, elapsed_ms: now_ms() - started, files, wasm_memory: wasm_memory() })
+    }
+
+    async fn generate(
+        &self,
+        id: u32,
+        params: &GenerateParams,
+        units: &[UnitParams],
+    ) -> Result<Response, String> {
+        let cancelled = || self.generations.borrow().get(&id) == Some(&Generation::Cancelling);
+        let models = self
+            .models
+            .borrow()
+            .clone()
+            .ok_or("no models are loaded: load Stable Diffusion (and any ControlNets) first")?;
+        let device = self.device().await?;
+        generate::generate(id, &models, params, units, &device, &cancelled).await
+    }
+
+    /// Stores one slice of a local file in the cache; offset 0 starts the file (over).
+    async fn import_chunk(
+        &self,
+        id: u32,
+        key: FileKey,
+        size: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<Response, String> {
+        let cache = Cache::open().await.map_err(|e| format!("the weights cache: {e}"))?;
+        // Taken out of the cell: the import is awaited on below.
+        let pending = self.import.borrow_mut().take();
+        let mut import = match pending {
+            Some(import) if offset != 0 && *import.key() == key => import,
+            _ if offset == 0 => Import::begin(&cache, key.clone(), size).await?,
+            _ => {
+                return Err(format!(
+                    "{}: a slice at byte {offset} of a file whose import has not begun",
+                    key.file
+                ));
+            }
+        };
+        match import.push(&cache, offset, bytes).await? {
+            Imported::Partial { bytes } => {
+                *self.import.borrow_mut() = Some(import);
+                Ok(Response::ImportProgress { id, file: key.file, bytes, total: size })
+            }
+            Imported::Complete { sha256 } => Ok(Response::Imported { id, file: key.file, size, sha256 }),
+        }
+    }
+
     async fn load_unet(
         &self,
         id: u32,
@@ -96,20 +260,23 @@ impl Worker {
         let started = now_ms();
         // A new model replaces the old one: free its memory first.
         self.unet.borrow_mut().take();
-        let cache = open_cache(source).await;
+        let cache = if source.cache { open_cache().await } else { None };
         let mut config = Vec::new();
-        let config_loaded = fetch_file(id, source, cache.as_ref(), config_file, &mut |bytes| {
+        let config_loaded = fetch_file(id, source, cache.as_ref(), config_file, config_file, &mut |bytes| {
             config.extend_from_slice(bytes);
             Ok(())
         })
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
         let config = String::from_utf8(config).map_err(|_| format!("{config_file} is not UTF-8"))?;
         let config = model::config::UNetConfig::from_json(&config).map_err(|e| e.to_string())?;
         let mut loader = StreamLoader::new(&device, model_precision(precision), &[], &[]);
-        let weights_loaded = fetch_file(id, source, cache.as_ref(), weights_file, &mut |bytes| {
-            loader.push(bytes).map_err(|e| format!("{weights_file}: {e}"))
-        })
-        .await?;
+        let weights_loaded =
+            fetch_file(id, source, cache.as_ref(), weights_file, weights_file, &mut |bytes| {
+                loader.push(bytes).map_err(|e| format!("{weights_file}: {e}"))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
         let unet = loader
             .apply(model::UNet::new(&config, &device))
             .map_err(|e| format!("{weights_file} does not fit the UNet: {e}"))?;
@@ -159,12 +326,13 @@ impl Worker {
     ) -> Result<Response, String> {
         let device = self.device().await?;
         let started = now_ms();
-        let cache = open_cache(source).await;
+        let cache = if source.cache { open_cache().await } else { None };
         let mut loader = StreamLoader::new(&device, model_precision(precision), &[], &[]);
-        let loaded = fetch_file(id, source, cache.as_ref(), file, &mut |bytes| {
+        let loaded = fetch_file(id, source, cache.as_ref(), file, file, &mut |bytes| {
             loader.push(bytes).map_err(|e| format!("{file}: {e}"))
         })
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
         drop(loader);
         Ok(Response::ModelLoaded {
             id,
@@ -209,75 +377,39 @@ impl Worker {
     }
 }
 
-/// The cache, unless the source says not to use it or the browser has none (then the model
-/// loads from the network only, and the user hears why).
-async fn open_cache(source: &ModelSource) -> Option<Cache> {
-    if !source.cache {
-        return None;
+/// `CacheContents`: what the cache holds, after deleting `delete`'s files first when given
+/// (`Some(None)`: everything). An `Error` when the cache cannot be opened or read.
+async fn cache_contents(id: u32, delete: Option<Option<&str>>) -> Response {
+    let error =
+        |e: cache::CacheError| Response::Error { id: Some(id), message: format!("the weights cache: {e}") };
+    let cache = match Cache::open().await {
+        Ok(cache) => cache,
+        Err(e) => return error(e),
+    };
+    if let Some(repo) = delete
+        && let Err(e) = cache.delete_repo(repo).await
+    {
+        return error(e);
     }
-    match Cache::open().await {
-        Ok(cache) => Some(cache),
-        Err(e) => {
-            web_sys::console::warn_1(&format!("weights will not be cached: {e}").into());
-            None
+    let mut files = Vec::new();
+    match cache.list().await {
+        Ok(listed) => {
+            for (key, manifest) in listed {
+                let stored = if manifest.complete {
+                    manifest.size
+                } else {
+                    match cache.stored_bytes(&key, &manifest).await {
+                        Ok(stored) => stored,
+                        Err(e) => return error(e),
+                    }
+                };
+                files.push((key, manifest, stored));
+            }
         }
+        Err(e) => return error(e),
     }
-}
-
-/// One file of `source`, through the cache, into `consume`, posting progress.
-async fn fetch_file(
-    id: u32,
-    source: &ModelSource,
-    cache: Option<&Cache>,
-    file: &str,
-    consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
-) -> Result<Loaded, String> {
-    let url = source.url(file);
-    let key = FileKey { repo: source.repo.clone(), revision: source.revision.clone(), file: file.to_owned() };
-    let job =
-        Job { url: &url, key: &key, cache, chunk_bytes: source.chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES) };
-    let mut on_progress = |p: Progress| {
-        post(&Response::DownloadProgress {
-            id,
-            file: file.to_owned(),
-            bytes: p.bytes,
-            total: p.total,
-            from_cache: p.from_cache,
-            wasm_memory: wasm_memory(),
-        })
-    };
-    let mut on_cache_problem = |p: &CacheProblem| {
-        post(&Response::CacheUnavailable {
-            id,
-            file: file.to_owned(),
-            needed: p.needed,
-            available: p.available,
-            quota_exceeded: matches!(p.error, crate::cache::CacheError::QuotaExceeded(_)),
-            message: format!(
-                "{} will load without being cached ({:.1} MiB needed{}): {}",
-                file,
-                p.needed as f64 / MIB,
-                p.available.map(|free| format!(", {:.1} MiB free", free as f64 / MIB)).unwrap_or_default(),
-                p.error
-            ),
-        })
-    };
-    download::load_file(job, &mut on_progress, &mut on_cache_problem, consume)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-fn file_loaded(file: &str, loaded: Loaded) -> FileLoaded {
-    FileLoaded {
-        file: file.to_owned(),
-        size: loaded.size,
-        fetched_bytes: loaded.fetched_bytes,
-        cached_bytes: loaded.cached_bytes,
-        corrupt_chunks: loaded.corrupt_chunks,
-        retries: loaded.retries,
-        stored: loaded.stored,
-        sha256: loaded.sha256,
-    }
+    let (usage, quota) = download::storage_estimate().await;
+    Response::CacheContents { id, models: cache::group_files(files), usage, quota }
 }
 
 /// A protocol tensor on the device, its shape checked against its values.
@@ -289,10 +421,8 @@ fn tensor<const D: usize>(tensor: Tensor, device: &Device) -> Result<BurnTensor<
     Ok(BurnTensor::from_data(TensorData::new(tensor.values, tensor.shape), device))
 }
 
-const MIB: f64 = (1 << 20) as f64;
-
 /// The worker's WebAssembly memory, in bytes.
-fn wasm_memory() -> u64 {
+pub(crate) fn wasm_memory() -> u64 {
     wasm_bindgen::memory()
         .unchecked_into::<js_sys::WebAssembly::Memory>()
         .buffer()
@@ -311,19 +441,20 @@ fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     js_sys::global()
         .unchecked_into::<WorkerGlobalScope>()
         .performance()
         .map_or(0.0, |performance| performance.now())
 }
 
-fn post(response: &Response) {
-    let message = match serde_wasm_bindgen::to_value(response) {
-        Ok(message) => message,
-        Err(e) => JsValue::from_str(&format!("unserialisable response: {e}")),
+/// Posts `response` to the page; its byte buffers (images, previews) are transferred, not copied.
+pub(crate) fn post(response: &Response) {
+    let posted = match message::to_js(response) {
+        Ok((message, transfer)) => scope().post_message_with_transfer(&message, &transfer),
+        Err(e) => scope().post_message(&JsValue::from_str(&e)),
     };
-    if let Err(e) = scope().post_message(&message) {
+    if let Err(e) = posted {
         web_sys::console::error_2(&"the worker could not post a message".into(), &e);
     }
 }

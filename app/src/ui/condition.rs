@@ -1,17 +1,22 @@
 //! The condition image: dropped, pasted or picked; turned into a control map by a preprocessor
 //! (Canny, scribble from line art, sketch from photo, or none) in the preprocessing worker, with
 //! a live preview; and drawn on with the scribble pad.
+//!
+//! Each control unit has one: its state is a [`Condition`] the unit owns, so that the generation
+//! can read the control map ([`Condition::control_map`]) at the generation's size, which the
+//! panel also follows.
 
 use leptos::ev;
 use leptos::html::Canvas;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::{Clamped, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web::protocol::{PreprocessOp, PreprocessRequest, PreprocessResponse, Resize, ResizeMode};
 use web_sys::{CanvasRenderingContext2d, ClipboardEvent, DragEvent, File, HtmlCanvasElement, ImageData};
 
-use super::scribble::{History, ScribblePad};
+use super::scribble::{self, History, ScribblePad};
 use crate::gpu::describe_js_error;
 use crate::worker::{Latest, PreprocessWorker, use_preprocess_worker};
 
@@ -59,29 +64,58 @@ fn resize_label(mode: ResizeMode) -> &'static str {
 }
 
 /// The preprocessing settings, each a signal the controls write and the preview request reads.
+/// The control map's size is the generation's, not a setting of its own.
 #[derive(Clone, Copy)]
 struct Settings {
     op: RwSignal<OpKind>,
     low: RwSignal<f64>,
     high: RwSignal<f64>,
     mode: RwSignal<ResizeMode>,
-    width: RwSignal<u32>,
-    height: RwSignal<u32>,
     invert: RwSignal<bool>,
 }
 
-impl Settings {
-    fn new() -> Self {
+/// The settings as they are kept between visits (the image is not kept).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConditionSettings {
+    /// `canny`, `scribble`, `xdog` or `none`.
+    pub preprocessor: String,
+    pub low: f64,
+    pub high: f64,
+    /// A `ResizeMode` name.
+    pub resize: String,
+    pub invert: bool,
+}
+
+impl Default for ConditionSettings {
+    fn default() -> Self {
         Self {
-            op: RwSignal::new(OpKind::Canny),
+            preprocessor: OpKind::Canny.value().into(),
             // ControlNet's Canny defaults.
-            low: RwSignal::new(100.0),
-            high: RwSignal::new(200.0),
+            low: 100.0,
+            high: 200.0,
             // A1111's default: fill the frame without distorting the photo.
-            mode: RwSignal::new(ResizeMode::Crop),
-            width: RwSignal::new(512),
-            height: RwSignal::new(512),
-            invert: RwSignal::new(false),
+            resize: ResizeMode::Crop.name().into(),
+            invert: false,
+        }
+    }
+}
+
+impl Settings {
+    fn new(saved: &ConditionSettings) -> Self {
+        let threshold =
+            |value: f64, default: f64| if (1.0..=255.0).contains(&value) { value } else { default };
+        Self {
+            op: RwSignal::new(
+                OpKind::ALL
+                    .into_iter()
+                    .find(|kind| kind.value() == saved.preprocessor)
+                    .unwrap_or(OpKind::Canny),
+            ),
+            low: RwSignal::new(threshold(saved.low, 100.0)),
+            high: RwSignal::new(threshold(saved.high, 200.0)),
+            mode: RwSignal::new(ResizeMode::from_name(&saved.resize).unwrap_or(ResizeMode::Crop)),
+            invert: RwSignal::new(saved.invert),
         }
     }
 
@@ -93,10 +127,6 @@ impl Settings {
             OpKind::Xdog => PreprocessOp::Xdog,
             OpKind::None => PreprocessOp::None,
         }
-    }
-
-    fn resize(&self) -> Resize {
-        Resize { mode: self.mode.get(), width: self.width.get(), height: self.height.get() }
     }
 }
 
@@ -121,18 +151,117 @@ struct PreviewInfo {
     elapsed_ms: f64,
 }
 
+/// Whether a unit's control map can be read now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MapState {
+    /// No image and nothing drawn.
+    Empty,
+    /// The preview for the current image, settings or size is being computed.
+    Pending,
+    /// The preview failed; the message says why.
+    Failed(String),
+    Ready,
+}
+
+/// A unit's condition image: what its [`ConditionPanel`] shows and the generation reads. The
+/// unit holds it, not the panel, so that the generation panel can read the map. Cheap to copy.
+#[derive(Clone, Copy)]
+pub struct Condition {
+    settings: Settings,
+    /// The decoded image in the worker.
+    source: RwSignal<Option<Source>>,
+    /// The preview on the canvas.
+    preview: RwSignal<Option<PreviewInfo>>,
+    /// The latest preview asked of the worker: the canvas is current when `preview` answers it.
+    requested: RwSignal<Option<u32>>,
+    /// A preview that could not be computed.
+    preview_error: RwSignal<Option<String>>,
+    /// What was drawn on the scribble pad.
+    history: RwSignal<History>,
+    preview_canvas: NodeRef<Canvas>,
+}
+
+impl Condition {
+    pub fn new(saved: &ConditionSettings) -> Self {
+        Self {
+            settings: Settings::new(saved),
+            source: RwSignal::new(None),
+            preview: RwSignal::new(None),
+            requested: RwSignal::new(None),
+            preview_error: RwSignal::new(None),
+            history: RwSignal::new(History::default()),
+            preview_canvas: NodeRef::new(),
+        }
+    }
+
+    /// The settings to keep (tracked).
+    pub fn saved(&self) -> ConditionSettings {
+        let Settings { op, low, high, mode, invert } = self.settings;
+        ConditionSettings {
+            preprocessor: op.get().value().into(),
+            low: low.get(),
+            high: high.get(),
+            resize: mode.get().name().into(),
+            invert: invert.get(),
+        }
+    }
+
+    /// What made the map, for the PNG's parameters and to choose a ControlNet (tracked): the
+    /// preprocessor's name, or `scribble` for a drawing on black.
+    pub fn label(&self) -> &'static str {
+        if self.source.with(Option::is_some) { self.settings.op.get().value() } else { "scribble" }
+    }
+
+    /// Whether the map at `width × height` can be read now (tracked).
+    pub fn state(&self, width: u32, height: u32) -> MapState {
+        if self.source.with(Option::is_none) {
+            return if self.history.with(History::is_empty) { MapState::Empty } else { MapState::Ready };
+        }
+        if let Some(message) = self.preview_error.get() {
+            return MapState::Failed(message);
+        }
+        let current = self.preview.with(|preview| {
+            preview.as_ref().is_some_and(|info| {
+                Some(info.id) == self.requested.get() && (info.width, info.height) == (width, height)
+            })
+        });
+        if current { MapState::Ready } else { MapState::Pending }
+    }
+
+    /// The control map, `width × height` RGB: the preprocessed image (or black, without one) with
+    /// the scribble pad's strokes on top; `None` with neither image nor strokes.
+    pub fn control_map(&self, width: u32, height: u32) -> Result<Option<Vec<u8>>, String> {
+        match untrack(|| self.state(width, height)) {
+            MapState::Empty => return Ok(None),
+            MapState::Pending => return Err("its control map is still being computed".into()),
+            MapState::Failed(message) => return Err(format!("its control map failed: {message}")),
+            MapState::Ready => {}
+        }
+        let with_image = self.source.with_untracked(Option::is_some);
+        let preview = self.preview_canvas.get_untracked();
+        self.history
+            .with_untracked(|history| {
+                compose(width, height, preview.filter(|_| with_image).as_ref(), history)
+            })
+            .map(Some)
+            .map_err(|e| format!("could not read its control map: {}", describe_js_error(&e)))
+    }
+}
+
+/// The condition image of one control unit. `width × height` is the control map's size (the
+/// generation's); `active` says whether a paste (Ctrl+V) and Ctrl+Z are this unit's.
 #[component]
-pub fn ConditionPanel() -> impl IntoView {
-    let settings = Settings::new();
-    let source = RwSignal::new(None::<Source>);
-    let preview = RwSignal::new(None::<PreviewInfo>);
+pub fn ConditionPanel(
+    condition: Condition,
+    width: Signal<u32>,
+    height: Signal<u32>,
+    #[prop(into)] active: Signal<bool>,
+) -> impl IntoView {
+    let Condition { settings, source, preview, requested, preview_error, history, preview_canvas } =
+        condition;
     // A file that could not be read or decoded; the previous source and preview stay.
     let file_error = RwSignal::new(None::<String>);
-    // A preview that could not be computed.
-    let preview_error = RwSignal::new(None::<String>);
     let reading = RwSignal::new(None::<String>);
-    let history = RwSignal::new(History::default());
-    let preview_canvas = NodeRef::<Canvas>::new();
 
     let next_id = StoredValue::new(0u32);
     let new_id = move || {
@@ -237,8 +366,12 @@ pub fn ConditionPanel() -> impl IntoView {
         });
     });
 
-    // Ctrl+V anywhere on the page with an image (or any file) on the clipboard.
+    // Ctrl+V anywhere on the page with an image (or any file) on the clipboard, for the unit
+    // last used.
     let paste = window_event_listener(ev::paste, move |event: ClipboardEvent| {
+        if !active.get_untracked() {
+            return;
+        }
         let file = event.clipboard_data().and_then(|data| data.files()).and_then(|files| files.get(0));
         if let Some(file) = file {
             event.prevent_default();
@@ -256,11 +389,13 @@ pub fn ConditionPanel() -> impl IntoView {
 
     // The preview follows the source and every setting; only the latest request is computed.
     Effect::new(move || {
-        let (op, resize, invert) = (settings.op(), settings.resize(), settings.invert.get());
+        let resize = Resize { mode: settings.mode.get(), width: width.get(), height: height.get() };
+        let (op, invert) = (settings.op(), settings.invert.get());
         if source.with(Option::is_none) {
             return;
         }
         let id = new_id();
+        requested.set(Some(id));
         let request = PreprocessRequest::Process { id, op, resize, invert };
         if let Some(request) = latest.try_update_value(|latest| latest.submit(id, request)).flatten() {
             dispatch(request);
@@ -268,7 +403,7 @@ pub fn ConditionPanel() -> impl IntoView {
     });
     // Before any image: a black map of the chosen size, to draw a scribble on from scratch.
     Effect::new(move || {
-        let (width, height) = (settings.width.get(), settings.height.get());
+        let (width, height) = (width.get(), height.get());
         if source.with(Option::is_some) {
             return;
         }
@@ -276,9 +411,6 @@ pub fn ConditionPanel() -> impl IntoView {
             let _ = blank(&canvas, width, height);
         }
     });
-
-    let preview_width = Signal::derive(move || settings.width.get());
-    let preview_height = Signal::derive(move || settings.height.get());
 
     view! {
         <section class="panel condition" data-testid="condition-panel">
@@ -302,7 +434,7 @@ pub fn ConditionPanel() -> impl IntoView {
                 </p>
             })}
             <PreprocessControls settings />
-            <ScribblePad width=preview_width height=preview_height history>
+            <ScribblePad width height history active>
                 <canvas class="condition-preview" data-testid="condition-preview" node_ref=preview_canvas></canvas>
             </ScribblePad>
             <p
@@ -401,10 +533,10 @@ fn DropZone(on_file: Callback<File>) -> impl IntoView {
     }
 }
 
-/// The preprocessor, its thresholds, the control map's size and fit, and inversion.
+/// The preprocessor, its thresholds, the fit to the control map's size, and inversion.
 #[component]
 fn PreprocessControls(settings: Settings) -> impl IntoView {
-    let Settings { op, low, high, mode, width, height, invert } = settings;
+    let Settings { op, low, high, mode, invert } = settings;
     let threshold = move |signal: RwSignal<f64>, testid: &'static str, name: &'static str| {
         view! {
             <label>
@@ -423,28 +555,6 @@ fn PreprocessControls(settings: Settings) -> impl IntoView {
                     }
                 />
                 <output data-testid=format!("{testid}-value")>{move || signal.get()}</output>
-            </label>
-        }
-    };
-    let side = move |signal: RwSignal<u32>, testid: &'static str, name: &'static str| {
-        view! {
-            <label>
-                {name}
-                <input
-                    type="number"
-                    data-testid=testid
-                    min=Resize::MIN_SIDE.to_string()
-                    max=Resize::MAX_SIDE.to_string()
-                    step=Resize::MULTIPLE.to_string()
-                    prop:value=move || signal.get().to_string()
-                    on:change=move |event| {
-                        let typed = event_target_value(&event).parse::<f64>().unwrap_or(f64::NAN);
-                        let snapped = Resize::snap(typed);
-                        signal.set(snapped);
-                        // Show the snapped value even when the signal did not change.
-                        event_target::<web_sys::HtmlInputElement>(&event).set_value(&snapped.to_string());
-                    }
-                />
             </label>
         }
     };
@@ -496,8 +606,6 @@ fn PreprocessControls(settings: Settings) -> impl IntoView {
                         .collect_view()}
                 </select>
             </label>
-            {side(width, "condition-width", "Width ")}
-            {side(height, "condition-height", "Height ")}
             <label>
                 <input
                     type="checkbox"
@@ -537,4 +645,53 @@ fn blank(canvas: &HtmlCanvasElement, width: u32, height: u32) -> Result<(), JsVa
     context.set_fill_style_str("#000");
     context.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
     Ok(())
+}
+
+/// The control map: `preview` (or black) with the strokes of `history` composited on top, read
+/// back as RGB. The strokes are painted on a layer of their own first, so that the eraser removes
+/// strokes and never the map beneath, as on the pad.
+fn compose(
+    width: u32,
+    height: u32,
+    preview: Option<&HtmlCanvasElement>,
+    history: &History,
+) -> Result<Vec<u8>, JsValue> {
+    let read = |context: &CanvasRenderingContext2d| -> Result<Vec<u8>, JsValue> {
+        let rgba = context.get_image_data(0.0, 0.0, f64::from(width), f64::from(height))?.data();
+        Ok(rgba.chunks_exact(4).flat_map(|pixel| [pixel[0], pixel[1], pixel[2]]).collect())
+    };
+    // Nothing drawn: the preview's own pixels, exactly as the worker made them.
+    if let Some(preview) = preview
+        && history.is_empty()
+        && (preview.width(), preview.height()) == (width, height)
+    {
+        return read(&context(preview)?);
+    }
+    let canvas = scratch_canvas(width, height)?;
+    let context = context(&canvas)?;
+    match preview {
+        Some(preview) if (preview.width(), preview.height()) == (width, height) => {
+            context.draw_image_with_html_canvas_element(preview, 0.0, 0.0)?
+        }
+        Some(_) => return Err("the preview is not at the generation's size".into()),
+        None => {
+            context.set_fill_style_str("#000");
+            context.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
+        }
+    }
+    if !history.is_empty() {
+        let layer = scratch_canvas(width, height)?;
+        scribble::render(history, &layer);
+        context.draw_image_with_html_canvas_element(&layer, 0.0, 0.0)?;
+    }
+    read(&context)
+}
+
+/// A canvas that is not on the page.
+fn scratch_canvas(width: u32, height: u32) -> Result<HtmlCanvasElement, JsValue> {
+    let document = web_sys::window().and_then(|window| window.document()).ok_or("no document")?;
+    let canvas: HtmlCanvasElement = document.create_element("canvas")?.dyn_into()?;
+    canvas.set_width(width);
+    canvas.set_height(height);
+    Ok(canvas)
 }

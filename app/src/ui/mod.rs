@@ -1,19 +1,29 @@
 //! The page's components.
 
 mod condition;
+mod gallery;
+mod generate;
 mod gpu_status;
+mod import;
+mod models;
 mod probe;
 mod scribble;
+mod units;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::gpu::{GpuSupport, detect};
-use condition::ConditionPanel;
+use crate::gpu::{AdapterInfo, GpuSupport, detect};
+use crate::session::GpuSession;
+use gallery::{GalleryPanel, GalleryState};
+use generate::{GenSettings, GeneratePanel};
 use gpu_status::{GpuStatus, NoWebGpu};
+use models::ModelsPanel;
 use probe::ProbePanel;
+use units::{UnitList, UnitsPanel};
 
-/// The page: what the GPU offers, the condition image, then what the GPU computes.
+/// The page: what the GPU offers, then (with WebGPU) the models, the control units, the prompt
+/// and settings, the result and the gallery; the device check last.
 #[component]
 pub fn App() -> impl IntoView {
     let (support, set_support) = signal(None::<GpuSupport>);
@@ -29,17 +39,31 @@ pub fn App() -> impl IntoView {
         <main>
             {move || match support.get() {
                 None => view! { <p data-testid="gpu-checking">"Looking for a WebGPU adapter…"</p> }.into_any(),
-                Some(GpuSupport::Available(info)) => {
-                    let f16 = info.shader_f16;
-                    view! {
-                        <GpuStatus info />
-                        <ConditionPanel />
-                        <ProbePanel f16 />
-                    }
-                        .into_any()
-                }
+                Some(GpuSupport::Available(info)) => view! { <Studio info /> }.into_any(),
                 Some(other) => view! { <NoWebGpu support=other /> }.into_any(),
             }}
         </main>
+    }
+}
+
+/// Everything that needs WebGPU. The GPU session (the worker that loads the models and
+/// generates) starts here, once, and only where there is an adapter to use.
+#[component]
+fn Studio(info: AdapterInfo) -> impl IntoView {
+    GpuSession::provide();
+    let f16 = info.shader_f16;
+    let settings = GenSettings::load();
+    let units = UnitList::load();
+    let gallery = GalleryState::new();
+    view! {
+        <GpuStatus info=info.clone() />
+        <ModelsPanel f16 />
+        <UnitsPanel units settings />
+        <GeneratePanel settings units gallery info />
+        <GalleryPanel gallery settings />
+        <details class="panel device-check" data-testid="device-check">
+            <summary>"Device check"</summary>
+            <ProbePanel f16 />
+        </details>
     }
 }

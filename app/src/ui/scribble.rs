@@ -95,8 +95,10 @@ const BRUSH_DEFAULT: f64 = 8.0;
 pub fn ScribblePad(
     width: Signal<u32>,
     height: Signal<u32>,
-    /// What was drawn; owned by the parent, which will combine it with the control map.
+    /// What was drawn; owned by the parent, which combines it with the control map.
     history: RwSignal<History>,
+    /// Whether Ctrl+Z and Ctrl+Y are this pad's (one pad per control unit).
+    active: Signal<bool>,
     children: Children,
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
@@ -113,13 +115,7 @@ pub fn ScribblePad(
             canvas.set_width(width);
             canvas.set_height(height);
         }
-        let Some(context) = context(&canvas) else { return };
-        context.clear_rect(0.0, 0.0, f64::from(width), f64::from(height));
-        history.with(|history| {
-            for stroke in history.visible() {
-                paint(&context, stroke, 0);
-            }
-        });
+        history.with(|history| render(history, &canvas));
     });
 
     let on_down = move |event: PointerEvent| {
@@ -169,7 +165,7 @@ pub fn ScribblePad(
 
     // Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y, except where a text field has its own undo.
     let keys = window_event_listener(ev::keydown, move |event: KeyboardEvent| {
-        if !(event.ctrl_key() || event.meta_key()) || in_text_field(&event) {
+        if !(event.ctrl_key() || event.meta_key()) || in_text_field(&event) || !active.get_untracked() {
             return;
         }
         match (event.key().to_lowercase().as_str(), event.shift_key()) {
@@ -247,6 +243,16 @@ pub fn ScribblePad(
                 "Clear"
             </button>
         </div>
+    }
+}
+
+/// Paints the visible strokes of `history` on a transparent `canvas`, at its size: the pad's
+/// drawing, and the layer the control map is composited with.
+pub fn render(history: &History, canvas: &HtmlCanvasElement) {
+    let Some(context) = context(canvas) else { return };
+    context.clear_rect(0.0, 0.0, f64::from(canvas.width()), f64::from(canvas.height()));
+    for stroke in history.visible() {
+        paint(&context, stroke, 0);
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use model::image_io::{self, Rgb8};
-use model::pipeline::{ControlMode, ControlUnit, Noise, Params, Pipeline};
+use model::pipeline::{ControlMode, ControlUnit, Noise, Params, Pipeline, UnitSummary};
 use model::rng::Rng;
 use model::scheduler::SchedulerKind;
 use model::{ControlNet, Precision, npy, weights};
@@ -150,40 +150,30 @@ fn read_image(path: &Path) -> Result<Rgb8, String> {
     image_io::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A1111's `parameters` text, which other Stable Diffusion tools read back.
-fn parameters_text(
-    args: &Args,
-    seed: Option<u64>,
-    width: usize,
-    height: usize,
-    precision: Precision,
-) -> String {
+/// A1111's `parameters` text, which other Stable Diffusion tools read back; models and images
+/// are named by their file names.
+fn parameters_text(args: &Args, params: &Params, precision: Precision) -> String {
     let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut text = args.prompt.clone();
-    if !args.negative_prompt.is_empty() {
-        text += &format!("\nNegative prompt: {}", args.negative_prompt);
-    }
-    text += &format!(
-        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {width}x{height}, Model: {}, Precision: {precision}",
-        args.steps,
-        args.scheduler.name(),
-        args.guidance,
-        seed.map(|s| s.to_string()).unwrap_or_else(|| "noise file".into()),
-        name(&args.model),
-    );
-    for (i, unit) in args.units.iter().enumerate() {
-        text += &format!(
-            ", ControlNet {i}: \"Model: {}, Image: {}, Weight: {}, Guidance Start: {}, Guidance End: {}, Control Mode: {}, Guess Mode: {}\"",
-            name(&unit.dir),
-            unit.image.as_deref().map(name).unwrap_or_default(),
-            unit.scale,
-            unit.start,
-            unit.end,
-            unit.mode.name(),
-            args.guess_mode,
-        );
-    }
-    text
+    let names: Vec<(String, String)> = args
+        .units
+        .iter()
+        .map(|unit| (name(&unit.dir), unit.image.as_deref().map(name).unwrap_or_default()))
+        .collect();
+    let units: Vec<UnitSummary<'_>> = args
+        .units
+        .iter()
+        .zip(&names)
+        .map(|(unit, (model, image))| UnitSummary {
+            model,
+            image,
+            weight: unit.scale,
+            start: unit.start,
+            end: unit.end,
+            mode: unit.mode,
+            guess_mode: args.guess_mode,
+        })
+        .collect();
+    model::pipeline::parameters_text(params, &name(&args.model), precision, &units)
 }
 
 pub fn run(
@@ -326,7 +316,7 @@ pub fn run(
         eprintln!();
     }
     let (w, h, pixels) = model::block_on(model::pipeline::to_rgb8(image)).map_err(|e| e.to_string())?;
-    let parameters = parameters_text(&args, seed, width, height, precision);
+    let parameters = parameters_text(&args, &params, precision);
     let png = image_io::encode_png(&Rgb8 { width: w, height: h, pixels }, &[("parameters", &parameters)])
         .map_err(|e| e.to_string())?;
     std::fs::write(&args.out, png).map_err(|e| format!("{}: {e}", args.out.display()))?;

@@ -1,0 +1,592 @@
+//! The models panel: which Stable Diffusion and ControlNets to load into the GPU worker, from
+//! where, and the load's progress; what this browser has stored; and the way back from a crashed
+//! worker.
+//!
+//! Nothing loads on its own: the first load is a download of several gigabytes, so it is the
+//! user's choice. The settings survive a reload (in `localStorage`), and a load that completed
+//! is offered again with one click (it then comes from the cache).
+
+mod cache;
+mod format;
+mod progress;
+
+use leptos::prelude::*;
+use web::models::{CANNY, HUB, Pinned, SCRIBBLE, SD15, parse_base_url, parse_spec};
+use web::protocol::{FileLoaded, ModelRef, ModelSet, Precision, Request, Response};
+
+use super::import::{FolderKind, ImportedFolder, LocalImport};
+use crate::session::{GpuSession, LoadedModels, is_device_lost};
+use cache::CacheView;
+use progress::{Progress, ProgressView};
+
+/// What the preset select offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Preset {
+    Canny,
+    Scribble,
+    Both,
+    Custom,
+}
+
+impl Preset {
+    const ALL: [Preset; 4] = [Preset::Canny, Preset::Scribble, Preset::Both, Preset::Custom];
+
+    fn value(self) -> &'static str {
+        match self {
+            Preset::Canny => "canny",
+            Preset::Scribble => "scribble",
+            Preset::Both => "both",
+            Preset::Custom => "custom",
+        }
+    }
+
+    fn from_value(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|preset| preset.value() == value)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Preset::Canny => "SD 1.5 + Canny ControlNet",
+            Preset::Scribble => "SD 1.5 + Scribble ControlNet",
+            Preset::Both => "SD 1.5 + Canny and Scribble ControlNets",
+            Preset::Custom => "Custom models…",
+        }
+    }
+
+    /// The pinned ControlNets, in the order generation indexes them; `None` for custom.
+    fn controlnets(self) -> Option<&'static [Pinned]> {
+        match self {
+            Preset::Canny => Some(&[CANNY]),
+            Preset::Scribble => Some(&[SCRIBBLE]),
+            Preset::Both => Some(&[CANNY, SCRIBBLE]),
+            Preset::Custom => None,
+        }
+    }
+}
+
+/// The panel's settings, each a signal its control writes; all of them persist.
+#[derive(Clone, Copy)]
+struct Settings {
+    preset: RwSignal<Preset>,
+    base_url: RwSignal<String>,
+    /// Custom only: the pipeline's spec, `owner/name[@revision][:subfolder]`.
+    pipeline: RwSignal<String>,
+    /// Custom only: one ControlNet spec per line.
+    controlnets: RwSignal<String>,
+    /// Custom only: the weights variant, `fp16` or `none`.
+    variant: RwSignal<String>,
+    cache: RwSignal<bool>,
+}
+
+impl Settings {
+    /// The saved settings, or the defaults: SD 1.5 + Canny from the Hub, cached.
+    fn restore() -> Self {
+        let preset = stored("preset").and_then(|v| Preset::from_value(&v)).unwrap_or(Preset::Canny);
+        let variant = stored("variant").filter(|v| v == "fp16" || v == "none");
+        Self {
+            preset: RwSignal::new(preset),
+            base_url: RwSignal::new(stored("base-url").unwrap_or_else(|| HUB.to_owned())),
+            // The custom fields start from the default preset, to be edited rather than typed.
+            pipeline: RwSignal::new(stored("pipeline").unwrap_or_else(|| SD15.spec())),
+            controlnets: RwSignal::new(stored("controlnets").unwrap_or_else(|| CANNY.spec())),
+            variant: RwSignal::new(variant.unwrap_or_else(|| "fp16".to_owned())),
+            cache: RwSignal::new(stored("cache").is_none_or(|v| v != "false")),
+        }
+    }
+
+    /// Writes each setting to `localStorage` whenever it changes.
+    fn persist(self) {
+        Effect::new(move || store("preset", self.preset.get().value()));
+        Effect::new(move || self.base_url.with(|v| store("base-url", v)));
+        Effect::new(move || self.pipeline.with(|v| store("pipeline", v)));
+        Effect::new(move || self.controlnets.with(|v| store("controlnets", v)));
+        Effect::new(move || self.variant.with(|v| store("variant", v)));
+        Effect::new(move || store("cache", if self.cache.get() { "true" } else { "false" }));
+    }
+
+    /// What the settings ask to load, or why they cannot be loaded.
+    fn choice(&self) -> Result<Choice, String> {
+        let base_url = self.base_url.with(|url| parse_base_url(url))?;
+        let cache = self.cache.get();
+        let preset = self.preset.get();
+        if let Some(controlnets) = preset.controlnets() {
+            let labels: Vec<&str> = controlnets.iter().map(|c| c.label).collect();
+            return Ok(Choice {
+                models: ModelSet {
+                    pipeline: SD15.model_ref(&base_url, cache),
+                    controlnets: controlnets.iter().map(|c| c.model_ref(&base_url, cache)).collect(),
+                },
+                label: format!("{} + {}", SD15.label, labels.join(" + ")),
+                preprocessors: controlnets.iter().map(|c| c.preprocessor.map(str::to_owned)).collect(),
+                approx_bytes: Some(
+                    SD15.approx_bytes + controlnets.iter().map(|c| c.approx_bytes).sum::<u64>(),
+                ),
+            });
+        }
+        let variant = self.variant.with(|v| (v == "fp16").then_some("fp16"));
+        let pipeline = self
+            .pipeline
+            .with(|spec| parse_spec(spec, &base_url, variant, cache))
+            .map_err(|e| format!("Pipeline: {e}"))?;
+        let controlnets = self.controlnets.with(|specs| {
+            specs
+                .lines()
+                .map(str::trim)
+                .enumerate()
+                // Blank lines and `#` comments let a list be kept and switched around.
+                .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+                .map(|(n, line)| {
+                    parse_spec(line, &base_url, variant, cache)
+                        .map_err(|e| format!("ControlNet line {}: {e}", n + 1))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let names: Vec<String> = std::iter::once(&pipeline).chain(&controlnets).map(model_name).collect();
+        Ok(Choice {
+            preprocessors: vec![None; controlnets.len()],
+            models: ModelSet { pipeline, controlnets },
+            label: names.join(" + "),
+            approx_bytes: None,
+        })
+    }
+}
+
+/// A load the settings describe.
+#[derive(Clone, Debug, PartialEq)]
+struct Choice {
+    models: ModelSet,
+    /// What the page calls it: "Stable Diffusion 1.5 + ControlNet 1.1 Canny".
+    label: String,
+    /// The preprocessor each ControlNet was trained with, where the preset knows it.
+    preprocessors: Vec<Option<String>>,
+    /// The first download's size, where the preset knows it.
+    approx_bytes: Option<u64>,
+}
+
+impl Choice {
+    fn loaded(&self, precision: Precision) -> LoadedModels {
+        LoadedModels {
+            pipeline: self.models.pipeline.source.repo.clone(),
+            controlnets: self.models.controlnets.iter().map(model_name).collect(),
+            preprocessors: self.preprocessors.clone(),
+            precision,
+        }
+    }
+
+    /// What identifies the load for "Load again": the models, wherever they come from.
+    fn key(&self) -> String {
+        serde_json::to_string(&self.models).unwrap_or_default()
+    }
+}
+
+/// A model's name on the page: its repository, and its folder if not the root.
+fn model_name(model: &ModelRef) -> String {
+    if model.subfolder.is_empty() {
+        model.source.repo.clone()
+    } else {
+        format!("{}:{}", model.source.repo, model.subfolder)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum LoadState {
+    Idle,
+    Loading { id: u32, label: String },
+    Loaded { label: String, elapsed_ms: f64, fetched: u64, cached: u64 },
+    Failed { message: String },
+}
+
+impl LoadState {
+    fn name(&self) -> &'static str {
+        match self {
+            LoadState::Idle => "idle",
+            LoadState::Loading { .. } => "loading",
+            LoadState::Loaded { .. } => "loaded",
+            LoadState::Failed { .. } => "error",
+        }
+    }
+
+    fn loading_id(&self) -> Option<u32> {
+        match self {
+            LoadState::Loading { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            LoadState::Idle => "No models loaded.".to_owned(),
+            LoadState::Loading { label, .. } => format!("Loading {label}…"),
+            LoadState::Loaded { label, elapsed_ms, fetched, cached } => {
+                let source = match (*fetched, *cached) {
+                    (0, _) => "all from this browser's cache".to_owned(),
+                    (fetched, 0) => format!("{} downloaded", format::bytes(fetched)),
+                    (fetched, cached) => {
+                        format!(
+                            "{} downloaded, {} from the cache",
+                            format::bytes(fetched),
+                            format::bytes(cached)
+                        )
+                    }
+                };
+                format!("Loaded {label} in {:.1} s ({source}).", elapsed_ms / 1000.0)
+            }
+            LoadState::Failed { .. } => "No models are loaded.".to_owned(),
+        }
+    }
+}
+
+/// The models panel. Needs [`GpuSession::provide`] above it.
+#[component]
+pub fn ModelsPanel(
+    /// Whether the adapter offers `shader-f16`: the models then load and compute in f16.
+    f16: bool,
+) -> impl IntoView {
+    let session = GpuSession::use_session();
+    let precision = if f16 { Precision::F16 } else { Precision::F32 };
+    let settings = Settings::restore();
+    settings.persist();
+
+    let state = RwSignal::new(LoadState::Idle);
+    // A mistake in the settings; what the user typed stays as it is.
+    let form_error = RwSignal::new(None::<String>);
+    let cache_warnings = RwSignal::new(Vec::<String>::new());
+    let progress = Progress::new();
+    let loads = RwSignal::new(0u32);
+    // The last load asked for, to load again after a restart of the worker.
+    let last = StoredValue::new(None::<Choice>);
+    // Whether the last load should be on the GPU: it was loading, or loaded, when the worker
+    // died. A load the worker refused (a missing file) is not retried on its own, nor one that
+    // brought the worker down twice in a row.
+    let wanted = RwSignal::new(false);
+    // Whether the load in flight is the automatic reload after a restart.
+    let automatic = StoredValue::new(false);
+    // The key of the last load that completed (kept across page loads), for "Load again".
+    let completed = RwSignal::new(stored("loaded"));
+
+    let start = move |choice: Choice, reload: bool| {
+        let id = session.next_id();
+        form_error.set(None);
+        cache_warnings.set(Vec::new());
+        progress.reset();
+        // The worker drops what it had before loading the new models.
+        session.models.set(None);
+        state.set(LoadState::Loading { id, label: choice.label.clone() });
+        session.send(Request::LoadPipeline { id, models: choice.models.clone(), precision });
+        last.set_value(Some(choice));
+        wanted.set(true);
+        automatic.set_value(reload);
+    };
+    // The worker died (or lost its GPU) during a load or afterwards; the recovery box above
+    // says why.
+    let crashed = move || {
+        progress.stop();
+        let message = if automatic.get_value() {
+            // Reloading these models after a restart brought the worker down again: the next
+            // restart leaves the choice to the user.
+            wanted.set(false);
+            "The GPU worker stopped again while reloading the models: they may need more memory \
+             than this GPU offers."
+        } else if state.with_untracked(|s| matches!(s, LoadState::Loaded { .. })) {
+            "The GPU worker stopped, and the models with it."
+        } else {
+            "The GPU worker stopped while loading the models."
+        };
+        state.set(LoadState::Failed { message: message.to_owned() });
+    };
+    let load = move || match settings.choice() {
+        Ok(choice) => start(choice, false),
+        Err(message) => form_error.set(Some(message)),
+    };
+
+    session.listen(move |response| {
+        // A lost device, whichever request (a generation, mostly) hears of it: nothing runs on
+        // the worker any more, so offer the restart.
+        if let Response::Error { message, .. } = response
+            && is_device_lost(message)
+            && session.failure.with_untracked(Option::is_none)
+        {
+            session.failure.set(Some(message.clone()));
+        }
+        let Some(current) = state.with_untracked(LoadState::loading_id) else { return };
+        match response {
+            Response::LoadPlan { id, files } if *id == current => progress.plan(files),
+            Response::DownloadProgress { id, file, bytes, total, from_cache, .. } if *id == current => {
+                progress.update(file, *bytes, *total, *from_cache, js_sys::Date::now())
+            }
+            Response::CacheUnavailable { id, message, .. } if *id == current => {
+                cache_warnings.update(|warnings| {
+                    if !warnings.contains(message) {
+                        warnings.push(message.clone());
+                    }
+                })
+            }
+            Response::ModelLoaded { id, elapsed_ms, files, .. } if *id == current => {
+                progress.finish(files);
+                automatic.set_value(false);
+                let Some(choice) = last.get_value() else { return };
+                session.models.set(Some(choice.loaded(precision)));
+                let (fetched, cached) = sum_sources(files);
+                state.set(LoadState::Loaded {
+                    label: choice.label.clone(),
+                    elapsed_ms: *elapsed_ms,
+                    fetched,
+                    cached,
+                });
+                let key = choice.key();
+                store("loaded", &key);
+                completed.set(Some(key));
+                loads.update(|n| *n += 1);
+            }
+            Response::Error { id: Some(id), message } if *id == current => {
+                if is_device_lost(message) {
+                    // The worker's GPU is gone (the failure is set above): only a restart
+                    // helps, and it reloads.
+                    crashed();
+                } else {
+                    progress.stop();
+                    wanted.set(false);
+                    state.set(LoadState::Failed { message: message.clone() });
+                }
+            }
+            _ => {}
+        }
+    });
+
+    // A worker that dies mid-load never answers; one that dies afterwards takes the models along.
+    Effect::watch(
+        move || session.failure.get(),
+        move |failure, _, _| {
+            if failure.is_some()
+                && state.with_untracked(|s| matches!(s, LoadState::Loading { .. } | LoadState::Loaded { .. }))
+            {
+                crashed();
+            }
+        },
+        false,
+    );
+    // After a restart (from here or from the generation panel), load again what was wanted.
+    Effect::watch(
+        move || session.restarts().get(),
+        move |_, _, _| {
+            if let Some(choice) = last.get_value().filter(|_| wanted.get_untracked()) {
+                start(choice, true);
+            } else {
+                progress.reset();
+                state.set(LoadState::Idle);
+            }
+        },
+        false,
+    );
+
+    let loading = move || state.with(|s| matches!(s, LoadState::Loading { .. }));
+    let custom = move || settings.preset.get() == Preset::Custom;
+    let choice = Memo::new(move |_| settings.choice());
+    let again = move || {
+        let current = choice.with(|c| c.as_ref().ok().map(Choice::key));
+        state.with(|s| *s == LoadState::Idle) && current.is_some() && current == completed.get()
+    };
+
+    view! {
+        <section class="panel models" data-testid="models-panel">
+            <h2>"Models"</h2>
+            {move || session.failure.get().map(|message| view! {
+                <div class="models-recovery" data-testid="gpu-failure" role="alert">
+                    <p class="warning">{format!("The GPU worker stopped: {message}")}</p>
+                    <button data-testid="gpu-restart" on:click=move |_| session.restart()>
+                        {move || if wanted.get() {
+                            "Restart the GPU worker and reload the models"
+                        } else {
+                            "Restart the GPU worker"
+                        }}
+                    </button>
+                </div>
+            })}
+            <Show when=again>
+                <div class="models-again">
+                    <p>
+                        {move || format!(
+                            "Last time, {} loaded. It comes from this browser's cache, unless the \
+                             browser removed it.",
+                            choice.with(|c| c.as_ref().map(|c| c.label.clone()).unwrap_or_default())
+                        )}
+                    </p>
+                    <button data-testid="models-load-again" on:click=move |_| load()>"Load again"</button>
+                </div>
+            </Show>
+            <div class="models-settings">
+                <label>
+                    "Models "
+                    <select
+                        data-testid="models-preset"
+                        prop:value=move || settings.preset.get().value()
+                        on:change=move |event| {
+                            if let Some(preset) = Preset::from_value(&event_target_value(&event)) {
+                                settings.preset.set(preset);
+                            }
+                        }
+                    >
+                        {Preset::ALL.map(|preset| view! {
+                            <option value=preset.value() selected=move || settings.preset.get() == preset>
+                                {preset.label()}
+                            </option>
+                        })}
+                    </select>
+                </label>
+                <label>
+                    "From "
+                    <input
+                        type="url"
+                        data-testid="models-base-url"
+                        spellcheck="false"
+                        prop:value=move || settings.base_url.get()
+                        on:change=move |event| settings.base_url.set(event_target_value(&event))
+                    />
+                </label>
+                <Show when=custom>
+                    <CustomModels settings />
+                </Show>
+                <label class="models-cache-choice">
+                    <input
+                        type="checkbox"
+                        data-testid="models-cache"
+                        prop:checked=move || settings.cache.get()
+                        on:change=move |event| settings.cache.set(event_target_checked(&event))
+                    />
+                    " Keep a copy in this browser"
+                </label>
+            </div>
+            <p class="hint">
+                {move || match choice.get() {
+                    Ok(Choice { approx_bytes: Some(bytes), .. }) => format!(
+                        "About {} to download the first time; {}",
+                        format::bytes(bytes),
+                        if settings.cache.get() { "later loads read this browser's copy." } else { "every load downloads it again." }
+                    ),
+                    _ => "A mirror must keep the Hub's layout: {base URL}/{owner}/{name}/resolve/{revision}/{file}."
+                        .to_owned(),
+                }}
+            </p>
+            {(!f16).then(|| view! {
+                <p class="note" data-testid="models-f32-note">
+                    "f32: this adapter has no shader-f16; weights take twice the GPU memory."
+                </p>
+            })}
+            <button data-testid="models-load" on:click=move |_| load() disabled=loading>
+                {move || if session.models.with(Option::is_some) { "Load these models instead" } else { "Load models" }}
+            </button>
+            <p class="models-status" data-testid="models-status" data-state=move || state.with(LoadState::name) role="status">
+                {move || state.with(LoadState::text)}
+            </p>
+            {move || {
+                let message = form_error.get().or_else(|| match state.get() {
+                    LoadState::Failed { message } => Some(message),
+                    _ => None,
+                });
+                message.map(|message| view! { <p class="warning" data-testid="models-error" role="alert">{message}</p> })
+            }}
+            {move || {
+                let warnings = cache_warnings.get();
+                (!warnings.is_empty()).then(|| view! {
+                    <div class="models-cache-warning" data-testid="models-cache-warning" role="status">
+                        {warnings.into_iter().map(|w| view! { <p>{w}</p> }).collect_view()}
+                        <p>"The models load anyway, but will be downloaded again next time."</p>
+                    </div>
+                })
+            }}
+            <LocalImport on_imported=Callback::new(move |folder: ImportedFolder| {
+                settings.preset.set(Preset::Custom);
+                settings.variant.set(folder.variant.clone().unwrap_or_else(|| "none".to_owned()));
+                match folder.kind {
+                    FolderKind::Pipeline => settings.pipeline.set(folder.repo.clone()),
+                    FolderKind::Model => settings.controlnets.update(|lines| {
+                        if !lines.lines().any(|line| line.trim() == folder.repo) {
+                            if !lines.trim().is_empty() {
+                                lines.push('\n');
+                            }
+                            lines.push_str(&folder.repo);
+                        }
+                    }),
+                }
+                loads.update(|n| *n += 1);
+            }) />
+            <Show when=move || state.with(|s| matches!(s, LoadState::Loading { .. })) || progress.has_files()>
+                <ProgressView progress />
+            </Show>
+            <CacheView loads />
+        </section>
+    }
+}
+
+/// The custom models' fields.
+#[component]
+fn CustomModels(settings: Settings) -> impl IntoView {
+    view! {
+        <fieldset class="models-custom">
+            <legend>"Custom models: owner/name[@revision][:subfolder]"</legend>
+            <label>
+                "Stable Diffusion pipeline "
+                <input
+                    type="text"
+                    data-testid="models-pipeline"
+                    spellcheck="false"
+                    autocomplete="off"
+                    placeholder=SD15.spec()
+                    prop:value=move || settings.pipeline.get()
+                    on:change=move |event| settings.pipeline.set(event_target_value(&event))
+                />
+            </label>
+            <label>
+                "ControlNets, one per line (none for plain text-to-image) "
+                <textarea
+                    data-testid="models-controlnets"
+                    rows="3"
+                    spellcheck="false"
+                    placeholder=CANNY.spec()
+                    prop:value=move || settings.controlnets.get()
+                    on:change=move |event| settings.controlnets.set(event_target_value(&event))
+                ></textarea>
+            </label>
+            <label>
+                "Weights "
+                <select
+                    data-testid="models-variant"
+                    prop:value=move || settings.variant.get()
+                    on:change=move |event| settings.variant.set(event_target_value(&event))
+                >
+                    <option value="fp16" selected=move || settings.variant.get() == "fp16">
+                        "fp16 (*.fp16.safetensors)"
+                    </option>
+                    <option value="none" selected=move || settings.variant.get() == "none">
+                        "as published (*.safetensors)"
+                    </option>
+                </select>
+            </label>
+        </fieldset>
+    }
+}
+
+/// Bytes that came over the network and from the cache.
+fn sum_sources(files: &[FileLoaded]) -> (u64, u64) {
+    files.iter().fold((0, 0), |(fetched, cached), f| (fetched + f.fetched_bytes, cached + f.cached_bytes))
+}
+
+/// `localStorage` under this panel's prefix. Settings are a convenience: where the browser
+/// refuses storage (a private window, a full quota), the page works with the defaults.
+const KEY_PREFIX: &str = "controlnet.models.";
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+fn stored(key: &str) -> Option<String> {
+    local_storage()?.get_item(&format!("{KEY_PREFIX}{key}")).ok().flatten()
+}
+
+fn store(key: &str, value: &str) {
+    if let Some(storage) = local_storage()
+        && let Err(e) = storage.set_item(&format!("{KEY_PREFIX}{key}"), value)
+    {
+        web_sys::console::warn_2(&format!("could not save the setting {key}").into(), &e);
+    }
+}

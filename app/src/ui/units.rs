@@ -1,0 +1,429 @@
+//! The control units: each a condition image (its own [`ConditionPanel`] and preprocessing
+//! worker) and the settings that say how its ControlNet steers the generation, as A1111's
+//! ControlNet extension names them.
+//!
+//! The list is owned by the page, which the generation panel reads; each unit's settings (not
+//! its image) are kept in localStorage with the rest of the generation's.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use web::protocol::UnitParams;
+
+use super::condition::{Condition, ConditionPanel, ConditionSettings};
+use super::generate::{GenSettings, load_setting, save_setting};
+use crate::gallery::SavedUnit;
+use crate::session::{GpuSession, LoadedModels};
+
+/// `model::ControlMode` names and A1111's labels for them.
+pub const MODES: [(&str, &str); 3] = [
+    ("balanced", "Balanced"),
+    ("prompt", "My prompt is more important"),
+    ("controlnet", "ControlNet is more important"),
+];
+
+/// One control unit. Cheap to copy: every field is a handle.
+#[derive(Clone, Copy)]
+pub struct Unit {
+    /// Identifies the unit in the list while others come and go.
+    pub key: u32,
+    pub condition: Condition,
+    /// The ControlNet picked by name; `None` (or a name no longer loaded): chosen automatically.
+    pub controlnet: RwSignal<Option<String>>,
+    /// The conditioning scale, 0 to 2.
+    pub weight: RwSignal<f64>,
+    /// The fraction of the steps where the unit starts and stops acting.
+    pub start: RwSignal<f64>,
+    pub end: RwSignal<f64>,
+    /// A [`MODES`] name.
+    pub mode: RwSignal<&'static str>,
+    pub guess: RwSignal<bool>,
+    pub enabled: RwSignal<bool>,
+}
+
+/// A unit's settings as kept between visits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct SavedSettings {
+    enabled: bool,
+    controlnet: Option<String>,
+    weight: f64,
+    start: f64,
+    end: f64,
+    mode: String,
+    guess: bool,
+    condition: ConditionSettings,
+}
+
+impl Default for SavedSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            controlnet: None,
+            weight: 1.0,
+            start: 0.0,
+            end: 1.0,
+            mode: MODES[0].0.into(),
+            guess: false,
+            condition: ConditionSettings::default(),
+        }
+    }
+}
+
+impl Unit {
+    fn new(key: u32, saved: &SavedSettings) -> Self {
+        let fraction = |value: f64, default: f64| if (0.0..=1.0).contains(&value) { value } else { default };
+        Self {
+            key,
+            condition: Condition::new(&saved.condition),
+            controlnet: RwSignal::new(saved.controlnet.clone()),
+            weight: RwSignal::new(if (0.0..=2.0).contains(&saved.weight) { saved.weight } else { 1.0 }),
+            start: RwSignal::new(fraction(saved.start, 0.0)),
+            end: RwSignal::new(fraction(saved.end, 1.0)),
+            mode: RwSignal::new(mode_name(&saved.mode).unwrap_or(MODES[0].0)),
+            guess: RwSignal::new(saved.guess),
+            enabled: RwSignal::new(saved.enabled),
+        }
+    }
+
+    /// Tracked: the persistence effect re-runs on any change.
+    fn saved(&self) -> SavedSettings {
+        SavedSettings {
+            enabled: self.enabled.get(),
+            controlnet: self.controlnet.get(),
+            weight: self.weight.get(),
+            start: self.start.get(),
+            end: self.end.get(),
+            mode: self.mode.get().into(),
+            guess: self.guess.get(),
+            condition: self.condition.saved(),
+        }
+    }
+
+    /// The loaded ControlNet this unit (the `index`th) uses (tracked); `None` when none is loaded.
+    pub fn controlnet_index(&self, index: usize, models: &LoadedModels) -> Option<usize> {
+        let chosen = self.controlnet.get();
+        choose_controlnet(chosen.as_deref(), self.condition.label(), index, models)
+    }
+
+    /// What the worker needs for this unit (the `index`th) at `width × height`, and what the
+    /// gallery keeps of it; an error for the user otherwise.
+    pub fn params(
+        &self,
+        index: usize,
+        models: &LoadedModels,
+        width: u32,
+        height: u32,
+    ) -> Result<(UnitParams, SavedUnit), String> {
+        let controlnet = untrack(|| self.controlnet_index(index, models)).ok_or("no ControlNet is loaded")?;
+        let rgb = self
+            .condition
+            .control_map(width, height)?
+            .ok_or("it has no control map: drop an image on it or draw on it")?;
+        let label = untrack(|| self.condition.label()).to_owned();
+        let saved = SavedUnit {
+            controlnet: controlnet as u32,
+            controlnet_name: models.controlnets.get(controlnet).cloned(),
+            scale: self.weight.get_untracked(),
+            guess_mode: self.guess.get_untracked(),
+            mode: self.mode.get_untracked().into(),
+            start: self.start.get_untracked(),
+            end: self.end.get_untracked(),
+            label: label.clone(),
+        };
+        let params = UnitParams {
+            controlnet: controlnet as u32,
+            rgb,
+            scale: saved.scale,
+            guess_mode: saved.guess_mode,
+            mode: saved.mode.clone(),
+            start: saved.start,
+            end: saved.end,
+            label,
+        };
+        Ok((params, saved))
+    }
+}
+
+fn mode_name(value: &str) -> Option<&'static str> {
+    MODES.iter().map(|(name, _)| *name).find(|name| *name == value)
+}
+
+/// The ControlNet a unit uses: the one picked, while it is loaded; else the first whose
+/// preprocessor is the unit's (`canny` for Canny edges, `scribble` for a drawing); else the
+/// `index`th unit's turn through the list, so that two units start on different ControlNets.
+fn choose_controlnet(
+    chosen: Option<&str>,
+    label: &str,
+    index: usize,
+    models: &LoadedModels,
+) -> Option<usize> {
+    let count = models.controlnets.len();
+    if count == 0 {
+        return None;
+    }
+    chosen
+        .and_then(|name| models.controlnets.iter().position(|loaded| loaded == name))
+        .or_else(|| models.preprocessors.iter().position(|p| p.as_deref() == Some(label)))
+        .or(Some(index % count))
+}
+
+/// The units of the page. Cheap to copy.
+#[derive(Clone, Copy)]
+pub struct UnitList {
+    pub units: RwSignal<Vec<Unit>>,
+    /// The unit last touched: a paste and Ctrl+Z go to it.
+    active: RwSignal<u32>,
+    next_key: StoredValue<u32>,
+    /// Units added later belong to the list's owner, as the first ones do (an event handler has
+    /// no owner of its own).
+    owner: StoredValue<Option<Owner>>,
+}
+
+impl UnitList {
+    /// The units kept from the last visit (one, by default), saved again on every change.
+    pub fn load() -> Self {
+        let saved: Vec<SavedSettings> =
+            load_setting("units").unwrap_or_else(|| vec![SavedSettings::default()]);
+        let units: Vec<Unit> =
+            saved.iter().enumerate().map(|(key, saved)| Unit::new(key as u32, saved)).collect();
+        let list = Self {
+            active: RwSignal::new(units.first().map_or(0, |unit| unit.key)),
+            next_key: StoredValue::new(units.len() as u32),
+            units: RwSignal::new(units),
+            owner: StoredValue::new(Owner::current()),
+        };
+        Effect::new(move || {
+            let saved: Vec<SavedSettings> = list.units.with(|units| units.iter().map(Unit::saved).collect());
+            save_setting("units", &saved);
+        });
+        list
+    }
+
+    fn add(&self) {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        let create = || Unit::new(key, &SavedSettings::default());
+        let unit = match self.owner.get_value() {
+            Some(owner) => owner.with(create),
+            None => create(),
+        };
+        self.units.update(|units| units.push(unit));
+        self.active.set(key);
+    }
+
+    fn remove(&self, key: u32) {
+        self.units.update(|units| units.retain(|unit| unit.key != key));
+        if self.active.get_untracked() == key
+            && let Some(first) = self.units.with_untracked(|units| units.first().map(|unit| unit.key))
+        {
+            self.active.set(first);
+        }
+    }
+
+    /// How many units are enabled (tracked).
+    pub fn enabled_count(&self) -> usize {
+        self.units.with(|units| units.iter().filter(|unit| unit.enabled.get()).count())
+    }
+}
+
+/// The list of units and the button that adds one.
+#[component]
+pub fn UnitsPanel(units: UnitList, settings: GenSettings) -> impl IntoView {
+    view! {
+        <section class="panel units" data-testid="control-units">
+            <h2>"Control units"</h2>
+            <p class="hint">
+                "Each unit steers the image with a ControlNet: an image turned into a control map, \
+                 a drawing, or both. Disabled units are kept but not used."
+            </p>
+            <For each=move || units.units.get() key=|unit| unit.key let:unit>
+                <UnitView unit units settings />
+            </For>
+            {move || units.units.with(Vec::is_empty).then(|| view! {
+                <p data-testid="no-units">"No control unit: the prompt alone makes the image."</p>
+            })}
+            <button data-testid="add-unit" on:click=move |_| units.add()>"Add a control unit"</button>
+        </section>
+    }
+}
+
+#[component]
+fn UnitView(unit: Unit, units: UnitList, settings: GenSettings) -> impl IntoView {
+    let session = GpuSession::use_session();
+    let key = unit.key;
+    let index = Memo::new(move |_| {
+        units.units.with(|list| list.iter().position(|other| other.key == key).unwrap_or(0))
+    });
+    let active = Signal::derive(move || units.active.get() == key);
+    let width = Signal::derive(move || settings.width.get());
+    let height = Signal::derive(move || settings.height.get());
+
+    let controlnet_select = move || match session.models.get() {
+        Some(models) if !models.controlnets.is_empty() => {
+            let chosen = unit.controlnet_index(index.get(), &models);
+            let names = models.controlnets.clone();
+            view! {
+                <select
+                    data-testid="unit-controlnet"
+                    on:change=move |event| {
+                        if let Ok(i) = event_target_value(&event).parse::<usize>() {
+                            unit.controlnet.set(names.get(i).cloned());
+                        }
+                    }
+                >
+                    {models
+                        .controlnets
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| view! {
+                            <option value=i.to_string() selected=chosen == Some(i)>{name.clone()}</option>
+                        })
+                        .collect_view()}
+                </select>
+            }
+            .into_any()
+        }
+        Some(_) => view! {
+            <select data-testid="unit-controlnet" disabled>
+                <option>"No ControlNet loaded"</option>
+            </select>
+        }
+        .into_any(),
+        None => view! {
+            <select data-testid="unit-controlnet" disabled>
+                <option>"Load the models first"</option>
+            </select>
+        }
+        .into_any(),
+    };
+
+    let slider =
+        move |signal: RwSignal<f64>, testid: &'static str, name: &'static str, max: f64, step: f64| {
+            view! {
+                <label>
+                    {name}
+                    <input
+                        type="range"
+                        data-testid=testid
+                        min="0"
+                        max=max.to_string()
+                        step=step.to_string()
+                        prop:value=move || signal.get().to_string()
+                        on:input=move |event| {
+                            if let Ok(value) = event_target_value(&event).parse::<f64>()
+                                && value.is_finite()
+                            {
+                                signal.set(value.clamp(0.0, max));
+                            }
+                        }
+                    />
+                    <output>{move || format!("{:.2}", signal.get())}</output>
+                </label>
+            }
+        };
+
+    view! {
+        <article
+            class="control-unit"
+            class:active=move || active.get() && units.units.with(|list| list.len() > 1)
+            class:disabled=move || !unit.enabled.get()
+            data-testid="control-unit"
+            data-index=move || index.get().to_string()
+            on:pointerdown=move |_| units.active.set(key)
+            on:focusin=move |_| units.active.set(key)
+        >
+            <header class="unit-header">
+                <h3>{move || format!("Unit {}", index.get() + 1)}</h3>
+                <label>
+                    <input
+                        type="checkbox"
+                        data-testid="unit-enabled"
+                        prop:checked=move || unit.enabled.get()
+                        on:change=move |event| unit.enabled.set(event_target_checked(&event))
+                    />
+                    " Enabled"
+                </label>
+                <button class="secondary" data-testid="remove-unit" on:click=move |_| units.remove(key)>
+                    "Remove"
+                </button>
+            </header>
+            <ConditionPanel condition=unit.condition width height active />
+            <div class="unit-settings">
+                <label>"ControlNet " {controlnet_select}</label>
+                {slider(unit.weight, "unit-weight", "Control weight ", 2.0, 0.05)}
+                {slider(unit.start, "unit-start", "Starting step ", 1.0, 0.01)}
+                {slider(unit.end, "unit-end", "Ending step ", 1.0, 0.01)}
+                <label>
+                    "Control mode "
+                    <select
+                        data-testid="unit-mode"
+                        on:change=move |event| {
+                            if let Some(mode) = mode_name(&event_target_value(&event)) {
+                                unit.mode.set(mode);
+                            }
+                        }
+                    >
+                        {MODES
+                            .into_iter()
+                            .map(|(value, label)| view! {
+                                <option value=value selected=move || unit.mode.get() == value>{label}</option>
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+                <label title="The ControlNet sees no prompt: it recognises the content from the map alone">
+                    <input
+                        type="checkbox"
+                        data-testid="unit-guess"
+                        prop:checked=move || unit.guess.get()
+                        on:change=move |event| unit.guess.set(event_target_checked(&event))
+                    />
+                    " Guess mode"
+                </label>
+                {move || (unit.start.get() >= unit.end.get()).then(|| view! {
+                    <p class="warning" data-testid="unit-range-empty">
+                        "The unit starts at or after it ends: it acts on no step."
+                    </p>
+                })}
+            </div>
+        </article>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use web::protocol::Precision;
+
+    fn models(names: &[&str], preprocessors: &[Option<&str>]) -> LoadedModels {
+        LoadedModels {
+            pipeline: "test/tiny".into(),
+            controlnets: names.iter().map(|name| name.to_string()).collect(),
+            preprocessors: preprocessors.iter().map(|p| p.map(str::to_owned)).collect(),
+            precision: Precision::F32,
+        }
+    }
+
+    #[test]
+    fn the_controlnet_follows_the_pick_then_the_preprocessor_then_the_index() {
+        let loaded = models(&["canny", "scribble"], &[Some("canny"), Some("scribble")]);
+        assert_eq!(choose_controlnet(None, "canny", 1, &loaded), Some(0));
+        assert_eq!(choose_controlnet(None, "scribble", 0, &loaded), Some(1));
+        assert_eq!(choose_controlnet(Some("canny"), "scribble", 0, &loaded), Some(0), "the pick wins");
+        assert_eq!(choose_controlnet(Some("gone"), "scribble", 0, &loaded), Some(1), "a pick not loaded");
+        assert_eq!(choose_controlnet(None, "xdog", 3, &loaded), Some(1), "3 mod 2");
+        assert_eq!(choose_controlnet(None, "none", 0, &models(&[], &[])), None);
+        let unknown = models(&["a", "b", "c"], &[None, None, None]);
+        assert_eq!(choose_controlnet(None, "canny", 4, &unknown), Some(1));
+    }
+
+    #[test]
+    fn saved_settings_read_old_and_partial_records() {
+        let saved: SavedSettings = serde_json::from_str(r#"{"weight":0.5}"#).unwrap();
+        assert_eq!(saved.weight, 0.5);
+        assert!(saved.enabled);
+        assert_eq!(saved.end, 1.0);
+        assert_eq!(mode_name("prompt"), Some("prompt"));
+        assert_eq!(mode_name("Prompt"), None);
+    }
+}

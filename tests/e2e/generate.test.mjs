@@ -1,0 +1,299 @@
+// Generate in the tab, end to end, as a visitor does it: load the tiny fixture pipeline and its two
+// ControlNets from a stand-in for the Hugging Face Hub (hub.mjs), type a prompt, drop a condition
+// image, generate 2 steps at 64×64, and get the image the native pipeline makes for the same seed
+// and settings (`controlnet generate` on the CPU backend). Then: Cancel stops a long run midway and
+// the next run succeeds; two control units steer one image together (again equal to the CLI's);
+// the gallery and the prompt survive a reload; the gallery's download is a PNG whose `parameters`
+// text chunk carries the settings. A screenshot of each state goes to tests/artifacts/, and the
+// time per step in Chromium (SwiftShader) is printed as one JSON line.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { serve } from './server.mjs';
+import { hub } from './hub.mjs';
+import { launch, screenshot } from './browser.mjs';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
+const CLI = process.env.CONTROLNET_CLI ?? resolve(ROOT, 'target', 'debug', 'controlnet');
+const TINY = resolve(ROOT, 'tests', 'fixtures', 'tiny');
+const EDGES = resolve(TINY, 'control', 'edges_64x64.png');
+const SCRIBBLE = resolve(TINY, 'control', 'scribble_64x64.png');
+// SwiftShader computes on the 2 CPU cores that also run everything else.
+const TIMEOUT_MS = 180_000;
+// The issue's bar: the browser's image and the native one agree to 40 dB PSNR (8-bit).
+const MIN_PSNR_DB = 40;
+
+const SETTINGS = {
+  prompt: 'a red house by a lake, watercolour',
+  negative: 'blurry, low quality',
+  seed: 1234,
+  steps: 2,
+  guidance: 7.5,
+  scheduler: 'unipc',
+  size: 64,
+};
+
+let site;
+let models;
+let scratch;
+
+before(async () => {
+  site = await serve(DIST);
+  models = await hub({ repos: { 'test/tiny': TINY } });
+  scratch = await mkdtemp(join(tmpdir(), 'controlnet-generate-'));
+});
+after(async () => {
+  await models?.close();
+  await site?.close();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+/** The native pipeline's image for SETTINGS with `units` ([[controlnet dir, image]…]), as PNG bytes. */
+async function native(name, units) {
+  const out = join(scratch, `${name}.png`);
+  const args = [
+    'generate', '--model', TINY, '--prompt', SETTINGS.prompt, '--negative-prompt', SETTINGS.negative,
+    '--steps', String(SETTINGS.steps), '--guidance', String(SETTINGS.guidance), '--scheduler', SETTINGS.scheduler,
+    '--seed', String(SETTINGS.seed), '--width', String(SETTINGS.size), '--height', String(SETTINGS.size),
+    '--precision', 'f32', '--backend', 'cpu', '--quiet', '--out', out,
+  ];
+  for (const [dir, image] of units) args.push('--controlnet', resolve(TINY, dir), '--control', image);
+  await promisify(execFile)(CLI, args);
+  return readFile(out);
+}
+
+/** Polls `read` until `ok` holds of its value; returns the value. */
+async function until(read, ok, what, timeout = TIMEOUT_MS) {
+  const deadline = Date.now() + timeout;
+  let value;
+  while (Date.now() < deadline) {
+    value = await read();
+    if (ok(value)) return value;
+    await new Promise((done) => setTimeout(done, 100));
+  }
+  throw new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(value)}`);
+}
+
+/** Drops a file on `zone` as a browser would: dragenter, dragover, drop, with a DataTransfer. */
+async function drop(zone, bytes, name, type = 'image/png') {
+  await zone.evaluate(
+    (zone, { base64, name, type }) => {
+      const data = new DataTransfer();
+      data.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name, { type }));
+      for (const kind of ['dragenter', 'dragover', 'drop']) {
+        zone.dispatchEvent(new DragEvent(kind, { bubbles: true, cancelable: true, dataTransfer: data }));
+      }
+    },
+    { base64: Buffer.from(bytes).toString('base64'), name, type },
+  );
+}
+
+/** PSNR in dB between the page's result image and a PNG (decoded by the browser, exactly). */
+async function psnr(page, png) {
+  return page.getByTestId('result-image').evaluate(async (img, base64) => {
+    const decode = async (blob) => {
+      const bitmap = await createImageBitmap(blob);
+      const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+      const context = canvas.getContext('2d');
+      context.drawImage(bitmap, 0, 0);
+      return context.getImageData(0, 0, bitmap.width, bitmap.height);
+    };
+    const ours = await decode(await (await fetch(img.src)).blob());
+    const theirs = await decode(new Blob([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))]));
+    if (ours.width !== theirs.width || ours.height !== theirs.height) {
+      return { error: `${ours.width}×${ours.height} vs ${theirs.width}×${theirs.height}` };
+    }
+    let sum = 0;
+    let n = 0;
+    for (let i = 0; i < ours.data.length; i += 4) {
+      for (let c = 0; c < 3; c++) {
+        sum += (ours.data[i + c] - theirs.data[i + c]) ** 2;
+        n++;
+      }
+    }
+    const mse = sum / n;
+    return { db: mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse), mse, width: ours.width };
+  }, Buffer.from(png).toString('base64'));
+}
+
+/** A PNG's tEXt chunks, by keyword. */
+function pngText(bytes) {
+  const texts = {};
+  let at = 8;
+  while (at + 8 <= bytes.length) {
+    const length = bytes.readUInt32BE(at);
+    const type = bytes.toString('latin1', at + 4, at + 8);
+    if (type === 'tEXt') {
+      const data = bytes.subarray(at + 8, at + 8 + length);
+      const nul = data.indexOf(0);
+      texts[data.toString('latin1', 0, nul)] = data.toString('latin1', nul + 1);
+    }
+    at += 12 + length;
+  }
+  return texts;
+}
+
+const state = (page) => page.getByTestId('generate-progress').getAttribute('data-state');
+
+/** Clicks Generate and waits for the run to end in `want`; returns the steps the page reported. */
+async function generate(page, want = 'done') {
+  // Record every step the progress shows, however fast they come.
+  await page.getByTestId('generate-progress').evaluate((element) => {
+    window.__steps = [];
+    new MutationObserver(() => window.__steps.push(Number(element.getAttribute('data-step')))).observe(element, {
+      attributes: true,
+      attributeFilter: ['data-step'],
+    });
+  });
+  const before = await page.getByTestId('result-image').getAttribute('src').catch(() => null);
+  await page.getByTestId('generate').click();
+  await until(() => state(page), (s) => s === 'running', 'the run to start');
+  const end = await until(() => state(page), (s) => s !== 'running', 'the run to end');
+  assert.equal(end, want, `the run ended ${end}: ${await page.getByTestId('generate-error').textContent().catch(() => '')}`);
+  if (want === 'done') {
+    await until(() => page.getByTestId('result-image').getAttribute('src'), (src) => src && src !== before, 'a new image');
+  }
+  return page.evaluate(() => window.__steps);
+}
+
+/** Sets an input's value as typing would. */
+async function set(page, testid, value) {
+  await page.getByTestId(testid).fill(String(value));
+  await page.getByTestId(testid).dispatchEvent('change');
+}
+
+test('load, generate, cancel, two units, gallery across a reload', { timeout: 15 * 60_000 }, async () => {
+  const [oneUnit, twoUnits] = [
+    await native('one-unit', [['controlnet', EDGES]]),
+    await native('two-units', [['controlnet', EDGES], ['controlnet2', SCRIBBLE]]),
+  ];
+  const browser = await launch({ webgpu: true });
+  const { page } = browser;
+  try {
+    await page.goto(site.url);
+
+    // Models: the tiny pipeline and both ControlNets, from the test hub.
+    await page.getByTestId('models-preset').selectOption('custom');
+    await set(page, 'models-base-url', models.url);
+    await set(page, 'models-pipeline', 'test/tiny');
+    await set(page, 'models-controlnets', 'test/tiny:controlnet\ntest/tiny:controlnet2');
+    await page.getByTestId('models-variant').selectOption('none');
+    await page.getByTestId('models-load').click();
+    const loaded = await until(
+      () => page.getByTestId('models-status').getAttribute('data-state'),
+      (s) => s === 'loaded' || s === 'error',
+      'the models to load',
+    );
+    assert.equal(loaded, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+    await screenshot(page, 'generate-1-models-loaded');
+
+    // Prompt and settings.
+    await set(page, 'prompt', SETTINGS.prompt);
+    await set(page, 'negative-prompt', SETTINGS.negative);
+    if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
+    await set(page, 'seed', SETTINGS.seed);
+    await set(page, 'steps', SETTINGS.steps);
+    await set(page, 'guidance', SETTINGS.guidance);
+    await page.getByTestId('scheduler').selectOption(SETTINGS.scheduler);
+    await set(page, 'width', SETTINGS.size);
+    await set(page, 'height', SETTINGS.size);
+    await set(page, 'preview-every', 1);
+
+    // The first unit: the edge map as it is (no preprocessor, no resizing at 64×64).
+    const first = page.getByTestId('control-unit').nth(0);
+    await first.getByTestId('preprocessor').selectOption('none');
+    await first.getByTestId('resize-mode').selectOption('just');
+    await drop(first.getByTestId('condition-drop'), await readFile(EDGES), 'edges.png');
+    await until(() => first.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, 'the map');
+    await first.getByTestId('unit-controlnet').selectOption({ index: 0 });
+    await screenshot(page, 'generate-2-ready');
+
+    // One unit: progress arrives step by step, and the image is the native one.
+    const steps = await generate(page);
+    assert.ok(steps.includes(1) && steps.includes(2), `progress showed steps ${JSON.stringify(steps)}`);
+    const one = await psnr(page, oneUnit);
+    console.log(JSON.stringify({ test: 'one unit vs native', ...one }));
+    assert.ok(one.db >= MIN_PSNR_DB, `one unit: ${JSON.stringify(one)}`);
+    const stepMs = Number(await page.getByTestId('result-image').getAttribute('data-step-ms'));
+    await screenshot(page, 'generate-3-result');
+
+    // Cancel: a 60-step run stops within a step of the click, and the next run succeeds.
+    await set(page, 'steps', 60);
+    await page.getByTestId('generate').click();
+    await until(() => page.getByTestId('generate-progress').getAttribute('data-step'), (s) => Number(s) >= 2, 'step 2');
+    await screenshot(page, 'generate-4-running');
+    const clicked = Number(await page.getByTestId('generate-progress').getAttribute('data-step'));
+    await page.getByTestId('cancel').click();
+    await until(() => state(page), (s) => s === 'cancelled', 'the cancellation');
+    const stopped = Number(await page.getByTestId('generate-progress').getAttribute('data-step'));
+    assert.ok(stopped <= clicked + 2 && stopped < 60, `cancelled at step ${stopped}, clicked at ${clicked}`);
+    await screenshot(page, 'generate-5-cancelled');
+    await set(page, 'steps', SETTINGS.steps);
+    await generate(page);
+    assert.ok((await psnr(page, oneUnit)).db >= MIN_PSNR_DB, 'the run after a cancel is the native image');
+    // The shaders are compiled by now: this is the step time a second image costs.
+    const warmStepMs = Number(await page.getByTestId('result-image').getAttribute('data-step-ms'));
+
+    // Two units together: the second ControlNet with a scribble.
+    await page.getByTestId('add-unit').click();
+    const second = page.getByTestId('control-unit').nth(1);
+    await second.getByTestId('preprocessor').selectOption('none');
+    await second.getByTestId('resize-mode').selectOption('just');
+    await drop(second.getByTestId('condition-drop'), await readFile(SCRIBBLE), 'scribble.png');
+    await until(() => second.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, 'map 2');
+    await second.getByTestId('unit-controlnet').selectOption({ index: 1 });
+    await generate(page);
+    const two = await psnr(page, twoUnits);
+    console.log(JSON.stringify({ test: 'two units vs native', ...two }));
+    assert.ok(two.db >= MIN_PSNR_DB, `two units: ${JSON.stringify(two)}`);
+    assert.ok((await psnr(page, oneUnit)).db < two.db, 'the second unit changed the image');
+    await screenshot(page, 'generate-6-two-units');
+
+    // The gallery: three images, newest first; the download carries the parameters.
+    const items = page.getByTestId('gallery-item');
+    await until(() => items.count(), (n) => n === 3, 'three gallery items');
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      items.nth(0).getByTestId('gallery-download').click(),
+    ]);
+    const png = await readFile(await download.path());
+    const parameters = pngText(png).parameters ?? '';
+    for (const part of [
+      SETTINGS.prompt,
+      `Negative prompt: ${SETTINGS.negative}`,
+      `Steps: ${SETTINGS.steps}`,
+      `Seed: ${SETTINGS.seed}`,
+      `Size: ${SETTINGS.size}x${SETTINGS.size}`,
+      'ControlNet 1:',
+    ]) {
+      assert.ok(parameters.includes(part), `the PNG's parameters lack ${JSON.stringify(part)}: ${parameters}`);
+    }
+
+    // A reload: the gallery and the prompt are still there.
+    await page.reload();
+    await until(() => page.getByTestId('gallery-item').count(), (n) => n === 3, 'the gallery after a reload');
+    assert.equal(await page.getByTestId('prompt').inputValue(), SETTINGS.prompt);
+    assert.equal(await page.getByTestId('steps').inputValue(), String(SETTINGS.steps));
+    await screenshot(page, 'generate-7-reloaded');
+
+    console.log(
+      JSON.stringify({
+        bench: 'chromium (SwiftShader) tiny pipeline, one ControlNet, CFG',
+        size: `${SETTINGS.size}x${SETTINGS.size}`,
+        first_run_step_ms: stepMs,
+        step_ms: warmStepMs,
+      }),
+    );
+  } catch (error) {
+    await screenshot(page, 'generate-failure').catch(() => {});
+    console.log(browser.logs.slice(-40).join('\n'));
+    throw error;
+  } finally {
+    await browser.close();
+  }
+});

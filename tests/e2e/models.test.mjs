@@ -1,0 +1,195 @@
+// The models panel, as a visitor uses it: loading the tiny fixture pipeline and a ControlNet from a
+// stand-in for the Hugging Face Hub (hub.mjs) shows a total progress bar (bytes, rate, time left)
+// and one row per file; the cache view then lists the repository with its size and the storage
+// estimate; a reload loads from the cache without fetching a weight byte; deleting the repository
+// from the cache view makes the next load download again; and with a storage quota too small for
+// the weights, the page says so, loads them uncached, and still generates. Last, a diffusers folder
+// picked from the disk is imported into the cache and loads with no request to any server.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { serve } from './server.mjs';
+import { hub } from './hub.mjs';
+import { launch, screenshot } from './browser.mjs';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
+const TINY = resolve(ROOT, 'tests', 'fixtures', 'tiny');
+const UNET = 'test/tiny/unet/diffusion_pytorch_model.safetensors';
+const TIMEOUT_MS = 180_000;
+
+let site;
+let models;
+
+before(async () => {
+  site = await serve(DIST);
+  models = await hub({ repos: { 'test/tiny': TINY } });
+});
+after(async () => {
+  await models?.close();
+  await site?.close();
+});
+
+async function until(read, ok, what, timeout = TIMEOUT_MS) {
+  const deadline = Date.now() + timeout;
+  let value;
+  while (Date.now() < deadline) {
+    value = await read();
+    if (ok(value)) return value;
+    await new Promise((done) => setTimeout(done, 100));
+  }
+  throw new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(value)}`);
+}
+
+async function set(page, testid, value) {
+  await page.getByTestId(testid).fill(String(value));
+  await page.getByTestId(testid).dispatchEvent('change');
+}
+
+/** Fills the panel for the tiny pipeline + its first ControlNet. */
+async function chooseTiny(page) {
+  await page.getByTestId('models-preset').selectOption('custom');
+  await set(page, 'models-base-url', models.url);
+  await set(page, 'models-pipeline', 'test/tiny');
+  await set(page, 'models-controlnets', 'test/tiny:controlnet');
+  await page.getByTestId('models-variant').selectOption('none');
+}
+
+const status = (page) => page.getByTestId('models-status').getAttribute('data-state');
+
+/** Clicks Load and waits for the models to be loaded. */
+async function load(page) {
+  await page.getByTestId('models-load').click();
+  const end = await until(() => status(page), (s) => s === 'loaded' || s === 'error', 'the load');
+  assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+}
+
+/** Bytes the hub sent for files of test/tiny that end in `.safetensors`. */
+async function weightBytes() {
+  const stats = await models.stats();
+  return Object.entries(stats)
+    .filter(([file]) => file.endsWith('.safetensors'))
+    .reduce((sum, [, s]) => sum + s.bytes, 0);
+}
+
+test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 60_000 }, async () => {
+  const unetSize = (await readFile(resolve(TINY, 'unet', 'diffusion_pytorch_model.safetensors'))).length;
+  const browser = await launch({ webgpu: true });
+  const { page, context } = browser;
+  try {
+    await page.goto(site.url);
+    await chooseTiny(page);
+    await models.reset();
+    // The UNet's weights arrive slowly enough (~4 s) to watch the progress while they do.
+    await models.fault(UNET, 'slow', { bps: Math.round(unetSize / 4) });
+    await page.getByTestId('models-load').click();
+
+    // While loading: one row per file, and a total with a rate and the time left.
+    const row = page.locator(`[data-testid="models-file"][data-file="${UNET}"]`);
+    await row.waitFor({ timeout: TIMEOUT_MS });
+    const total = page.getByTestId('models-progress-total');
+    const during = await until(
+      () => total.textContent(),
+      (text) => /\/s/.test(text) && /left/.test(text),
+      'a rate and a time left',
+    );
+    await screenshot(page, 'models-1-loading');
+    const end = await until(() => status(page), (s) => s === 'loaded' || s === 'error', 'the first load');
+    assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+    for (const file of ['test/tiny/model_index.json', 'test/tiny/text_encoder/model.safetensors', 'test/tiny/controlnet/diffusion_pytorch_model.safetensors']) {
+      assert.equal(await page.locator(`[data-testid="models-file"][data-file="${file}"]`).count(), 1, file);
+    }
+    const max = Number(await total.getAttribute('max'));
+    assert.ok(max > unetSize, `the total (${max} B) counts every file`);
+    assert.equal(Number(await total.getAttribute('value')), max, 'the total reached its end');
+    const fetched = await weightBytes();
+    assert.ok(fetched > unetSize, `the first load downloaded the weights (${fetched} B)`);
+    console.log(JSON.stringify({ test: 'first load', during, fetched }));
+
+    // The cache view lists the repository, its size, and the storage estimate.
+    const cached = page.locator('[data-testid="cache-model"][data-repo="test/tiny"]');
+    await cached.waitFor({ timeout: TIMEOUT_MS });
+    assert.match(await cached.textContent(), /\d(\.\d+)? ?(KB|MB|kB|KiB|MiB)/);
+    assert.match(await page.getByTestId('storage-estimate').textContent(), /\d/);
+    await screenshot(page, 'models-2-cached');
+
+    // A reload: the same choice is remembered, and the load fetches no weight byte.
+    await page.reload();
+    await page.getByTestId('models-load').waitFor({ timeout: TIMEOUT_MS });
+    assert.equal(await page.getByTestId('models-pipeline').inputValue(), 'test/tiny');
+    await models.reset();
+    await load(page);
+    assert.equal(await weightBytes(), 0, 'a reload loads from the cache');
+
+    // Delete the repository from the cache: it leaves the list, and the next load downloads.
+    await cached.getByTestId('cache-delete').click();
+    await until(() => cached.count(), (n) => n === 0, 'the repository to leave the cache view');
+    await models.reset();
+    await load(page);
+    assert.ok((await weightBytes()) > unetSize, 'after a delete, the weights are downloaded again');
+  } catch (error) {
+    await screenshot(page, 'models-failure').catch(() => {});
+    console.log(browser.logs.slice(-40).join('\n'));
+    throw error;
+  } finally {
+    await browser.close();
+  }
+
+  // A quota too small: a clear message, the weights load uncached, and generation still works.
+  const small = await launch({ webgpu: true });
+  try {
+    const cdp = await small.context.newCDPSession(small.page);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.url.replace(/\/$/, ''), quotaSize: 64 << 10 });
+    const { page } = small;
+    await page.goto(site.url);
+    await chooseTiny(page);
+    await load(page);
+    const warning = await page.getByTestId('models-cache-warning').textContent();
+    assert.match(warning, /MiB needed|MB needed|needed/, warning);
+    await screenshot(page, 'models-3-quota');
+
+    await set(page, 'prompt', 'a lighthouse');
+    await set(page, 'steps', 1);
+    await set(page, 'width', 64);
+    await set(page, 'height', 64);
+    // No condition image: the unit is switched off, and the pipeline runs without ControlNet.
+    await page.getByTestId('control-unit').nth(0).getByTestId('unit-enabled').uncheck();
+    await page.getByTestId('generate').click();
+    const state = await until(
+      () => page.getByTestId('generate-progress').getAttribute('data-state'),
+      (s) => s === 'done' || s === 'error',
+      'a generation without a cache',
+    );
+    assert.equal(state, 'done', await page.getByTestId('generate-error').textContent().catch(() => ''));
+  } catch (error) {
+    await screenshot(small.page, 'models-quota-failure').catch(() => {});
+    console.log(small.logs.slice(-40).join('\n'));
+    throw error;
+  } finally {
+    await small.close();
+  }
+
+  // A local folder: imported into the cache, then loaded without the network.
+  const local = await launch({ webgpu: true });
+  try {
+    const { page } = local;
+    await page.goto(site.url);
+    await page.getByTestId('import-folder').setInputFiles(TINY);
+    await page.getByTestId('import-done').waitFor({ timeout: TIMEOUT_MS });
+    assert.equal(await page.getByTestId('models-pipeline').inputValue(), 'local/tiny');
+    await page.locator('[data-testid="cache-model"][data-repo="local/tiny"]').waitFor({ timeout: TIMEOUT_MS });
+    await set(page, 'models-controlnets', 'local/tiny:controlnet');
+    await models.reset();
+    await load(page);
+    const stats = await models.stats();
+    assert.deepEqual(Object.keys(stats), [], `an imported folder loads without the network: ${JSON.stringify(stats)}`);
+    await screenshot(page, 'models-4-imported');
+  } catch (error) {
+    await screenshot(local.page, 'models-import-failure').catch(() => {});
+    console.log(local.logs.slice(-40).join('\n'));
+    throw error;
+  } finally {
+    await local.close();
+  }
+});

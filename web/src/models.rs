@@ -1,0 +1,284 @@
+//! The models the page offers by default, with their revisions pinned in this one place.
+//!
+//! A pinned commit means that what a visitor downloads today is what the page was tested with,
+//! and that the cache (keyed by repository, revision and file) never mixes two versions of a file.
+//! A mirror or a self-hosted copy only has to keep the Hub's layout:
+//! `{base_url}/{repo}/resolve/{revision}/{path}`.
+
+use crate::protocol::{ModelRef, ModelSource};
+
+/// The Hugging Face Hub.
+pub const HUB: &str = "https://huggingface.co";
+
+/// A repository at a revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pinned {
+    /// What the page calls it.
+    pub label: &'static str,
+    pub repo: &'static str,
+    pub revision: &'static str,
+    /// The fp16 weights (`*.fp16.safetensors`): half the download, and what an f16 device
+    /// computes in anyway.
+    pub variant: Option<&'static str>,
+    /// The preprocessor the ControlNet was trained with (for the UI's default), if a ControlNet.
+    pub preprocessor: Option<&'static str>,
+    /// The download's size in bytes, as the Hub lists the files (the weights dominate).
+    pub approx_bytes: u64,
+}
+
+/// Stable Diffusion 1.5, as published after runwayml's repository moved.
+pub const SD15: Pinned = Pinned {
+    label: "Stable Diffusion 1.5",
+    repo: "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    revision: "f03de327dd89b501a01da37fc5240cf4fdba85a1",
+    variant: Some("fp16"),
+    preprocessor: None,
+    // UNet 1.72 GB, text encoder 246 MB, VAE 167 MB (fp16).
+    approx_bytes: 2_135_000_000,
+};
+
+/// ControlNet 1.1, Canny edges.
+pub const CANNY: Pinned = Pinned {
+    label: "ControlNet 1.1 Canny",
+    repo: "lllyasviel/control_v11p_sd15_canny",
+    revision: "115a470d547982438f70198e353a921996e2e819",
+    variant: Some("fp16"),
+    preprocessor: Some("canny"),
+    approx_bytes: 723_000_000,
+};
+
+/// ControlNet 1.1, scribbles.
+pub const SCRIBBLE: Pinned = Pinned {
+    label: "ControlNet 1.1 Scribble",
+    repo: "lllyasviel/control_v11p_sd15_scribble",
+    // No commit of this repository could be verified offline; `main` until one is.
+    revision: "main",
+    variant: Some("fp16"),
+    preprocessor: Some("scribble"),
+    approx_bytes: 723_000_000,
+};
+
+/// The ControlNets the page offers.
+pub const CONTROLNETS: [Pinned; 2] = [CANNY, SCRIBBLE];
+
+impl Pinned {
+    /// This repository's root as a model folder, from `base_url` (the Hub or a mirror).
+    pub fn model_ref(&self, base_url: &str, cache: bool) -> ModelRef {
+        ModelRef {
+            source: ModelSource {
+                base_url: base_url.to_owned(),
+                repo: self.repo.to_owned(),
+                revision: self.revision.to_owned(),
+                chunk_bytes: None,
+                cache,
+            },
+            subfolder: String::new(),
+            variant: self.variant.map(str::to_owned),
+        }
+    }
+
+    /// This repository as a spec [`parse_spec`] reads: `owner/name@revision`.
+    pub fn spec(&self) -> String {
+        format!("{}@{}", self.repo, self.revision)
+    }
+}
+
+/// The Hub's `{base_url}` as the user typed it, checked: an `http(s)://` address without a
+/// trailing slash (a mirror, or a local server in the tests).
+pub fn parse_base_url(base_url: &str) -> Result<String, String> {
+    let trimmed = base_url.trim().trim_end_matches('/');
+    let rest =
+        trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://")).ok_or_else(|| {
+            format!("the base URL must start with https:// or http://, not “{}”", base_url.trim())
+        })?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+        return Err(format!("“{}” is not a server address like {HUB}", base_url.trim()));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A model folder from a spec the user typed: `owner/name[@revision][:subfolder]`, e.g.
+/// `lllyasviel/control_v11p_sd15_canny`, `me/tiny@v2:controlnet`. The revision defaults to
+/// `main`.
+///
+/// The parts end up in URLs and in the cache's keys, so each is checked rather than escaped:
+/// names and revisions use the Hub's characters (letters, digits, `-`, `_`, `.`), and no part
+/// may climb out of the repository with `..`.
+pub fn parse_spec(
+    spec: &str,
+    base_url: &str,
+    variant: Option<&str>,
+    cache: bool,
+) -> Result<ModelRef, String> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Err("a model is needed: owner/name[@revision][:subfolder]".to_owned());
+    }
+    if spec.contains(char::is_whitespace) {
+        return Err(format!("“{spec}” contains spaces; a model is owner/name[@revision][:subfolder]"));
+    }
+    if spec.contains("..") {
+        return Err(format!("“{spec}” contains “..”"));
+    }
+    // Git forbids `:` in branch names, so the first one starts the subfolder.
+    let (repo_rev, subfolder) = match spec.split_once(':') {
+        Some((repo_rev, subfolder)) => (repo_rev, Some(subfolder)),
+        None => (spec, None),
+    };
+    let (repo, revision) = match repo_rev.split_once('@') {
+        Some((repo, revision)) => (repo, Some(revision)),
+        None => (repo_rev, None),
+    };
+    let (owner, name) =
+        repo.split_once('/').ok_or_else(|| format!("“{spec}” does not name a repository as owner/name"))?;
+    for (what, part) in [("owner", owner), ("name", name)] {
+        if part.is_empty() {
+            return Err(format!("“{spec}”: the repository's {what} is empty"));
+        }
+        if let Some(bad) = part.chars().find(|c| !is_name_char(*c)) {
+            return Err(format!("“{spec}”: “{bad}” cannot appear in a repository's {what}"));
+        }
+    }
+    let revision = match revision {
+        None => "main",
+        Some("") => return Err(format!("“{spec}”: nothing follows “@”; leave it out for main")),
+        Some(revision) => {
+            if let Some(bad) = revision.chars().find(|c| !is_name_char(*c)) {
+                return Err(format!("“{spec}”: “{bad}” cannot appear in a revision"));
+            }
+            revision
+        }
+    };
+    let subfolder = match subfolder {
+        None => "",
+        Some(subfolder) => {
+            let subfolder = subfolder.trim_matches('/');
+            if subfolder.is_empty() {
+                return Err(format!("“{spec}”: nothing follows “:”; leave it out for the repository's root"));
+            }
+            if let Some(bad) = subfolder.chars().find(|c| !is_name_char(*c) && *c != '/') {
+                return Err(format!("“{spec}”: “{bad}” cannot appear in a folder name"));
+            }
+            if subfolder.split('/').any(str::is_empty) {
+                return Err(format!("“{spec}”: the folder has an empty part"));
+            }
+            subfolder
+        }
+    };
+    // An imported folder lives only in the cache, under its own revision, whatever the mirror.
+    let local = owner == LOCAL_OWNER;
+    Ok(ModelRef {
+        source: ModelSource {
+            base_url: if local { LOCAL_BASE_URL.to_owned() } else { parse_base_url(base_url)? },
+            repo: format!("{owner}/{name}"),
+            revision: if local && revision == "main" { LOCAL_REVISION } else { revision }.to_owned(),
+            chunk_bytes: None,
+            cache: cache || local,
+        },
+        subfolder: subfolder.to_owned(),
+        variant: variant.map(str::to_owned),
+    })
+}
+
+/// The base URL of folders imported from the visitor's disk: they exist only in the cache, and a
+/// load never goes to the network for them.
+pub const LOCAL_BASE_URL: &str = "local:";
+/// The owner of imported folders' repository names (`local/{folder name}`).
+pub const LOCAL_OWNER: &str = "local";
+/// The revision imported folders are stored under.
+pub const LOCAL_REVISION: &str = "local";
+
+/// The characters of the Hub's repository names, which also cover tags, branches without `/`
+/// and commit hashes.
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_name_a_repository_revision_and_folder() {
+        let canny = parse_spec(" lllyasviel/control_v11p_sd15_canny \n", HUB, Some("fp16"), true).unwrap();
+        assert_eq!(canny, CANNY.model_ref(HUB, true).with_revision("main"));
+        assert_eq!(canny.source.url("config.json"), format!("{HUB}/{}/resolve/main/config.json", CANNY.repo));
+
+        let tiny =
+            parse_spec("test/tiny-sd@v1.0:controlnet2", "http://127.0.0.1:8080/", None, false).unwrap();
+        assert_eq!(tiny.source.base_url, "http://127.0.0.1:8080");
+        assert_eq!(tiny.source.repo, "test/tiny-sd");
+        assert_eq!(tiny.source.revision, "v1.0");
+        assert_eq!(tiny.subfolder, "controlnet2");
+        assert_eq!(tiny.variant, None);
+        assert!(!tiny.source.cache);
+        assert_eq!(tiny.path("config.json"), "controlnet2/config.json");
+
+        let nested = parse_spec(&format!("{}@{}:/unet/", SD15.repo, SD15.revision), HUB, None, true).unwrap();
+        assert_eq!(nested.source.revision, SD15.revision);
+        assert_eq!(nested.subfolder, "unet");
+        let deep = parse_spec("a/b:x/y", HUB, None, true).unwrap();
+        assert_eq!(deep.subfolder, "x/y");
+
+        for pinned in [SD15, CANNY, SCRIBBLE] {
+            let parsed = parse_spec(&pinned.spec(), HUB, pinned.variant, true).unwrap();
+            assert_eq!(parsed, pinned.model_ref(HUB, true), "{}", pinned.spec());
+        }
+    }
+
+    #[test]
+    fn malformed_specs_are_refused_with_a_reason() {
+        for (spec, expected) in [
+            ("", "needed"),
+            ("   ", "needed"),
+            ("owner", "owner/name"),
+            ("/name", "owner is empty"),
+            ("owner/", "name is empty"),
+            ("own er/name", "spaces"),
+            ("owner/na me", "spaces"),
+            ("owner/name/extra", "“/”"),
+            ("owner/name@", "nothing follows “@”"),
+            ("owner/name:", "nothing follows “:”"),
+            ("owner/name:a//b", "empty part"),
+            ("../name", ".."),
+            ("owner/name:../../etc", ".."),
+            ("owner/name@../x", ".."),
+            ("owner/name?x=1", "“?”"),
+            ("owner/name@feature/x", "revision"),
+            ("owner/name:sub%2f", "folder"),
+        ] {
+            let error = parse_spec(spec, HUB, None, true).unwrap_err();
+            assert!(error.contains(expected), "{spec:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn base_urls_must_be_http_addresses() {
+        assert_eq!(parse_base_url(" https://huggingface.co/ ").unwrap(), HUB);
+        assert_eq!(parse_base_url("http://127.0.0.1:9000/mirror").unwrap(), "http://127.0.0.1:9000/mirror");
+        for bad in ["", "huggingface.co", "ftp://x", "https://", "https://a b", "https://x/?q"] {
+            assert!(parse_base_url(bad).is_err(), "{bad:?}");
+            assert!(parse_spec("a/b", bad, None, true).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn imported_folders_load_from_the_cache_alone() {
+        let model = parse_spec("local/my-sd15", "https://mirror.example", Some("fp16"), false).unwrap();
+        assert_eq!(model.source.base_url, LOCAL_BASE_URL);
+        assert_eq!(model.source.revision, LOCAL_REVISION);
+        assert!(model.source.cache, "an imported folder exists only in the cache");
+        let controlnet = parse_spec("local/canny:controlnet", HUB, None, true).unwrap();
+        assert_eq!(
+            (controlnet.source.repo.as_str(), controlnet.subfolder.as_str()),
+            ("local/canny", "controlnet")
+        );
+    }
+
+    impl ModelRef {
+        fn with_revision(mut self, revision: &str) -> Self {
+            self.source.revision = revision.to_owned();
+            self
+        }
+    }
+}
