@@ -3,7 +3,8 @@
 // image, generate 2 steps at 64×64, and get the image the native pipeline makes for the same seed
 // and settings (`controlnet generate` on the CPU backend). Then: Cancel stops a long run midway and
 // the next run succeeds; two control units steer one image together (again equal to the CLI's);
-// the gallery and the prompt survive a reload; the gallery's download is a PNG whose `parameters`
+// a worker crash (a lost device) is reported and recovered from by a restart that reloads the
+// models; the gallery and the prompt survive a reload; the gallery's download is a PNG whose `parameters`
 // text chunk carries the settings. A screenshot of each state goes to tests/artifacts/, and the
 // time per step in Chromium (SwiftShader) is printed as one JSON line.
 import { test, before, after } from 'node:test';
@@ -15,7 +16,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
-import { launch, screenshot } from './browser.mjs';
+import { ARTIFACTS, launch, screenshot } from './browser.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -161,6 +162,22 @@ async function generate(page, want = 'done') {
   return page.evaluate(() => window.__steps);
 }
 
+/** Saves a picture of the page from the top of the first element to the bottom of the last. */
+async function shot(page, [first, last], name) {
+  // In the document's coordinates, which a full-page clip uses (a bounding box is the viewport's).
+  const box = (testid) =>
+    page.getByTestId(testid).evaluate((element) => {
+      const rect = element.getBoundingClientRect();
+      return { x: rect.x + window.scrollX, y: rect.y + window.scrollY, width: rect.width, height: rect.height };
+    });
+  const top = await box(first);
+  const bottom = await box(last);
+  const y = top.y - 8;
+  const height = bottom.y + bottom.height + 8 - y;
+  const width = Math.max(top.x + top.width, bottom.x + bottom.width) + 8;
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true, clip: { x: 0, y, width, height } });
+}
+
 /** Sets an input's value as typing would. */
 async function set(page, testid, value) {
   await page.getByTestId(testid).fill(String(value));
@@ -253,10 +270,27 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     assert.ok(two.db >= MIN_PSNR_DB, `two units: ${JSON.stringify(two)}`);
     assert.ok((await psnr(page, oneUnit)).db < two.db, 'the second unit changed the image');
     await screenshot(page, 'generate-6-two-units');
+    // For the README: the units, the settings and the result, as one picture.
+    await shot(page, ['control-units', 'result'], 'generate-readme');
 
-    // The gallery: three images, newest first; the download carries the parameters.
+    // A crash (what a lost GPU device or an out-of-memory trap does to the worker): the page says
+    // so, a restart reloads the models, nothing typed is lost, and the next run gives the same image.
+    for (const worker of page.workers().filter((w) => w.url().endsWith('/worker_loader.js'))) {
+      await worker.evaluate(() => setTimeout(() => {
+        throw new Error('GPU device lost (simulated by the test)');
+      }));
+    }
+    await page.getByTestId('gpu-failure').waitFor({ timeout: TIMEOUT_MS });
+    await screenshot(page, 'generate-7-crashed');
+    await page.getByTestId('gpu-restart').click();
+    await until(() => page.getByTestId('models-status').getAttribute('data-state'), (s) => s === 'loaded', 'the reload');
+    assert.equal(await page.getByTestId('prompt').inputValue(), SETTINGS.prompt);
+    await generate(page);
+    assert.ok((await psnr(page, twoUnits)).db >= MIN_PSNR_DB, 'after a restart, the same image');
+
+    // The gallery: four images, newest first; the download carries the parameters.
     const items = page.getByTestId('gallery-item');
-    await until(() => items.count(), (n) => n === 3, 'three gallery items');
+    await until(() => items.count(), (n) => n === 4, 'four gallery items');
     const [download] = await Promise.all([
       page.waitForEvent('download'),
       items.nth(0).getByTestId('gallery-download').click(),
@@ -276,10 +310,10 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
 
     // A reload: the gallery and the prompt are still there.
     await page.reload();
-    await until(() => page.getByTestId('gallery-item').count(), (n) => n === 3, 'the gallery after a reload');
+    await until(() => page.getByTestId('gallery-item').count(), (n) => n === 4, 'the gallery after a reload');
     assert.equal(await page.getByTestId('prompt').inputValue(), SETTINGS.prompt);
     assert.equal(await page.getByTestId('steps').inputValue(), String(SETTINGS.steps));
-    await screenshot(page, 'generate-7-reloaded');
+    await screenshot(page, 'generate-8-reloaded');
 
     console.log(
       JSON.stringify({
