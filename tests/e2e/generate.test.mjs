@@ -270,7 +270,8 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     assert.ok(two.db >= MIN_PSNR_DB, `two units: ${JSON.stringify(two)}`);
     assert.ok((await psnr(page, oneUnit)).db < two.db, 'the second unit changed the image');
     await screenshot(page, 'generate-6-two-units');
-    // For the README: the units, the settings and the result, as one picture.
+    // For the README: the units, the settings and the result, as one picture (the image decoded).
+    await page.getByTestId('result-image').evaluate((img) => img.decode());
     await shot(page, ['control-units', 'result'], 'generate-readme');
 
     // A crash (what a lost GPU device or an out-of-memory trap does to the worker): the page says
