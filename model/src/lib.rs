@@ -10,6 +10,8 @@ pub mod config;
 pub mod controlnet;
 #[cfg(feature = "images")]
 pub mod image_io;
+#[cfg(feature = "kernels")]
+pub mod kernels;
 pub mod nn;
 pub mod npy;
 pub mod pipeline;

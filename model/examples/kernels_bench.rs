@@ -1,0 +1,186 @@
+//! Op-level timings of the hand-written kernels (`model::kernels`) beside burn's reference ops, as
+//! JSON lines on stdout, one per (op, kernel, precision, shape).
+//!
+//! ```text
+//! cargo run --release -p model --example kernels_bench             # SD1.5 shapes at 512², CFG
+//! cargo run --release -p model --example kernels_bench -- --tiny   # seconds on lavapipe (CI)
+//! options: --tiny, --iterations N (default 10, 2 with --tiny), --precision f32|f16 (default both)
+//! ```
+//!
+//! Each timed run ends with an asynchronous read-back of one element, so it measures finished GPU
+//! work (plus one tiny slice kernel and its copy); the first run of each case compiles the
+//! kernels and is reported apart as `first_ms`. A kernel that does not apply to a case (e.g.
+//! burn's flash routine on an adapter without subgroups) is reported with `"ran": false`.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use model::Precision;
+use model::kernels::{AttentionKernel, ConvKernel, try_attention_with, try_conv2d_with};
+use serde_json::json;
+
+struct Options {
+    tiny: bool,
+    iterations: usize,
+    precisions: Vec<Precision>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options = Options { tiny: false, iterations: 0, precisions: Precision::ALL.to_vec() };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--tiny" => options.tiny = true,
+            "--iterations" => {
+                let value = args.next().ok_or("--iterations needs a number")?;
+                options.iterations = value.parse().map_err(|_| format!("not a number: {value}"))?;
+            }
+            "--precision" => {
+                let value = args.next().ok_or("--precision needs f32 or f16")?;
+                options.precisions = vec![value.parse()?];
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if options.iterations == 0 {
+        options.iterations = if options.tiny { 2 } else { 10 };
+    }
+    Ok(options)
+}
+
+/// Deterministic values in [-amplitude, amplitude).
+fn pattern<const D: usize>(shape: [usize; D], seed: u64, amplitude: f32, device: &Device) -> Tensor<D> {
+    let n = shape.iter().product::<usize>();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amplitude
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// Waits for `tensor` by reading one of its elements back.
+fn finish<const D: usize>(tensor: Tensor<D>) {
+    let one = tensor.slice(std::array::from_fn::<_, D, _>(|_| 0..1));
+    model::block_on(one.into_data_async()).expect("read-back");
+}
+
+struct Timing {
+    first_ms: f64,
+    ms: Vec<f64>,
+}
+
+/// Times `run` (which returns `None` where the kernel does not apply) `iterations` times after
+/// one warm-up run.
+fn time<const D: usize>(iterations: usize, run: impl Fn() -> Option<Tensor<D>>) -> Option<Timing> {
+    let started = Instant::now();
+    finish(run()?);
+    let first_ms = started.elapsed().as_secs_f64() * 1e3;
+    let ms = (0..iterations)
+        .map(|_| {
+            let started = Instant::now();
+            finish(run().expect("applied once, applies again"));
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    Some(Timing { first_ms, ms })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn report(op: &str, kernel: &str, precision: Precision, shape: &[usize], flops: f64, timing: Option<Timing>) {
+    let line = match timing {
+        Some(t) => {
+            let ms = median(&t.ms);
+            json!({
+                "op": op, "kernel": kernel, "precision": precision.name(), "shape": shape, "ran": true,
+                "ms": ms, "min_ms": t.ms.iter().copied().fold(f64::INFINITY, f64::min),
+                "first_ms": t.first_ms, "iterations": t.ms.len(),
+                "tflops": flops / (ms * 1e-3) / 1e12,
+            })
+        }
+        None => json!({
+            "op": op, "kernel": kernel, "precision": precision.name(), "shape": shape, "ran": false,
+        }),
+    };
+    println!("{line}");
+}
+
+fn main() {
+    let options = options().unwrap_or_else(|e| {
+        eprintln!("kernels_bench: {e}");
+        std::process::exit(2);
+    });
+    let device = Device::wgpu_options().init().unwrap_or_else(|e| {
+        eprintln!("kernels_bench: no wgpu device: {e}");
+        std::process::exit(1);
+    });
+    println!("{}", json!({ "device": format!("{device:?}"), "tiny": options.tiny }));
+
+    // [batch·heads, queries, keys, head size]: SD1.5 at 512² with CFG (batch 2, 8 heads), self-
+    // and cross-attention at each UNet resolution.
+    let attention_shapes: &[[usize; 4]] = if options.tiny {
+        &[[2, 64, 64, 40], [2, 64, 77, 40], [2, 16, 16, 80]]
+    } else {
+        &[
+            [16, 4096, 4096, 40],
+            [16, 4096, 77, 40],
+            [16, 1024, 1024, 80],
+            [16, 1024, 77, 80],
+            [16, 256, 256, 160],
+            [16, 64, 64, 160],
+        ]
+    };
+
+    // [batch, channels, height, width, out channels, kernel size]: the UNet's 3×3 convolutions at
+    // each resolution (stride 1, padding 1) and its 1×1 projections, CFG batch.
+    let conv_shapes: &[[usize; 6]] = if options.tiny {
+        &[[2, 8, 16, 16, 8, 3], [1, 3, 17, 13, 70, 3], [2, 8, 16, 16, 8, 1]]
+    } else {
+        &[
+            [2, 320, 64, 64, 320, 3],
+            [2, 640, 32, 32, 640, 3],
+            [2, 1280, 16, 16, 1280, 3],
+            [2, 320, 64, 64, 320, 1],
+            [2, 1280, 16, 16, 1280, 1],
+        ]
+    };
+
+    for &precision in &options.precisions {
+        if !precision.is_supported_on(&device) {
+            println!("{}", json!({ "precision": precision.name(), "supported": false }));
+            continue;
+        }
+        for &[bh, queries, keys, dim] in attention_shapes {
+            let dtype = precision.dtype();
+            let q = pattern([bh, queries, dim], 1, 2.0, &device).cast(dtype);
+            let k = pattern([bh, keys, dim], 2, 2.0, &device).cast(dtype);
+            let v = pattern([bh, keys, dim], 3, 1.0, &device).cast(dtype);
+            let flops = 4.0 * (bh * queries * keys * dim) as f64;
+            for kernel in AttentionKernel::ALL {
+                let timing = time(options.iterations, || try_attention_with(kernel, &q, &k, &v));
+                report("attention", kernel.name(), precision, &[bh, queries, keys, dim], flops, timing);
+            }
+        }
+        for &[n, c, h, w, o, size] in conv_shapes {
+            let dtype = precision.dtype();
+            let x = pattern([n, c, h, w], 4, 1.0, &device).cast(dtype);
+            let weight = pattern([o, c, size, size], 5, 0.05, &device).cast(dtype);
+            let bias = pattern([o], 6, 0.5, &device).cast(dtype);
+            let padding = size / 2;
+            let flops = 2.0 * (n * o * h * w * c * size * size) as f64;
+            for kernel in ConvKernel::ALL {
+                let timing = time(options.iterations, || {
+                    try_conv2d_with(kernel, &x, &weight, Some(&bias), 1, padding)
+                });
+                report("conv2d", kernel.name(), precision, &[n, c, h, w, o, size], flops, timing);
+            }
+        }
+    }
+}
