@@ -2,8 +2,8 @@
 //! JSON lines on stdout, one per (op, kernel, precision, shape).
 //!
 //! ```text
-//! cargo run --release -p model --example kernels_bench             # SD1.5 shapes at 512², CFG
-//! cargo run --release -p model --example kernels_bench -- --tiny   # seconds on lavapipe (CI)
+//! cargo run --release -p model --features kernels --example kernels_bench             # SD1.5 shapes at 512², CFG
+//! cargo run --release -p model --features kernels --example kernels_bench -- --tiny   # seconds on lavapipe
 //! options: --tiny, --iterations N (default 10, 2 with --tiny), --precision f32|f16 (default both)
 //! ```
 //!
