@@ -4,6 +4,7 @@
 //! message types without linking burn. `worker` is the GPU worker (burn-wgpu);
 //! `preprocess-worker` is the preprocessing worker (decoding, Canny, scribble; no burn).
 
+pub mod idb;
 pub mod memory;
 pub mod message;
 pub mod models;
