@@ -1,11 +1,17 @@
-//! Op-level timings of the hand-written kernels (`model::kernels`) beside burn's reference ops, as
-//! JSON lines on stdout, one per (op, kernel, precision, shape).
+//! Timings of the hand-written kernels (`model::kernels`) beside burn's reference ops, as JSON
+//! lines on stdout: one per (op, kernel, precision, shape) for attention, convolution and group
+//! norm + SiLU, then one per (kernel set, precision) for a whole ControlNet + UNet CFG step and
+//! for a VAE decode, with every layer using that set (`model::kernels::select`).
 //!
 //! ```text
 //! cargo run --release -p model --features kernels --example kernels_bench             # SD1.5 shapes at 512², CFG
-//! cargo run --release -p model --features kernels --example kernels_bench -- --tiny   # seconds on lavapipe
-//! options: --tiny, --iterations N (default 10, 2 with --tiny), --precision f32|f16 (default both)
+//! cargo run --release -p model --features kernels --example kernels_bench -- --tiny   # minutes on lavapipe
+//! options: --tiny, --iterations N (default 10, 2 with --tiny), --precision f32|f16 (default both),
+//!          --ops-only, --steps-only
 //! ```
+//!
+//! `bench/torch_bench.py` prints the same lines for PyTorch (cuDNN, SDPA, diffusers' models) on
+//! the same shapes; `bench/gpu.sh` runs both on the GPU machine.
 //!
 //! Each timed run ends with an asynchronous read-back of one element, so it measures finished GPU
 //! work (plus one tiny slice kernel and its copy); the first run of each case compiles the
@@ -15,22 +21,34 @@
 use std::time::Instant;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use model::Precision;
-use model::kernels::{AttentionKernel, ConvKernel, try_attention_with, try_conv2d_with};
+use model::config::{ControlNetConfig, UNetConfig};
+use model::kernels::{
+    AttentionKernel, ConvKernel, Kernels, NormKernel, group_norm_with, try_attention_with, try_conv2d_with,
+};
+use model::precision::cast_module;
+use model::vae::{AutoencoderKL, VaeConfig};
+use model::{ControlNet, UNet};
 use serde_json::json;
 
 struct Options {
     tiny: bool,
     iterations: usize,
     precisions: Vec<Precision>,
+    ops: bool,
+    steps: bool,
 }
 
 fn options() -> Result<Options, String> {
-    let mut options = Options { tiny: false, iterations: 0, precisions: Precision::ALL.to_vec() };
+    let mut options =
+        Options { tiny: false, iterations: 0, precisions: Precision::ALL.to_vec(), ops: true, steps: true };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--tiny" => options.tiny = true,
+            "--ops-only" => options.steps = false,
+            "--steps-only" => options.ops = false,
             "--iterations" => {
                 let value = args.next().ok_or("--iterations needs a number")?;
                 options.iterations = value.parse().map_err(|_| format!("not a number: {value}"))?;
@@ -95,15 +113,42 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn report(op: &str, kernel: &str, precision: Precision, shape: &[usize], flops: f64, timing: Option<Timing>) {
+    report_rate(op, kernel, precision, shape, ("tflops", flops / 1e12), timing);
+}
+
+/// [`report`] for a memory-bound op: GB/s of `bytes` moved instead of TFLOP/s.
+fn report_bytes(
+    op: &str,
+    kernel: &str,
+    precision: Precision,
+    shape: &[usize],
+    bytes: f64,
+    timing: Option<Timing>,
+) {
+    report_rate(op, kernel, precision, shape, ("gbps", bytes / 1e9), timing);
+}
+
+/// One JSON line; `rate`: the name of the rate and the amount per run it divides by the time.
+fn report_rate(
+    op: &str,
+    kernel: &str,
+    precision: Precision,
+    shape: &[usize],
+    (rate, amount): (&str, f64),
+    timing: Option<Timing>,
+) {
     let line = match timing {
         Some(t) => {
             let ms = median(&t.ms);
-            json!({
+            let mut line = json!({
                 "op": op, "kernel": kernel, "precision": precision.name(), "shape": shape, "ran": true,
                 "ms": ms, "min_ms": t.ms.iter().copied().fold(f64::INFINITY, f64::min),
                 "first_ms": t.first_ms, "iterations": t.ms.len(),
-                "tflops": flops / (ms * 1e-3) / 1e12,
-            })
+            });
+            if amount > 0.0 {
+                line[rate] = (amount / (ms * 1e-3)).into();
+            }
+            line
         }
         None => json!({
             "op": op, "kernel": kernel, "precision": precision.name(), "shape": shape, "ran": false,
@@ -152,11 +197,37 @@ fn main() {
         ]
     };
 
+    // [batch, channels, height, width, groups]: the UNet's norms at each resolution, CFG batch.
+    let norm_shapes: &[[usize; 5]] = if options.tiny {
+        &[[2, 32, 8, 8, 32], [2, 64, 16, 16, 32]]
+    } else {
+        &[[2, 320, 64, 64, 32], [2, 640, 32, 32, 32], [2, 1280, 16, 16, 32], [2, 2560, 16, 16, 32]]
+    };
+
     for &precision in &options.precisions {
         if !precision.is_supported_on(&device) {
             println!("{}", json!({ "precision": precision.name(), "supported": false }));
             continue;
         }
+        if options.ops {
+            ops(&options, &device, precision, attention_shapes, conv_shapes, norm_shapes);
+        }
+        if options.steps {
+            steps(&options, &device, precision);
+        }
+    }
+}
+
+fn ops(
+    options: &Options,
+    device: &Device,
+    precision: Precision,
+    attention_shapes: &[[usize; 4]],
+    conv_shapes: &[[usize; 6]],
+    norm_shapes: &[[usize; 5]],
+) {
+    let device = device.clone();
+    {
         for &[bh, queries, keys, dim] in attention_shapes {
             let dtype = precision.dtype();
             let q = pattern([bh, queries, dim], 1, 2.0, &device).cast(dtype);
@@ -182,5 +253,77 @@ fn main() {
                 report("conv2d", kernel.name(), precision, &[n, c, h, w, o, size], flops, timing);
             }
         }
+        for &[n, c, h, w, groups] in norm_shapes {
+            let mut norm = burn::nn::GroupNormConfig::new(groups, c).init(&device);
+            norm = cast_module(norm, precision);
+            let x = pattern([n, c, h, w], 7, 1.0, &device).cast(precision.dtype());
+            // Bytes read and written once: what a memory-bound kernel is measured against.
+            let bytes = 2.0 * (n * c * h * w * DType::from(precision.dtype()).size()) as f64;
+            for kernel in NormKernel::ALL {
+                let timing =
+                    time(options.iterations, || Some(group_norm_with(kernel, &norm, x.clone(), true)));
+                report_bytes(
+                    "group_norm_silu",
+                    kernel.name(),
+                    precision,
+                    &[n, c, h, w, groups],
+                    bytes,
+                    timing,
+                );
+            }
+        }
     }
+}
+
+/// A whole ControlNet + UNet step with classifier-free guidance (as `controlnet bench-step`
+/// runs it) and a VAE decode, with the layers on each kernel set in turn.
+fn steps(options: &Options, device: &Device, precision: Precision) {
+    let (unet_config, controlnet_config, vae_config, size) = if options.tiny {
+        (
+            UNetConfig::from_json(include_str!("../../tests/fixtures/tiny/unet/config.json")),
+            ControlNetConfig::from_json(include_str!("../../tests/fixtures/tiny/controlnet/config.json")),
+            VaeConfig::from_json(include_str!("../../tests/fixtures/tiny/vae/config.json")),
+            64,
+        )
+    } else {
+        (Ok(UNetConfig::sd15()), Ok(ControlNetConfig::sd15()), Ok(VaeConfig::sd15()), 512)
+    };
+    let (unet_config, controlnet_config, vae_config) = (
+        unet_config.expect("the UNet config parses"),
+        controlnet_config.expect("the ControlNet config parses"),
+        vae_config.expect("the VAE config parses"),
+    );
+    let unet = cast_module(UNet::new(&unet_config, device), precision);
+    let controlnet = cast_module(ControlNet::new(&controlnet_config, device), precision);
+    let vae = cast_module(AutoencoderKL::new(&vae_config, device), precision);
+    let iterations = options.iterations.min(5);
+    for kernels in [Kernels::FAST, Kernels::REFERENCE] {
+        model::kernels::select(kernels);
+        let clock = Instant::now();
+        let step =
+            model::block_on(model::bench::run_steps(&unet, &controlnet, size, size, 2, iterations, || {
+                clock.elapsed().as_secs_f64() * 1e3
+            }));
+        let mut line = serde_json::to_value(&step).expect("a report serialises");
+        line["op"] = "controlnet_unet_step".into();
+        line["kernel"] = kernels.name().into();
+        line["precision"] = precision.name().into();
+        line["ms"] = median(&step.step_ms).into();
+        line["shape"] = json!([2, size, size]);
+        line["ran"] = true.into();
+        println!("{line}");
+
+        let factor = vae_config.scale_factor();
+        let z = pattern([1, vae_config.latent_channels, size / factor, size / factor], 8, 1.0, device);
+        let timing = time(iterations, || Some(vae.decode(z.clone())));
+        report(
+            "vae_decode",
+            &kernels.name(),
+            precision,
+            &[1, vae_config.latent_channels, size, size],
+            0.0,
+            timing,
+        );
+    }
+    model::kernels::select(Kernels::FAST);
 }

@@ -17,6 +17,7 @@ use burn::tensor::activation::silu;
 use crate::Precision;
 use crate::config::ControlNetConfig;
 use crate::nn::embeddings::TimestepEmbedding;
+use crate::nn::ops;
 use crate::nn::resnet::{conv1x1, conv3x3};
 use crate::precision::cast_module;
 use crate::unet::{
@@ -49,9 +50,9 @@ impl HintEncoder {
     /// # Shapes
     /// `[b, conditioning_channels, H, W]` → `[b, out_channels, H / 2^(n-1), W / 2^(n-1)]`
     pub fn forward(&self, condition: Tensor<4>) -> Tensor<4> {
-        let mut x = silu(self.conv_in.forward(condition));
+        let mut x = silu(ops::conv(&self.conv_in, condition));
         for block in &self.blocks {
-            x = silu(block.forward(x));
+            x = silu(ops::conv(block, x));
         }
         self.conv_out.forward(x)
     }
@@ -74,7 +75,7 @@ impl ZeroConv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        ops::conv(&self.conv, x)
     }
 }
 
@@ -219,7 +220,7 @@ impl ControlNet {
         );
 
         // 2. pre-process: the latents plus the hint encoder's reading of the condition
-        let x = self.conv_in.forward(sample);
+        let x = ops::conv(&self.conv_in, sample);
         Trace::record(&mut trace, "conv_in", &x);
         let hint = self.controlnet_cond_embedding.forward(condition);
         Trace::record(&mut trace, "controlnet_cond_embedding", &hint);

@@ -1,48 +1,55 @@
-//! The device probe: a small, fixed computation with the operations the model leans on — a 3×3
-//! convolution, group normalisation and softmax attention — on inputs known in advance.
+//! The device probe: a small, fixed computation with the operations the model leans on — 3×3
+//! and 1×1 convolutions, group normalisation (with SiLU) and softmax attention — on inputs known
+//! in advance, through the very functions the model's layers call (`nn::ops`: on a GPU, the
+//! hand-written kernels of `crate::kernels`).
 //!
 //! It answers one question: does this device compute what the reference computes? The browser's
 //! worker runs it on WebGPU; the native tests run it on lavapipe and on the CPU and compare both
 //! with an f64 implementation; the end-to-end test compares the browser's numbers with the
-//! native ones.
+//! native ones. The sizes are odd and some cases span several of a kernel's tiles (70 output
+//! channels, 77 keys, a group of two statistics chunks), so that tiling mistakes show.
 
+use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::Precision;
-use crate::nn::attention;
+use crate::nn::ops;
 use crate::nn::resnet::group_norm;
-use burn::module::Param;
 
 /// Group-norm epsilon, as diffusers' ResNet blocks use it.
 pub const GROUP_NORM_EPS: f64 = 1e-5;
-/// Number of groups in the probe's group norm.
-pub const GROUP_NORM_GROUPS: usize = 4;
 
-/// The probe's inputs: shapes chosen odd so that tiling mistakes show.
+/// One computation of the probe.
 #[derive(Clone, Debug)]
-pub struct ProbeInputs {
-    /// `[2, 4, 7, 9]`
-    pub conv_x: Input,
-    /// `[6, 4, 3, 3]`
-    pub conv_weight: Input,
-    /// `[6]`
-    pub conv_bias: Input,
-    /// `[2, 8, 5, 3]`
-    pub norm_x: Input,
-    /// `[8]`
-    pub norm_weight: Input,
-    /// `[8]`
-    pub norm_bias: Input,
-    /// `[3, 10, 8]`: batch·heads, queries, head dim
-    pub q: Input,
-    /// `[3, 13, 8]`
-    pub k: Input,
-    /// `[3, 13, 8]`
-    pub v: Input,
+pub struct ProbeCase {
+    /// The name its output carries.
+    pub name: &'static str,
+    pub op: Op,
+}
+
+/// What a [`ProbeCase`] computes, on which inputs.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// NCHW convolution, stride 1, zero padding `padding` on every side.
+    Conv2d { x: Input, weight: Input, bias: Input, padding: usize },
+    /// Group normalisation in `groups` groups (ε = [`GROUP_NORM_EPS`]), then SiLU if `silu`.
+    GroupNorm { x: Input, weight: Input, bias: Input, groups: usize, silu: bool },
+    /// `softmax(q·kᵀ/√d)·v`; `q`: `[batch·heads, queries, d]`, `k`, `v`: `[batch·heads, keys, d]`.
+    Attention { q: Input, k: Input, v: Input },
+}
+
+impl Op {
+    /// Every input, for checks on them all.
+    pub fn inputs(&self) -> [&Input; 3] {
+        match self {
+            Op::Conv2d { x, weight, bias, .. } | Op::GroupNorm { x, weight, bias, .. } => [x, weight, bias],
+            Op::Attention { q, k, v } => [q, k, v],
+        }
+    }
 }
 
 /// One named input tensor on the host.
@@ -55,7 +62,7 @@ pub struct Input {
 /// One result of the probe, read back to the host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProbeOutput {
-    /// `conv2d`, `group_norm` or `attention`.
+    /// The [`ProbeCase`]'s name.
     pub name: String,
     pub shape: Vec<usize>,
     pub values: Vec<f32>,
@@ -103,21 +110,44 @@ fn pattern(shape: &[usize], seed: u32) -> Input {
     Input { shape: shape.to_vec(), values }
 }
 
-impl ProbeInputs {
-    /// The fixed inputs every run of the probe uses.
-    pub fn fixed() -> Self {
-        Self {
-            conv_x: pattern(&[2, 4, 7, 9], 1),
-            conv_weight: pattern(&[6, 4, 3, 3], 2),
-            conv_bias: pattern(&[6], 3),
-            norm_x: pattern(&[2, 8, 5, 3], 4),
-            norm_weight: pattern(&[8], 5),
-            norm_bias: pattern(&[8], 6),
-            q: pattern(&[3, 10, 8], 7),
-            k: pattern(&[3, 13, 8], 8),
-            v: pattern(&[3, 13, 8], 9),
-        }
-    }
+/// The fixed cases every run of the probe computes, in this order.
+pub fn cases() -> Vec<ProbeCase> {
+    let conv = |name, [n, c, h, w]: [usize; 4], out: usize, size: usize, seed: u32| ProbeCase {
+        name,
+        op: Op::Conv2d {
+            x: pattern(&[n, c, h, w], seed),
+            weight: pattern(&[out, c, size, size], seed + 1),
+            bias: pattern(&[out], seed + 2),
+            padding: size / 2,
+        },
+    };
+    let norm = |name, shape: [usize; 4], groups: usize, silu: bool, seed: u32| ProbeCase {
+        name,
+        op: Op::GroupNorm {
+            x: pattern(&shape, seed),
+            weight: pattern(&[shape[1]], seed + 1),
+            bias: pattern(&[shape[1]], seed + 2),
+            groups,
+            silu,
+        },
+    };
+    let attention = |name, [bh, queries, keys, dim]: [usize; 4], seed: u32| ProbeCase {
+        name,
+        op: Op::Attention {
+            q: pattern(&[bh, queries, dim], seed),
+            k: pattern(&[bh, keys, dim], seed + 1),
+            v: pattern(&[bh, keys, dim], seed + 2),
+        },
+    };
+    vec![
+        conv("conv2d", [2, 4, 7, 9], 6, 3, 1),
+        conv("conv2d_wide", [1, 5, 9, 11], 70, 3, 10),
+        conv("conv1x1", [2, 16, 5, 7], 24, 1, 13),
+        norm("group_norm", [2, 8, 5, 3], 4, false, 4),
+        norm("group_norm_silu", [1, 4, 48, 48], 1, true, 16),
+        attention("attention", [3, 10, 13, 8], 7),
+        attention("attention_long", [2, 70, 77, 40], 19),
+    ]
 }
 
 impl Input {
@@ -135,27 +165,39 @@ pub async fn run(device: &Device, precision: Precision) -> Result<Vec<ProbeOutpu
         return Err(ProbeError::Unsupported(precision));
     }
     let dtype = precision.dtype();
-    let inputs = ProbeInputs::fixed();
-
-    let conv = conv2d(
-        inputs.conv_x.tensor::<4>(device, dtype),
-        inputs.conv_weight.tensor::<4>(device, dtype),
-        Some(inputs.conv_bias.tensor::<1>(device, dtype)),
-        ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
-    );
-    // The model's own group norm layer (burn's), with the probe's weight and bias.
-    let mut norm_layer =
-        group_norm(GROUP_NORM_GROUPS, inputs.norm_weight.values.len(), GROUP_NORM_EPS, device);
-    norm_layer.gamma = Some(Param::from_tensor(inputs.norm_weight.tensor::<1>(device, dtype)));
-    norm_layer.beta = Some(Param::from_tensor(inputs.norm_bias.tensor::<1>(device, dtype)));
-    let norm = norm_layer.forward(inputs.norm_x.tensor::<4>(device, dtype));
-    let attended = attention(
-        inputs.q.tensor::<3>(device, dtype),
-        inputs.k.tensor::<3>(device, dtype),
-        inputs.v.tensor::<3>(device, dtype),
-    );
-
-    Ok(vec![read("conv2d", conv).await?, read("group_norm", norm).await?, read("attention", attended).await?])
+    let mut outputs = Vec::new();
+    for case in cases() {
+        let output = match &case.op {
+            Op::Conv2d { x, weight, bias, padding } => {
+                let [out, channels, kh, kw] = weight.shape[..] else { unreachable!("4-d by construction") };
+                let p = *padding;
+                let mut conv = Conv2dConfig::new([channels, out], [kh, kw])
+                    .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                    .init(device);
+                conv.weight = Param::from_tensor(weight.tensor::<4>(device, dtype));
+                conv.bias = Some(Param::from_tensor(bias.tensor::<1>(device, dtype)));
+                read(case.name, ops::conv(&conv, x.tensor::<4>(device, dtype))).await?
+            }
+            Op::GroupNorm { x, weight, bias, groups, silu } => {
+                let mut norm = group_norm(*groups, weight.values.len(), GROUP_NORM_EPS, device);
+                norm.gamma = Some(Param::from_tensor(weight.tensor::<1>(device, dtype)));
+                norm.beta = Some(Param::from_tensor(bias.tensor::<1>(device, dtype)));
+                let x = x.tensor::<4>(device, dtype);
+                let y = if *silu { ops::group_norm_silu(&norm, x) } else { ops::group_norm(&norm, x) };
+                read(case.name, y).await?
+            }
+            Op::Attention { q, k, v } => {
+                let (q, k, v) = (
+                    q.tensor::<3>(device, dtype),
+                    k.tensor::<3>(device, dtype),
+                    v.tensor::<3>(device, dtype),
+                );
+                read(case.name, ops::attention(q, k, v)).await?
+            }
+        };
+        outputs.push(output);
+    }
+    Ok(outputs)
 }
 
 async fn read<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<ProbeOutput, ProbeError> {

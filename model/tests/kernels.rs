@@ -238,3 +238,100 @@ fn conv_falls_back_on_cpu() {
     let actual = read(model::kernels::conv2d(x, weight, None, 1, 1)).1;
     assert_eq!(actual, expected);
 }
+
+/// The VAE's downsampler pads only the bottom row and the right column (diffusers'
+/// `Downsample2D(padding=0)`), with stride 2: odd and even sizes.
+#[test]
+fn implicit_gemm_conv_pads_asymmetrically() {
+    let device = wgpu();
+    let padding = model::kernels::Padding { top: 0, bottom: 1, left: 0, right: 1 };
+    for (i, [n, c, h, w, o]) in [[1, 5, 9, 8, 7], [2, 16, 12, 13, 16]].into_iter().enumerate() {
+        let seed = 500 + i as u64;
+        let x = pattern([n, c, h, w], seed, 1.0, device);
+        let weight = pattern([o, c, 3, 3], seed + 1, 1.0 / ((c * 9) as f32).sqrt(), device);
+        let bias = pattern([o], seed + 2, 0.5, device);
+        let expected = model::kernels::conv2d_with(
+            ConvKernel::Reference,
+            x.clone(),
+            weight.clone(),
+            Some(bias.clone()),
+            2,
+            padding,
+        );
+        let out = try_conv2d_with(ConvKernel::ImplicitGemm, &x, &weight, Some(&bias), 2, padding)
+            .expect("the kernel runs on wgpu");
+        assert_eq!(out.dims(), expected.dims());
+        let error = relative_l2(&read(out).1, &read(expected).1);
+        println!("[{n}, {c}, {h}, {w}] -> {o}, 3x3/2 pad (0, 1, 0, 1): relative L2 error {error:.2e}");
+        assert!(error <= F32, "relative L2 error {error:.3e}");
+    }
+}
+
+/// `(batch, channels, height, width, groups)`: SD's 32 groups at small sizes, one channel per
+/// group, one group, odd pixel counts, and groups of more than one chunk (4096 elements) so that
+/// the chunk statistics are merged.
+const NORMS: [[usize; 5]; 6] = [
+    [1, 32, 3, 5, 32],
+    [2, 64, 7, 9, 32],
+    [1, 6, 5, 5, 1],
+    [2, 320, 16, 16, 32],
+    [1, 40, 61, 67, 4],
+    [2, 128, 64, 64, 32],
+];
+
+#[test]
+fn fused_group_norm_equals_reference() {
+    use burn::nn::GroupNormConfig;
+    use burn::tensor::activation::silu;
+    use model::kernels::try_group_norm;
+
+    let device = wgpu();
+    for precision in Precision::ALL {
+        if !precision.is_supported_on(device) {
+            println!("group norm: {precision} not supported: skipped");
+            continue;
+        }
+        let tolerance = match precision {
+            Precision::F32 => F32,
+            Precision::F16 => F16,
+        };
+        for (i, &[n, c, h, w, groups]) in NORMS.iter().enumerate() {
+            let seed = 300 + i as u64 * 5;
+            // An offset mean, so that a variance computed as E[x²] − E[x]² would cancel.
+            let x = (pattern([n, c, h, w], seed, 1.5, device) + 3.0).cast(precision.dtype());
+            let mut norm = GroupNormConfig::new(groups, c).with_epsilon(1e-5).init(device);
+            norm.gamma = Some(burn::module::Param::from_tensor(pattern([c], seed + 1, 1.0, device) + 1.0));
+            norm.beta = Some(burn::module::Param::from_tensor(pattern([c], seed + 2, 0.5, device)));
+            let reference = norm.clone();
+            let norm = model::precision::cast_module(norm, precision);
+            for then_silu in [false, true] {
+                let expected = reference.forward(x.clone().cast(FloatDType::F32));
+                let expected = if then_silu { silu(expected) } else { expected };
+                let label = format!(
+                    "group norm{} {precision} [{n}, {c}, {h}, {w}] / {groups}",
+                    if then_silu { " + SiLU" } else { "" }
+                );
+                let out =
+                    try_group_norm(&norm, &x, then_silu).unwrap_or_else(|| panic!("{label}: did not run"));
+                assert_eq!(out.dims(), [n, c, h, w], "{label}: shape");
+                assert_eq!(out.dtype(), x.dtype(), "{label}: dtype");
+                let error = relative_l2(&read(out).1, &read(expected).1);
+                println!("{label}: relative L2 error {error:.2e}");
+                assert!(error <= tolerance, "{label}: relative L2 error {error:.3e} > {tolerance:.0e}");
+            }
+        }
+    }
+}
+
+/// On the CPU backend the fused group norm does not apply.
+#[test]
+fn group_norm_falls_back_on_cpu() {
+    use burn::nn::GroupNormConfig;
+    let device = Device::flex();
+    let norm = GroupNormConfig::new(2, 4).init(&device);
+    let x = pattern([1, 4, 3, 3], 9, 1.0, &device);
+    assert!(model::kernels::try_group_norm(&norm, &x, true).is_none());
+    let expected = read(burn::tensor::activation::silu(norm.forward(x.clone()))).1;
+    let actual = read(model::kernels::group_norm_module(&norm, x, true)).1;
+    assert_eq!(actual, expected);
+}

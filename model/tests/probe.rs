@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use burn::prelude::*;
 use model::Precision;
-use model::probe::{self, GROUP_NORM_EPS, GROUP_NORM_GROUPS, Input, ProbeInputs, ProbeOutput};
+use model::probe::{self, GROUP_NORM_EPS, Input, Op, ProbeOutput};
 
 /// Relative L2 error allowed for f32 compute.
 const F32_TOLERANCE: f64 = 1e-5;
@@ -39,8 +39,8 @@ fn f64s(input: &Input) -> Vec<f64> {
     input.values.iter().map(|&v| v as f64).collect()
 }
 
-/// NCHW convolution, 3×3 kernel, stride 1, zero padding 1.
-fn conv2d_reference(x: &Input, w: &Input, b: &Input) -> (Vec<usize>, Vec<f64>) {
+/// NCHW convolution, stride 1, zero padding `padding`, output the input's size.
+fn conv2d_reference(x: &Input, w: &Input, b: &Input, padding: usize) -> (Vec<usize>, Vec<f64>) {
     let (x_v, w_v, b_v) = (f64s(x), f64s(w), f64s(b));
     let [n, c_in, h, wd] = x.shape[..] else { unreachable!() };
     let [c_out, _, kh, kw] = w.shape[..] else { unreachable!() };
@@ -50,7 +50,10 @@ fn conv2d_reference(x: &Input, w: &Input, b: &Input) -> (Vec<usize>, Vec<f64>) {
         for ic in 0..c_in {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let (iy, ix) = (oy as isize + ky as isize - 1, ox as isize + kx as isize - 1);
+                    let (iy, ix) = (
+                        oy as isize + ky as isize - padding as isize,
+                        ox as isize + kx as isize - padding as isize,
+                    );
                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                         continue;
                     }
@@ -71,20 +74,27 @@ fn itertools(a: usize, b: usize, c: usize, d: usize) -> impl Iterator<Item = (us
     })
 }
 
-fn group_norm_reference(x: &Input, w: &Input, b: &Input) -> (Vec<usize>, Vec<f64>) {
+fn group_norm_reference(
+    x: &Input,
+    w: &Input,
+    b: &Input,
+    groups: usize,
+    silu: bool,
+) -> (Vec<usize>, Vec<f64>) {
     let (x_v, w_v, b_v) = (f64s(x), f64s(w), f64s(b));
     let [n, c, h, wd] = x.shape[..] else { unreachable!() };
-    let per_group = c / GROUP_NORM_GROUPS * h * wd;
+    let per_group = c / groups * h * wd;
     let mut out = vec![0.0; x_v.len()];
     for ni in 0..n {
-        for g in 0..GROUP_NORM_GROUPS {
-            let start = (ni * GROUP_NORM_GROUPS + g) * per_group;
+        for g in 0..groups {
+            let start = (ni * groups + g) * per_group;
             let group = &x_v[start..start + per_group];
             let mean = group.iter().sum::<f64>() / per_group as f64;
             let var = group.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / per_group as f64;
             for (i, v) in group.iter().enumerate() {
                 let channel = (start + i) / (h * wd) % c;
-                out[start + i] = (v - mean) / (var + GROUP_NORM_EPS).sqrt() * w_v[channel] + b_v[channel];
+                let y = (v - mean) / (var + GROUP_NORM_EPS).sqrt() * w_v[channel] + b_v[channel];
+                out[start + i] = if silu { y / (1.0 + (-y).exp()) } else { y };
             }
         }
     }
@@ -117,11 +127,19 @@ fn attention_reference(q: &Input, k: &Input, v: &Input) -> (Vec<usize>, Vec<f64>
 }
 
 fn reference() -> Vec<(&'static str, Vec<usize>, Vec<f64>)> {
-    let i = ProbeInputs::fixed();
-    let (cs, cv) = conv2d_reference(&i.conv_x, &i.conv_weight, &i.conv_bias);
-    let (ns, nv) = group_norm_reference(&i.norm_x, &i.norm_weight, &i.norm_bias);
-    let (as_, av) = attention_reference(&i.q, &i.k, &i.v);
-    vec![("conv2d", cs, cv), ("group_norm", ns, nv), ("attention", as_, av)]
+    probe::cases()
+        .into_iter()
+        .map(|case| {
+            let (shape, values) = match &case.op {
+                Op::Conv2d { x, weight, bias, padding } => conv2d_reference(x, weight, bias, *padding),
+                Op::GroupNorm { x, weight, bias, groups, silu } => {
+                    group_norm_reference(x, weight, bias, *groups, *silu)
+                }
+                Op::Attention { q, k, v } => attention_reference(q, k, v),
+            };
+            (case.name, shape, values)
+        })
+        .collect()
 }
 
 fn assert_matches_reference(outputs: &[ProbeOutput], tolerance: f64, what: &str) {
@@ -159,6 +177,7 @@ fn wgpu_f16_matches_reference() {
 fn cpu_and_wgpu_agree() {
     let cpu = run(&Device::flex(), Precision::F32);
     let gpu = run(wgpu(), Precision::F32);
+    assert_eq!(cpu.len(), gpu.len());
     for (c, g) in cpu.iter().zip(&gpu) {
         assert_eq!((&c.name, &c.shape), (&g.name, &g.shape));
         let expected: Vec<f64> = c.values.iter().map(|&v| v as f64).collect();
@@ -171,9 +190,10 @@ fn cpu_and_wgpu_agree() {
 fn inputs_are_exact_in_f16() {
     // The probe's inputs are multiples of 1/1024 in [-1, 1]: f16 holds them exactly, so f16 and
     // f32 runs start from the same numbers.
-    let inputs = ProbeInputs::fixed();
-    for v in inputs.conv_x.values.iter().chain(&inputs.q.values) {
-        assert!((-1.0..=1.0).contains(v));
-        assert_eq!((v * 1024.0).fract(), 0.0);
+    for case in probe::cases() {
+        for v in case.op.inputs().iter().flat_map(|input| &input.values) {
+            assert!((-1.0..=1.0).contains(v), "{}: {v}", case.name);
+            assert_eq!((v * 1024.0).fract(), 0.0, "{}: {v}", case.name);
+        }
     }
 }

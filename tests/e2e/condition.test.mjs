@@ -90,9 +90,18 @@ async function until(read, ok, what, timeout = TIMEOUT_MS) {
 
 const previewId = (page) => page.getByTestId('preview-time').getAttribute('data-id');
 
-/** Waits for a preview newer than `after` (an id from `previewId`), and returns its pixels. */
+/**
+ * Waits for a preview newer than `after` (an id from `previewId`) that answers the latest
+ * settings (two quick changes give two previews; the first must not be taken for the second),
+ * and returns its pixels.
+ */
 async function nextPreview(page, after, what) {
-  await until(() => previewId(page), (id) => id !== null && id !== after, what);
+  const time = page.getByTestId('preview-time');
+  await until(
+    async () => [await time.getAttribute('data-id'), await time.getAttribute('data-current')],
+    ([id, current]) => id !== null && id !== after && current === 'true',
+    what,
+  );
   return pixels(page, 'condition-preview');
 }
 
@@ -159,11 +168,8 @@ test('a dropped photo becomes a live Canny map; the pad draws, undoes and redoes
     let id = await previewId(page);
     await page.getByTestId('canny-low').fill('30');
     await page.getByTestId('canny-high').fill('60');
-    const lower = await until(
-      async () => [await previewId(page), await pixels(page, 'condition-preview')],
-      ([newId, p]) => newId !== id && p.white > edges.white,
-      'a preview with more edges',
-    ).then(([, p]) => p);
+    const lower = await nextPreview(page, id, 'the 30/60 preview');
+    assert.ok(lower.white > edges.white, 'lower thresholds give more edges');
     assert.equal(await page.getByTestId('canny-low-value').textContent(), '30');
     console.log(`Canny 30/60: ${((100 * lower.white) / lower.total).toFixed(2)}% edge pixels`);
     assert.notEqual(lower.hash, edges.hash);

@@ -441,6 +441,11 @@ pub fn ConditionPanel(
                 class="preview-time"
                 data-testid="preview-time"
                 data-id=move || preview.with(|info| info.as_ref().map(|info| info.id.to_string()))
+                // Whether the preview shown answers the latest settings (`false` while a newer
+                // one is computed): tests wait for it rather than for any new preview.
+                data-current=move || {
+                    (preview.with(|info| info.as_ref().map(|info| info.id)) == requested.get()).to_string()
+                }
                 data-op=move || preview.with(|info| info.as_ref().map(|info| info.label))
                 data-op-ms=move || preview.with(|info| info.as_ref().map(|info| info.op_ms.to_string()))
                 data-elapsed-ms=move || preview.with(|info| info.as_ref().map(|info| info.elapsed_ms.to_string()))

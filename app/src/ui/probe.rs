@@ -1,5 +1,6 @@
-//! The device check: the GPU worker runs conv2d, group norm and attention on fixed inputs and
-//! the page shows the numbers and the time they took.
+//! The device check: the GPU worker runs the model's convolutions, group norms and attention (on
+//! WebGPU, its hand-written kernels) on fixed inputs (`model::probe`) and the page shows the
+//! numbers and the time they took.
 
 use leptos::prelude::*;
 use web::protocol::{Precision, ProbeOutput, Request, Response};

@@ -33,7 +33,8 @@ fn conv2d_kernel<F: Float>(
     bias: &Tensor<F>,
     out: &mut Tensor<F>,
     stride: u32,
-    padding: u32,
+    pad_top: u32,
+    pad_left: u32,
     #[comptime] kernel_h: usize,
     #[comptime] kernel_w: usize,
     #[comptime] block_m: usize,
@@ -58,7 +59,8 @@ fn conv2d_kernel<F: Float>(
     let pixels = out.shape(2) * out_w;
     let k_total = channels * taps;
     let stride = stride as usize;
-    let padding = padding as usize;
+    let pad_top = pad_top as usize;
+    let pad_left = pad_left as usize;
 
     let batch = CUBE_POS_Z as usize;
     let p0 = CUBE_POS_X as usize * block_n;
@@ -112,9 +114,9 @@ fn conv2d_kernel<F: Float>(
                 // Coordinates in the padded input, never negative.
                 let iy = (p / out_w) * stride + tap / kernel_w;
                 let ix = (p % out_w) * stride + tap % kernel_w;
-                if iy >= padding && ix >= padding && iy - padding < height && ix - padding < width {
+                if iy >= pad_top && ix >= pad_left && iy - pad_top < height && ix - pad_left < width {
                     value = f32::cast_from(
-                        input[in_base + c * in_channel + (iy - padding) * in_row + ix - padding],
+                        input[in_base + c * in_channel + (iy - pad_top) * in_row + ix - pad_left],
                     );
                 }
             }
@@ -161,14 +163,15 @@ fn conv2d_kernel<F: Float>(
 }
 
 /// The implicit-GEMM convolution, or `None` where it does not apply (not a cubecl tensor, another
-/// dtype, groups or dilation, a grid too large).
+/// dtype, groups or dilation, a grid too large). `padding`: `[(top, bottom), (left, right)]`.
 pub fn conv2d(
     x: &burn::Tensor<4>,
     weight: &burn::Tensor<4>,
     bias: Option<&burn::Tensor<1>>,
     stride: usize,
-    padding: usize,
+    padding: [(usize, usize); 2],
 ) -> Option<burn::Tensor<4>> {
+    let [(top, bottom), (left, right)] = padding;
     let [batch, channels, height, width] = x.dims();
     let [out_channels, weight_channels, kernel_h, kernel_w] = weight.dims();
     let dtype = x.dtype();
@@ -179,16 +182,16 @@ pub fn conv2d(
         || stride == 0
         || kernel_h == 0
         || kernel_w == 0
-        || height + 2 * padding < kernel_h
-        || width + 2 * padding < kernel_w
+        || height + top + bottom < kernel_h
+        || width + left + right < kernel_w
         || batch == 0
         || batch > u16::MAX as usize
         || channels == 0
     {
         return None;
     }
-    let out_h = (height + 2 * padding - kernel_h) / stride + 1;
-    let out_w = (width + 2 * padding - kernel_w) / stride + 1;
+    let out_h = (height + top + bottom - kernel_h) / stride + 1;
+    let out_w = (width + left + right - kernel_w) / stride + 1;
     let (tiles_n, tiles_m) = ((out_h * out_w).div_ceil(BLOCK_N), out_channels.div_ceil(BLOCK_M));
     if tiles_n > u16::MAX as usize || tiles_m > u16::MAX as usize || out_channels == 0 {
         return None;
@@ -221,7 +224,8 @@ pub fn conv2d(
             bias.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             stride as u32,
-            padding as u32,
+            top as u32,
+            left as u32,
             kernel_h,
             kernel_w,
             BLOCK_M,

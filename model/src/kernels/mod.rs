@@ -7,21 +7,199 @@
 //! burn 0.22 picks the backend at run time: a `Tensor<D>` carries a dispatch primitive, and only a
 //! tensor on a cubecl device (wgpu here) holds a `CubeTensor` with a GPU buffer a kernel can bind.
 //! burn's `extension` feature exposes that primitive (`Tensor::try_into_primitive::<Cube>`); on a
-//! Flex (CPU) tensor the downcast fails and the reference op runs instead. Nothing here changes
-//! what the model computes until its layers call these functions.
+//! Flex (CPU) tensor the downcast fails and the reference op runs instead. The model's layers
+//! reach these kernels through `crate::nn::ops`, by the set [`select`]ed ([`Kernels::FAST`] unless
+//! told otherwise).
 //!
 //! Every public function gives the same result as its reference within floating-point rounding;
 //! `tests/kernels.rs` holds the tolerances.
 
-#[cfg(feature = "wgpu")]
 mod conv;
-#[cfg(feature = "wgpu")]
 mod cube;
-#[cfg(feature = "wgpu")]
 mod flash;
+mod norm;
 
+use std::sync::RwLock;
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::activation::silu;
 use burn::tensor::ops::ConvOptions;
+
+/// Which implementation the model's layers use for each kind of op: see [`select`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernels {
+    pub attention: AttentionKernel,
+    /// [`ConvKernel::ImplicitGemm`]: 1×1 convolutions as matmuls and the rest by the implicit
+    /// GEMM; [`ConvKernel::Matmul1x1`]: only the 1×1 ones as matmuls; [`ConvKernel::Reference`]:
+    /// burn's `conv2d` for all.
+    pub conv: ConvKernel,
+    pub norm: NormKernel,
+}
+
+impl Kernels {
+    /// This crate's kernels for every op: the default.
+    pub const FAST: Kernels = Kernels {
+        attention: AttentionKernel::Flash,
+        conv: ConvKernel::ImplicitGemm,
+        norm: NormKernel::Fused,
+    };
+    /// burn's ops everywhere: the model as it computes without the `kernels` feature.
+    pub const REFERENCE: Kernels = Kernels {
+        attention: AttentionKernel::Reference,
+        conv: ConvKernel::Reference,
+        norm: NormKernel::Reference,
+    };
+
+    /// `fast` or `reference`, as benchmark flags and output name them.
+    pub fn parse(name: &str) -> Option<Kernels> {
+        match name {
+            "fast" => Some(Kernels::FAST),
+            "reference" => Some(Kernels::REFERENCE),
+            _ => None,
+        }
+    }
+
+    /// `fast`, `reference`, or the three kernels' names.
+    pub fn name(self) -> String {
+        match self {
+            Kernels::FAST => "fast".into(),
+            Kernels::REFERENCE => "reference".into(),
+            Kernels { attention, conv, norm } => {
+                format!("attention={},conv={},norm={}", attention.name(), conv.name(), norm.name())
+            }
+        }
+    }
+}
+
+static SELECTED: RwLock<Kernels> = RwLock::new(Kernels::FAST);
+
+/// Makes the model's layers use `kernels` from now on, for every model in the process (the
+/// benchmark compares them; nothing else needs to). On a CPU device the reference runs whatever
+/// is selected.
+pub fn select(kernels: Kernels) {
+    *SELECTED.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = kernels;
+}
+
+/// The kernels the model's layers use now ([`Kernels::FAST`] unless [`select`]ed otherwise).
+pub fn selected() -> Kernels {
+    *SELECTED.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `attention(q, k, v)` by the [`selected`] kernel (see [`attention_with`]).
+pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+    attention_with(selected().attention, q, k, v)
+}
+
+/// `conv.forward(x)` by the [`selected`] kernel where the tensors live on a cubecl device and the
+/// module is one the kernels handle (one group, no dilation, square stride), else burn's.
+pub fn conv_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let choice = selected().conv;
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => Some(Padding::same(0)),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Some(Padding { top, bottom, left, right }),
+        PaddingConfig2d::Same => None,
+    };
+    let [stride_h, stride_w] = conv.stride;
+    let plain = conv.groups == 1 && conv.dilation == [1, 1] && stride_h == stride_w;
+    let (Some(padding), true, true) =
+        (padding, plain, choice != ConvKernel::Reference && cube::to_cube(&x).is_some())
+    else {
+        return conv.forward(x);
+    };
+    let weight = conv.weight.val();
+    let bias = conv.bias.as_ref().map(|bias| bias.val());
+    let kernels: &[ConvKernel] = match choice {
+        ConvKernel::ImplicitGemm => &[ConvKernel::Matmul1x1, ConvKernel::ImplicitGemm],
+        _ => &[choice],
+    };
+    kernels
+        .iter()
+        .find_map(|&kernel| try_conv2d_with(kernel, &x, &weight, bias.as_ref(), stride_h, padding))
+        .unwrap_or_else(|| conv.forward(x))
+}
+
+/// `norm.forward(x)`, then SiLU if `then_silu`, by the [`selected`] kernel where the tensor lives
+/// on a cubecl device, else by burn's ops.
+pub fn group_norm_module(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+    group_norm_with(selected().norm, norm, x, then_silu)
+}
+
+/// Which implementation [`group_norm_with`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NormKernel {
+    /// Two launches: the groups' statistics in chunks, then normalisation, affine and the
+    /// optional SiLU in one pass. f32 arithmetic whatever the tensor's dtype.
+    Fused,
+    /// burn's `GroupNorm` (and `silu`).
+    Reference,
+}
+
+impl NormKernel {
+    pub const ALL: [NormKernel; 2] = [NormKernel::Fused, NormKernel::Reference];
+
+    /// The name used in benchmark output.
+    pub fn name(self) -> &'static str {
+        match self {
+            NormKernel::Fused => "fused",
+            NormKernel::Reference => "reference",
+        }
+    }
+}
+
+/// `norm.forward(x)` (then SiLU if `then_silu`) by `kernel`, or by burn's ops where that one
+/// cannot run.
+pub fn group_norm_with(kernel: NormKernel, norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
+    if kernel == NormKernel::Fused
+        && let Some(out) = try_group_norm(norm, &x, then_silu)
+    {
+        return out;
+    }
+    let y = norm.forward(x);
+    if then_silu { silu(y) } else { y }
+}
+
+/// [`NormKernel::Fused`] without the fallback: `None` where it cannot run on `x`.
+pub fn try_group_norm(norm: &GroupNorm, x: &Tensor<4>, then_silu: bool) -> Option<Tensor<4>> {
+    if x.dims()[1] != norm.num_channels || (norm.affine && (norm.gamma.is_none() || norm.beta.is_none())) {
+        return None;
+    }
+    let gamma = norm.gamma.as_ref().filter(|_| norm.affine).map(|gamma| gamma.val());
+    let beta = norm.beta.as_ref().filter(|_| norm.affine).map(|beta| beta.val());
+    norm::group_norm(x, norm.num_groups, gamma.as_ref(), beta.as_ref(), norm.epsilon, then_silu)
+}
+
+/// A convolution's zero padding on each side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Padding {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Padding {
+    /// `padding` on all four sides.
+    pub const fn same(padding: usize) -> Self {
+        Padding { top: padding, bottom: padding, left: padding, right: padding }
+    }
+
+    fn options(self, stride: usize) -> ConvOptions<2> {
+        ConvOptions::new_with_padding(
+            [stride, stride],
+            [(self.top, self.bottom), (self.left, self.right)],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+impl From<usize> for Padding {
+    fn from(padding: usize) -> Self {
+        Padding::same(padding)
+    }
+}
 
 /// Which implementation [`attention_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,12 +260,8 @@ pub fn try_attention_with(
 ) -> Option<Tensor<3>> {
     match kernel {
         AttentionKernel::Reference => Some(crate::nn::attention::attention(q.clone(), k.clone(), v.clone())),
-        #[cfg(feature = "wgpu")]
         AttentionKernel::Flash => flash::flash_attention(q, k, v),
-        #[cfg(feature = "wgpu")]
         AttentionKernel::Burn => flash::burn_flash_attention(q, k, v),
-        #[cfg(not(feature = "wgpu"))]
-        AttentionKernel::Flash | AttentionKernel::Burn => None,
     }
 }
 
@@ -130,8 +304,9 @@ pub fn conv2d(
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     stride: usize,
-    padding: usize,
+    padding: impl Into<Padding>,
 ) -> Tensor<4> {
+    let padding = padding.into();
     [ConvKernel::Matmul1x1, ConvKernel::ImplicitGemm]
         .into_iter()
         .find_map(|kernel| try_conv2d_with(kernel, &x, &weight, bias.as_ref(), stride, padding))
@@ -145,8 +320,9 @@ pub fn conv2d_with(
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     stride: usize,
-    padding: usize,
+    padding: impl Into<Padding>,
 ) -> Tensor<4> {
+    let padding = padding.into();
     try_conv2d_with(kernel, &x, &weight, bias.as_ref(), stride, padding)
         .unwrap_or_else(|| reference_conv2d(x, weight, bias, stride, padding))
 }
@@ -159,17 +335,21 @@ pub fn try_conv2d_with(
     weight: &Tensor<4>,
     bias: Option<&Tensor<1>>,
     stride: usize,
-    padding: usize,
+    padding: impl Into<Padding>,
 ) -> Option<Tensor<4>> {
+    let padding = padding.into();
     match kernel {
         ConvKernel::Reference => {
             Some(reference_conv2d(x.clone(), weight.clone(), bias.cloned(), stride, padding))
         }
         ConvKernel::Matmul1x1 => conv1x1_matmul(x, weight, bias, stride, padding),
-        #[cfg(feature = "wgpu")]
-        ConvKernel::ImplicitGemm => conv::conv2d(x, weight, bias, stride, padding),
-        #[cfg(not(feature = "wgpu"))]
-        ConvKernel::ImplicitGemm => None,
+        ConvKernel::ImplicitGemm => conv::conv2d(
+            x,
+            weight,
+            bias,
+            stride,
+            [(padding.top, padding.bottom), (padding.left, padding.right)],
+        ),
     }
 }
 
@@ -178,14 +358,9 @@ fn reference_conv2d(
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     stride: usize,
-    padding: usize,
+    padding: Padding,
 ) -> Tensor<4> {
-    burn::tensor::module::conv2d(
-        x,
-        weight,
-        bias,
-        ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
-    )
+    burn::tensor::module::conv2d(x, weight, bias, padding.options(stride))
 }
 
 /// `out[n] = W · x[n]` with `x[n]` seen as `[channels, pixels]`: no data movement besides the
@@ -195,11 +370,11 @@ fn conv1x1_matmul(
     weight: &Tensor<4>,
     bias: Option<&Tensor<1>>,
     stride: usize,
-    padding: usize,
+    padding: Padding,
 ) -> Option<Tensor<4>> {
     let [batch, channels, height, width] = x.dims();
     let [out_channels, weight_channels, kh, kw] = weight.dims();
-    if (kh, kw, stride, padding) != (1, 1, 1, 0) || weight_channels != channels {
+    if (kh, kw, stride, padding) != (1, 1, 1, Padding::same(0)) || weight_channels != channels {
         return None;
     }
     let w = weight.clone().reshape([1, out_channels, channels]).expand([batch, out_channels, channels]);

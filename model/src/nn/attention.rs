@@ -86,7 +86,7 @@ impl Attention {
         let q = self.split_heads(self.to_q.forward(x));
         let k = self.split_heads(self.to_k.forward(context.clone()));
         let v = self.split_heads(self.to_v.forward(context));
-        let out = attention_chunked(q, k, v, MAX_SCORE_BYTES);
+        let out = super::ops::attention(q, k, v);
         self.to_out.forward(self.merge_heads(out))
     }
 

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod embeddings;
+pub mod ops;
 pub mod resnet;
 pub mod transformer;
 pub mod updown;

@@ -6,6 +6,8 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
+use super::ops;
+
 #[derive(Module, Debug)]
 pub struct ResnetBlock2D {
     pub norm1: GroupNorm,
@@ -57,12 +59,12 @@ impl ResnetBlock2D {
     /// - `x`: `[b, in, h, w]`, `temb`: `[b, temb_channels]`
     /// - output: `[b, out, h, w]`
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = ops::conv(&self.conv1, ops::group_norm_silu(&self.norm1, x.clone()));
         let [b, c, _, _] = h.dims();
         let h = h + self.time_emb_proj.forward(silu(temb)).reshape([b, c, 1, 1]);
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = ops::conv(&self.conv2, ops::group_norm_silu(&self.norm2, h));
         let skip = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => ops::conv(conv, x),
             None => x,
         };
         skip + h

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
 use super::attention::Attention;
+use super::ops;
 use super::resnet::{conv1x1, group_norm};
 
 /// The transformer's input norm: diffusers fixes its epsilon at 1e-6, whatever the config says.
@@ -36,13 +37,13 @@ impl Transformer2D {
     pub fn forward(&self, x: Tensor<4>, context: Tensor<3>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
-        let x = self.proj_in.forward(self.norm.forward(x));
+        let x = ops::conv(&self.proj_in, ops::group_norm(&self.norm, x));
         let mut x = x.reshape([b, c, h * w]).swap_dims(1, 2); // [b, h·w, c]
         for block in &self.transformer_blocks {
             x = block.forward(x, context.clone());
         }
         let x = x.swap_dims(1, 2).reshape([b, c, h, w]);
-        self.proj_out.forward(x) + residual
+        ops::conv(&self.proj_out, x) + residual
     }
 }
 

@@ -3,6 +3,7 @@
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
+use super::ops;
 use super::resnet::conv3x3;
 
 /// `Downsample2D`: a 3×3 convolution with stride 2 (padding 1).
@@ -18,7 +19,7 @@ impl Downsample2D {
 
     /// `[b, c, h, w]` → `[b, c, ⌈h/2⌉, ⌈w/2⌉]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        ops::conv(&self.conv, x)
     }
 }
 
@@ -38,7 +39,7 @@ impl Upsample2D {
     /// # Shapes
     /// `[b, c, h, w]` → `[b, c, size[0], size[1]]`
     pub fn forward(&self, x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-        self.conv.forward(nearest(x, size))
+        ops::conv(&self.conv, nearest(x, size))
     }
 }
 

@@ -13,6 +13,7 @@ pub use blocks::{DownBlock, MidBlock, UpBlock};
 
 use crate::config::{EncoderConfig, UNetConfig};
 use crate::nn::embeddings::{TimestepEmbedding, timestep_features};
+use crate::nn::ops;
 use crate::nn::resnet::{conv3x3, group_norm};
 
 /// What ControlNets add to the UNet: one residual per skip connection of the down path (12 for
@@ -235,7 +236,7 @@ impl UNet {
         );
 
         // 2. pre-process
-        let x = self.conv_in.forward(sample); // [b, c0, h, w]
+        let x = ops::conv(&self.conv_in, sample); // [b, c0, h, w]
         Trace::record(&mut trace, "conv_in", &x);
 
         // 3. down
@@ -265,8 +266,8 @@ impl UNet {
         }
 
         // 6. post-process
-        let x = self.conv_norm_out.forward(x);
+        let x = ops::group_norm(&self.conv_norm_out, x);
         Trace::record(&mut trace, "conv_norm_out", &x);
-        self.conv_out.forward(silu(x))
+        ops::conv(&self.conv_out, silu(x))
     }
 }

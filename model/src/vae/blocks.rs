@@ -8,10 +8,9 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::VaeConfig;
-use crate::nn::attention::attention;
+use crate::nn::ops;
 use crate::nn::resnet::{conv1x1, conv3x3, group_norm};
 use crate::nn::updown::Upsample2D;
 
@@ -42,10 +41,10 @@ impl PlainResnetBlock2D {
 
     /// `[b, in, h, w]` → `[b, out, h, w]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = ops::conv(&self.conv1, ops::group_norm_silu(&self.norm1, x.clone()));
+        let h = ops::conv(&self.conv2, ops::group_norm_silu(&self.norm2, h));
         let skip = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => ops::conv(conv, x),
             None => x,
         };
         skip + h
@@ -78,17 +77,17 @@ impl MidAttention {
     }
 
     /// Self-attention over the `h·w` pixels. The `[b, hw, hw]` scores are computed in f32
-    /// (diffusers' `upcast_softmax`) and in chunks of queries when large (see [`attention`]).
+    /// (diffusers' `upcast_softmax`) and in chunks of queries when large (see [`crate::nn::attention::attention`]).
     ///
     /// # Shapes
     /// `[b, c, h, w]` → `[b, c, h, w]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let tokens = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
+        let tokens = ops::group_norm(&self.group_norm, x.clone()).reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
         let q = self.to_q.forward(tokens.clone());
         let k = self.to_k.forward(tokens.clone());
         let v = self.to_v.forward(tokens);
-        let out = self.to_out.forward(attention(q, k, v)); // [b, hw, c]
+        let out = self.to_out.forward(ops::attention(q, k, v)); // [b, hw, c]
         out.swap_dims(1, 2).reshape([b, c, h, w]) + x
     }
 }
@@ -146,7 +145,7 @@ impl Downsample {
 
     /// `[b, c, h, w]` → `[b, c, ⌊(h−2)/2⌋+1, ⌊(w−2)/2⌋+1]` (half, for even sizes)
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        ops::conv(&self.conv, x)
     }
 }
 
@@ -249,14 +248,14 @@ impl Encoder {
     /// `[b, in_channels, h, w]` → `[b, 2·latent_channels, h/f, w/f]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         // 1. conv_in and the down blocks
-        let mut x = self.conv_in.forward(x);
+        let mut x = ops::conv(&self.conv_in, x);
         for block in &self.down_blocks {
             x = block.forward(x);
         }
         // 2. mid
         let x = self.mid_block.forward(x);
         // 3. post-process
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        ops::conv(&self.conv_out, ops::group_norm_silu(&self.conv_norm_out, x))
     }
 }
 
@@ -287,13 +286,13 @@ impl Decoder {
     /// `[b, latent_channels, h, w]` → `[b, out_channels, h·f, w·f]`
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
         // 1. conv_in and mid
-        let x = self.mid_block.forward(self.conv_in.forward(z));
+        let x = self.mid_block.forward(ops::conv(&self.conv_in, z));
         // 2. up blocks
         let mut x = x;
         for block in &self.up_blocks {
             x = block.forward(x);
         }
         // 3. post-process
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        ops::conv(&self.conv_out, ops::group_norm_silu(&self.conv_norm_out, x))
     }
 }

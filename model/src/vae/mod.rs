@@ -25,6 +25,7 @@ pub use config::{SampleSize, VaeConfig};
 pub use tiling::{DecodePlan, MAX_BUFFER_BYTES, TILE_OVERLAP_FACTOR, decode_peak_bytes, plan_decode};
 
 use crate::Precision;
+use crate::nn::ops;
 use crate::nn::resnet::conv1x1;
 use crate::unet::module_dtype;
 use crate::weights::{WeightsError, apply_safetensors_with, read_model_dir};
@@ -94,7 +95,7 @@ impl AutoencoderKL {
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
         let z = z.cast(self.dtype());
         let z = match &self.post_quant_conv {
-            Some(conv) => conv.forward(z),
+            Some(conv) => ops::conv(conv, z),
             None => z,
         };
         self.decoder.forward(z)
@@ -110,7 +111,7 @@ impl AutoencoderKL {
     pub fn encode(&self, image: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let moments = self.encoder.forward(image.cast(self.dtype()));
         let moments = match &self.quant_conv {
-            Some(conv) => conv.forward(moments),
+            Some(conv) => ops::conv(conv, moments),
             None => moments,
         };
         let latent = self.config.latent_channels;

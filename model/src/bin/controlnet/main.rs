@@ -8,6 +8,7 @@
 //! controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
 //! controlnet bench-step [--backend wgpu|cpu] [--precision f16|f32] [--width W] [--height H]
 //!     [--batch B] [--iterations N] [--unet-config FILE] [--controlnet-config FILE]
+//!     [--kernels fast|reference]
 //! ```
 //! `generate` runs the whole pipeline on a diffusers folder and writes a PNG that carries its
 //! parameters. `preprocess` turns a picture into a control map (Canny edges, scribble from line
@@ -32,7 +33,8 @@ fn usage() -> String {
 
 const USAGE: &str = "  controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
   controlnet bench-step [--backend wgpu|cpu] [--precision f16|f32] [--width W] [--height H]
-      [--batch B] [--iterations N] [--unet-config FILE] [--controlnet-config FILE]";
+      [--batch B] [--iterations N] [--unet-config FILE] [--controlnet-config FILE]
+      [--kernels fast|reference]";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -101,6 +103,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 "--iterations",
                 "--unet-config",
                 "--controlnet-config",
+                "--kernels",
             ],
         )?),
         Some("-h" | "--help") => {
@@ -135,6 +138,10 @@ fn bench_command(options: Options) -> Result<(), String> {
     let height: usize = options.get("--height", 512)?;
     let batch: usize = options.get("--batch", 2)?;
     let iterations: usize = options.get("--iterations", 3)?;
+    let kernels_name: String = options.get("--kernels", "fast".to_owned())?;
+    let kernels = model::kernels::Kernels::parse(&kernels_name)
+        .ok_or_else(|| format!("--kernels {kernels_name}: expected fast or reference"))?;
+    model::kernels::select(kernels);
     if !width.is_multiple_of(8) || !height.is_multiple_of(8) || width == 0 || height == 0 {
         return Err(format!("{width}×{height}: width and height must be positive multiples of 8"));
     }
@@ -161,8 +168,10 @@ fn bench_command(options: Options) -> Result<(), String> {
             clock.elapsed().as_secs_f64() * 1e3
         }));
     let mut json = serde_json::to_value(&report).map_err(|e| e.to_string())?;
-    json["backend"] = backend.into();
     json["kind"] = "controlnet_unet_step".into();
+    // On the CPU backend burn's ops run whatever is selected.
+    json["kernels"] = if backend == "cpu" { "reference".into() } else { kernels.name().into() };
+    json["backend"] = backend.into();
     println!("{json}");
     Ok(())
 }

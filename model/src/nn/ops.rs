@@ -1,0 +1,44 @@
+//! The heavy ops of every layer — convolution, group norm (+ SiLU), attention — in one place, so
+//! that the kernels of [`crate::kernels`] replace burn's everywhere at once.
+//!
+//! Built with the `kernels` feature, each function runs the [`crate::kernels::selected`] kernel
+//! where the tensors live on a cubecl (wgpu) device and burn's op elsewhere; without it, burn's
+//! op always. Either way the result equals diffusers' within the model tests' tolerances.
+
+use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+#[cfg(not(feature = "kernels"))]
+use burn::tensor::activation::silu;
+
+/// `conv.forward(x)`.
+pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "kernels")]
+    return crate::kernels::conv_module(conv, x);
+    #[cfg(not(feature = "kernels"))]
+    conv.forward(x)
+}
+
+/// `norm.forward(x)`.
+pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "kernels")]
+    return crate::kernels::group_norm_module(norm, x, false);
+    #[cfg(not(feature = "kernels"))]
+    norm.forward(x)
+}
+
+/// `silu(norm.forward(x))`, the pair that opens every ResNet half: one pass on the GPU.
+pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "kernels")]
+    return crate::kernels::group_norm_module(norm, x, true);
+    #[cfg(not(feature = "kernels"))]
+    silu(norm.forward(x))
+}
+
+/// `softmax(q·kᵀ/√d)·v` (see [`super::attention::attention`] for shapes and precision).
+pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+    #[cfg(feature = "kernels")]
+    return crate::kernels::attention(q, k, v);
+    #[cfg(not(feature = "kernels"))]
+    super::attention::attention(q, k, v)
+}
