@@ -1,7 +1,8 @@
 //! Timings of the hand-written kernels (`model::kernels`) beside burn's reference ops, as JSON
 //! lines on stdout: one per (op, kernel, precision, shape) for attention, convolution and group
-//! norm + SiLU, then one per (kernel set, precision) for a whole ControlNet + UNet CFG step and
-//! for a VAE decode, with every layer using that set (`model::kernels::select`).
+//! norm + SiLU, then one per (kernel set, precision) for a whole ControlNet + UNet CFG step, its
+//! profile (time per class of op, `model::kernels::profile`) and a VAE decode, with every layer
+//! using that set (`model::kernels::select`).
 //!
 //! ```text
 //! cargo run --release -p model --features kernels --example kernels_bench             # SD1.5 shapes at 512², CFG
@@ -25,7 +26,8 @@ use burn::tensor::DType;
 use model::Precision;
 use model::config::{ControlNetConfig, UNetConfig};
 use model::kernels::{
-    AttentionKernel, ConvKernel, Kernels, NormKernel, group_norm_with, try_attention_with, try_conv2d_with,
+    AttentionKernel, ConvKernel, ConvTiles, Kernels, NormKernel, default_flash_rows as default_rows,
+    group_norm_with, try_attention_with, try_conv2d_tiled, try_conv2d_with, try_flash_attention_rows,
 };
 use model::precision::cast_module;
 use model::vae::{AutoencoderKL, VaeConfig};
@@ -234,9 +236,15 @@ fn ops(
             let k = pattern([bh, keys, dim], 2, 2.0, &device).cast(dtype);
             let v = pattern([bh, keys, dim], 3, 1.0, &device).cast(dtype);
             let flops = 4.0 * (bh * queries * keys * dim) as f64;
+            let shape = [bh, queries, keys, dim];
             for kernel in AttentionKernel::ALL {
                 let timing = time(options.iterations, || try_attention_with(kernel, &q, &k, &v));
-                report("attention", kernel.name(), precision, &[bh, queries, keys, dim], flops, timing);
+                report("attention", kernel.name(), precision, &shape, flops, timing);
+            }
+            // The other query counts per invocation than the default `flash` uses.
+            for rows in [1, 2, 4].into_iter().filter(|&rows| rows != default_rows(dim)) {
+                let timing = time(options.iterations, || try_flash_attention_rows(&q, &k, &v, rows));
+                report("attention", &format!("flash-r{rows}"), precision, &shape, flops, timing);
             }
         }
         for &[n, c, h, w, o, size] in conv_shapes {
@@ -246,11 +254,20 @@ fn ops(
             let bias = pattern([o], 6, 0.5, &device).cast(dtype);
             let padding = size / 2;
             let flops = 2.0 * (n * o * h * w * c * size * size) as f64;
+            let shape = [n, c, h, w, o, size];
             for kernel in ConvKernel::ALL {
                 let timing = time(options.iterations, || {
                     try_conv2d_with(kernel, &x, &weight, Some(&bias), 1, padding)
                 });
-                report("conv2d", kernel.name(), precision, &[n, c, h, w, o, size], flops, timing);
+                report("conv2d", kernel.name(), precision, &shape, flops, timing);
+            }
+            // The other tilings than the default `implicit-gemm` uses.
+            for tiles in ConvTiles::ALL.into_iter().filter(|&tiles| tiles != ConvTiles::DEFAULT) {
+                let timing = time(options.iterations, || {
+                    try_conv2d_tiled(&x, &weight, Some(&bias), 1, padding, tiles)
+                });
+                let name = format!("implicit-gemm-{}", tiles.name());
+                report("conv2d", &name, precision, &shape, flops, timing);
             }
         }
         for &[n, c, h, w, groups] in norm_shapes {
@@ -312,6 +329,23 @@ fn steps(options: &Options, device: &Device, precision: Precision) {
         line["shape"] = json!([2, size, size]);
         line["ran"] = true.into();
         println!("{line}");
+
+        // One more step with every op waited for: where the time goes.
+        model::kernels::profile::enable(true);
+        let profiled = model::block_on(model::bench::run_steps(&unet, &controlnet, size, size, 2, 0, || {
+            clock.elapsed().as_secs_f64() * 1e3
+        }));
+        let classes = model::kernels::profile::take();
+        model::kernels::profile::enable(false);
+        let in_ops: f64 = classes.values().map(|total| total.ms).sum();
+        println!(
+            "{}",
+            json!({
+                "op": "step_profile", "kernel": kernels.name(), "precision": precision.name(),
+                "shape": [2, size, size], "total_ms": profiled.first_step_ms,
+                "other_ms": profiled.first_step_ms - in_ops, "classes": classes,
+            })
+        );
 
         let factor = vae_config.scale_factor();
         let z = pattern([1, vae_config.latent_channels, size / factor, size / factor], 8, 1.0, device);

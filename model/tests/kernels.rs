@@ -13,7 +13,10 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use common::{read, relative_l2, wgpu};
 use model::Precision;
-use model::kernels::{AttentionKernel, ConvKernel, try_attention_with, try_conv2d_with};
+use model::kernels::{
+    AttentionKernel, ConvKernel, ConvTiles, try_attention_with, try_conv2d_tiled, try_conv2d_with,
+    try_flash_attention_rows,
+};
 
 /// Relative L2 error allowed for f32 results: only the summation order differs.
 const F32: f64 = 2e-5;
@@ -55,9 +58,20 @@ const SHAPES: [(usize, usize, usize, usize); 11] = [
 /// `max_queries`: cases with more queries are skipped (burn's routine takes minutes for 4096
 /// queries on lavapipe).
 fn check(kernel: AttentionKernel, precision: Precision, require: bool, max_queries: usize) {
+    check_with(kernel.name(), |q, k, v| try_attention_with(kernel, q, k, v), precision, require, max_queries);
+}
+
+/// [`check`] for any attention implementation `run` (`None`: it did not run), named `name`.
+fn check_with(
+    name: &str,
+    run: impl Fn(&Tensor<3>, &Tensor<3>, &Tensor<3>) -> Option<Tensor<3>>,
+    precision: Precision,
+    require: bool,
+    max_queries: usize,
+) {
     let device = wgpu();
     if !precision.is_supported_on(device) {
-        println!("{}: {precision} not supported on this adapter: skipped", kernel.name());
+        println!("{name}: {precision} not supported on this adapter: skipped");
         return;
     }
     let tolerance = match precision {
@@ -78,8 +92,8 @@ fn check(kernel: AttentionKernel, precision: Precision, require: bool, max_queri
         let expected = model::nn::attention::attention(f32_of(&q), f32_of(&k), f32_of(&v));
         let (_, expected) = read(expected);
 
-        let label = format!("{} {precision} [{bh}, {queries}/{keys}, {dim}]", kernel.name());
-        let Some(out) = try_attention_with(kernel, &q, &k, &v) else {
+        let label = format!("{name} {precision} [{bh}, {queries}/{keys}, {dim}]");
+        let Some(out) = run(&q, &k, &v) else {
             assert!(!require, "{label}: the kernel did not run");
             println!("{label}: not available on this adapter: skipped");
             continue;
@@ -101,6 +115,19 @@ fn flash_attention_equals_reference_f32() {
 #[test]
 fn flash_attention_equals_reference_f16() {
     check(AttentionKernel::Flash, Precision::F16, true, usize::MAX);
+}
+
+/// Every number of queries per invocation the benchmark compares, with query counts that leave
+/// a workgroup's last invocations partly or wholly past the end. In f32 only: the dtype changes
+/// the loads and stores alone, which the default's tests cover in both precisions (and lavapipe
+/// compiles each variant slowly).
+#[test]
+fn flash_attention_rows_equal_reference() {
+    for rows in [1, 2, 4] {
+        let name = format!("flash, {rows} rows");
+        let run = |q: &Tensor<3>, k: &Tensor<3>, v: &Tensor<3>| try_flash_attention_rows(q, k, v, rows);
+        check_with(&name, run, Precision::F32, true, 1024);
+    }
 }
 
 /// burn's own flash kernel (cubek's unit routine) needs subgroups: where the adapter lacks them
@@ -214,6 +241,40 @@ fn check_conv(kernel: ConvKernel, precision: Precision, device: &Device, device_
 fn implicit_gemm_conv_equals_reference() {
     for precision in Precision::ALL {
         check_conv(ConvKernel::ImplicitGemm, precision, wgpu(), "wgpu");
+    }
+}
+
+/// Every tiling the benchmark compares (the default one runs in the test above, in both
+/// precisions; the others in f32, for the same reason as the flash rows).
+#[test]
+fn implicit_gemm_tilings_equal_reference() {
+    let device = wgpu();
+    for tiles in ConvTiles::ALL.into_iter().filter(|&tiles| tiles != ConvTiles::DEFAULT) {
+        for (i, &[n, c, h, w, o, size, stride, padding]) in CONVS.iter().enumerate() {
+            let seed = 700 + i as u64 * 3;
+            let x = pattern([n, c, h, w], seed, 1.0, device);
+            let weight =
+                pattern([o, c, size, size], seed + 1, 1.0 / ((c * size * size) as f32).sqrt(), device);
+            let bias = pattern([o], seed + 2, 0.5, device);
+            let expected = model::kernels::conv2d_with(
+                ConvKernel::Reference,
+                x.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                stride,
+                padding,
+            );
+            let label = format!(
+                "implicit gemm {} f32 [{n}, {c}, {h}, {w}] -> {o}, {size}x{size}/{stride} pad {padding}",
+                tiles.name()
+            );
+            let out = try_conv2d_tiled(&x, &weight, Some(&bias), stride, padding, tiles)
+                .unwrap_or_else(|| panic!("{label}: did not run"));
+            assert_eq!(out.dims(), expected.dims(), "{label}: shape");
+            let error = relative_l2(&read(out).1, &read(expected).1);
+            println!("{label}: relative L2 error {error:.2e}");
+            assert!(error <= F32, "{label}: relative L2 error {error:.3e} > {F32:.0e}");
+        }
     }
 }
 

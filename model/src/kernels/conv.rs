@@ -10,8 +10,9 @@
 //! does `MICRO²` multiply-adds per `2·MICRO` workgroup-memory reads. Accumulation is f32 for f16
 //! tensors too. Core WGSL only.
 //!
-//! The tile sizes are a first choice made without a GPU to measure on; the benchmark
-//! (`examples/kernels_bench.rs`) is where they get tuned.
+//! The tile sizes are a parameter ([`ConvTiles`]): [`ConvTiles::DEFAULT`] is a first choice made
+//! without a GPU to measure on, and the benchmark (`examples/kernels_bench.rs`) times every one
+//! of [`ConvTiles::ALL`] so that a GPU run can pick the winner.
 
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn_cubecl::kernel::into_contiguous;
@@ -20,10 +21,51 @@ use cubecl::prelude::*;
 
 use super::cube::{from_cube, supported_dtype, to_cube};
 
-const BLOCK_M: usize = 64;
-const BLOCK_N: usize = 64;
-const BLOCK_K: usize = 16;
-const MICRO: usize = 4;
+/// A tiling of the implicit GEMM: a workgroup computes `block_m` output channels × `block_n`
+/// output pixels, stepping `block_k` taps at a time, and each of its
+/// `(block_m/micro)·(block_n/micro)` invocations a `micro`×`micro` register block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTiles {
+    pub block_m: usize,
+    pub block_n: usize,
+    pub block_k: usize,
+    pub micro: usize,
+}
+
+impl ConvTiles {
+    /// 64×64 tiles, 4×4 per invocation, 256 invocations.
+    pub const DEFAULT: ConvTiles = ConvTiles { block_m: 64, block_n: 64, block_k: 16, micro: 4 };
+
+    /// The tilings the benchmark compares: more work per invocation (8×8: 4 multiply-adds per
+    /// workgroup-memory read instead of 2) against more workgroups for small layers.
+    pub const ALL: [ConvTiles; 4] = [
+        ConvTiles::DEFAULT,
+        ConvTiles { block_m: 64, block_n: 64, block_k: 16, micro: 8 },
+        ConvTiles { block_m: 128, block_n: 64, block_k: 16, micro: 8 },
+        ConvTiles { block_m: 128, block_n: 128, block_k: 8, micro: 8 },
+    ];
+
+    /// `64x64x16/4`: block_m × block_n × block_k / micro.
+    pub fn name(self) -> String {
+        format!("{}x{}x{}/{}", self.block_m, self.block_n, self.block_k, self.micro)
+    }
+
+    /// Invocations per workgroup.
+    fn threads(self) -> usize {
+        (self.block_m / self.micro) * (self.block_n / self.micro)
+    }
+
+    /// Whether every adapter runs it: at most WebGPU's guaranteed 256 invocations and 16 KiB of
+    /// workgroup memory, and blocks the register blocks divide.
+    fn valid(self) -> bool {
+        self.micro > 0
+            && self.block_k > 0
+            && self.block_m.is_multiple_of(self.micro)
+            && self.block_n.is_multiple_of(self.micro)
+            && self.threads() <= 256
+            && (self.block_m + self.block_n) * self.block_k * 4 <= 16 << 10
+    }
+}
 
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -170,6 +212,7 @@ pub fn conv2d(
     bias: Option<&burn::Tensor<1>>,
     stride: usize,
     padding: [(usize, usize); 2],
+    tiles: ConvTiles,
 ) -> Option<burn::Tensor<4>> {
     let [(top, bottom), (left, right)] = padding;
     let [batch, channels, height, width] = x.dims();
@@ -187,12 +230,13 @@ pub fn conv2d(
         || batch == 0
         || batch > u16::MAX as usize
         || channels == 0
+        || !tiles.valid()
     {
         return None;
     }
     let out_h = (height + top + bottom - kernel_h) / stride + 1;
     let out_w = (width + left + right - kernel_w) / stride + 1;
-    let (tiles_n, tiles_m) = ((out_h * out_w).div_ceil(BLOCK_N), out_channels.div_ceil(BLOCK_M));
+    let (tiles_n, tiles_m) = ((out_h * out_w).div_ceil(tiles.block_n), out_channels.div_ceil(tiles.block_m));
     if tiles_n > u16::MAX as usize || tiles_m > u16::MAX as usize || out_channels == 0 {
         return None;
     }
@@ -218,7 +262,7 @@ pub fn conv2d(
         conv2d_kernel::launch_unchecked(
             &client,
             CubeCount::Static(tiles_n as u32, tiles_m as u32, batch as u32),
-            CubeDim::new_2d((BLOCK_N / MICRO) as u32, (BLOCK_M / MICRO) as u32),
+            CubeDim::new_2d((tiles.block_n / tiles.micro) as u32, (tiles.block_m / tiles.micro) as u32),
             input.into_tensor_arg(),
             weight.into_tensor_arg(),
             bias.into_tensor_arg(),
@@ -228,10 +272,10 @@ pub fn conv2d(
             left as u32,
             kernel_h,
             kernel_w,
-            BLOCK_M,
-            BLOCK_N,
-            BLOCK_K,
-            MICRO,
+            tiles.block_m,
+            tiles.block_n,
+            tiles.block_k,
+            tiles.micro,
             dtype_to_storage_type(dtype),
         );
     }

@@ -1,8 +1,9 @@
 //! Flash attention: `softmax(q·kᵀ/√d)·v` in one kernel, without a score buffer.
 //!
-//! One workgroup takes `BLOCK_Q` consecutive queries of one head, one invocation per query. The
-//! invocation keeps its query row (pre-scaled by `1/√d`) and its output accumulator in registers
-//! (the head size is a compile-time constant, so the loops over it unroll), and walks the keys in
+//! One workgroup takes `BLOCK_Q · rows` consecutive queries of one head, `rows` per invocation.
+//! The invocation keeps its query rows (pre-scaled by `1/√d`) and their output accumulators in
+//! registers (the head size is a compile-time constant, so the loops over it unroll), and walks
+//! the keys in
 //! tiles that the whole workgroup first copies into workgroup memory as f32. Each key updates the
 //! running maximum `m`, the running sum `l` and the accumulator the online-softmax way: when a
 //! score exceeds `m`, `l` and the accumulator are rescaled by `exp(m_old − m_new)`. Every
@@ -11,10 +12,10 @@
 //! Only core WGSL is used: no subgroups, no cooperative matrices, no f16 arithmetic (f16 tensors
 //! need `shader-f16` for their storage, which the f16 precision already requires).
 //!
-//! This is the straightforward form, meant to be correct everywhere first: each score costs
-//! `dim` workgroup-memory reads for `dim` multiply-adds. Processing several queries per
-//! invocation (reusing each key read) and vector loads are the obvious next steps once a GPU
-//! can measure them.
+//! Each key costs `2·dim` workgroup-memory reads (key and value rows) for `2·dim·rows`
+//! multiply-adds: more rows per invocation means fewer reads per multiply-add but more registers
+//! (`2·rows·dim` floats). [`default_rows`] is a choice made without a GPU to measure on; the
+//! benchmark times 1, 2 and 4.
 
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -52,6 +53,7 @@ fn flash_attention_kernel<F: Float>(
     scale: f32,
     #[comptime] dim: usize,
     #[comptime] block_q: usize,
+    #[comptime] rows: usize,
     #[comptime] block_k: usize,
     #[define(F)] _dtype: ElemType,
 ) {
@@ -59,29 +61,37 @@ fn flash_attention_kernel<F: Float>(
     let keys = k.shape(1);
     let head = CUBE_POS_Y as usize;
     let unit = UNIT_POS_X as usize;
-    let row = CUBE_POS_X as usize * block_q + unit;
-    let valid_row = row < queries;
+    // This invocation's queries: `rows` of them, `block_q` apart.
+    let first_row = CUBE_POS_X as usize * block_q * rows + unit;
 
-    let q_base = head * q.stride(0) + row * q.stride(1);
     let k_base = head * k.stride(0);
     let k_row = k.stride(1);
     let v_base = head * v.stride(0);
     let v_row = v.stride(1);
 
-    let mut q_reg = Array::<f32>::new(dim);
-    let mut acc = Array::<f32>::new(dim);
-    #[unroll]
-    for d in 0..dim {
-        let mut x = 0.0f32;
-        if valid_row {
-            x = f32::cast_from(q[q_base + d]) * scale;
-        }
-        q_reg[d] = x;
-        acc[d] = 0.0f32;
-    }
+    let mut q_reg = Array::<f32>::new(rows * dim);
+    let mut acc = Array::<f32>::new(rows * dim);
     // Finite: WGSL has no infinity literal. exp(−1e30 − s) is 0 for any real score.
-    let mut m = f32::new(-1.0e30);
-    let mut l = 0.0f32;
+    let mut m = Array::<f32>::new(rows);
+    let mut l = Array::<f32>::new(rows);
+    let mut s = Array::<f32>::new(rows);
+    let mut p = Array::<f32>::new(rows);
+    #[unroll]
+    for r in 0..rows {
+        let row = first_row + r * block_q;
+        let q_base = head * q.stride(0) + row * q.stride(1);
+        #[unroll]
+        for d in 0..dim {
+            let mut x = 0.0f32;
+            if row < queries {
+                x = f32::cast_from(q[q_base + d]) * scale;
+            }
+            q_reg[r * dim + d] = x;
+            acc[r * dim + d] = 0.0f32;
+        }
+        m[r] = f32::new(-1.0e30);
+        l[r] = 0.0f32;
+    }
 
     let tile = comptime!(block_k * dim);
     let mut k_tile = Shared::<[f32]>::new_slice(tile);
@@ -113,39 +123,67 @@ fn flash_attention_kernel<F: Float>(
         }
         for j in 0..count {
             let base = j * dim;
-            let mut s = 0.0f32;
+            // Each key element read from workgroup memory serves all `rows` queries.
+            #[unroll]
+            for r in 0..rows {
+                s[r] = 0.0f32;
+            }
             #[unroll]
             for d in 0..dim {
-                s += q_reg[d] * k_tile[base + d];
-            }
-            if s > m {
-                let correction = (m - s).exp();
-                l *= correction;
+                let kd = k_tile[base + d];
                 #[unroll]
-                for d in 0..dim {
-                    acc[d] *= correction;
+                for r in 0..rows {
+                    s[r] += q_reg[r * dim + d] * kd;
                 }
-                m = s;
             }
-            let p = (s - m).exp();
-            l += p;
+            #[unroll]
+            for r in 0..rows {
+                let score = s[r];
+                if score > m[r] {
+                    let correction = (m[r] - score).exp();
+                    l[r] *= correction;
+                    #[unroll]
+                    for d in 0..dim {
+                        acc[r * dim + d] *= correction;
+                    }
+                    m[r] = score;
+                }
+                let weight = (score - m[r]).exp();
+                l[r] += weight;
+                p[r] = weight;
+            }
             #[unroll]
             for d in 0..dim {
-                acc[d] += p * v_tile[base + d];
+                let vd = v_tile[base + d];
+                #[unroll]
+                for r in 0..rows {
+                    acc[r * dim + d] += p[r] * vd;
+                }
             }
         }
         sync_cube();
         start += block_k;
     }
 
-    if valid_row {
-        let inv = 1.0f32 / l;
-        let o_base = head * out.stride(0) + row * out.stride(1);
-        #[unroll]
-        for d in 0..dim {
-            out[o_base + d] = F::cast_from(acc[d] * inv);
+    #[unroll]
+    for r in 0..rows {
+        let row = first_row + r * block_q;
+        if row < queries {
+            let inv = 1.0f32 / l[r];
+            let o_base = head * out.stride(0) + row * out.stride(1);
+            #[unroll]
+            for d in 0..dim {
+                out[o_base + d] = F::cast_from(acc[r * dim + d] * inv);
+            }
         }
     }
+}
+
+/// Queries per invocation for head size `dim` unless told otherwise: 2 while the query rows and
+/// accumulators stay within 160 registers (head size ≤ 40, SD's first level, which dominates the
+/// cost), else 1.
+pub fn default_rows(dim: usize) -> usize {
+    if dim <= 40 { 2 } else { 1 }
 }
 
 /// Whether [`flash_attention`] runs its kernel on these inputs (else the caller's fallback).
@@ -163,13 +201,15 @@ pub fn flash_applies(q: &burn::Tensor<3>, k: &burn::Tensor<3>) -> bool {
         && block_keys(dim) > 0
 }
 
-/// This crate's flash attention, or `None` where it does not apply.
+/// This crate's flash attention, `rows` queries per invocation (1 to 4), or `None` where it does
+/// not apply.
 pub fn flash_attention(
     q: &burn::Tensor<3>,
     k: &burn::Tensor<3>,
     v: &burn::Tensor<3>,
+    rows: usize,
 ) -> Option<burn::Tensor<3>> {
-    if !flash_applies(q, k) || v.dtype() != q.dtype() || v.dims()[..2] != k.dims()[..2] {
+    if !flash_applies(q, k) || v.dtype() != q.dtype() || v.dims() != k.dims() || !(1..=4).contains(&rows) {
         return None;
     }
     let [bh, queries, dim] = q.dims();
@@ -183,7 +223,7 @@ pub fn flash_attention(
         empty_device_contiguous_dtype(client.clone(), q.device.clone(), [bh, queries, dim].into(), dtype);
 
     let block_k = block_keys(dim);
-    let cube_count = CubeCount::Static(queries.div_ceil(BLOCK_Q) as u32, bh as u32, 1);
+    let cube_count = CubeCount::Static(queries.div_ceil(BLOCK_Q * rows) as u32, bh as u32, 1);
     let cube_dim = CubeDim::new_1d(BLOCK_Q as u32);
     // SAFETY: unchecked launches skip cubecl's bounds checks on every access. Every read and
     // write of a tensor above is guarded by explicit bounds tests, and workgroup-memory and
@@ -201,6 +241,7 @@ pub fn flash_attention(
             1.0 / (dim as f32).sqrt(),
             dim,
             BLOCK_Q,
+            rows,
             block_k,
             dtype_to_storage_type(dtype),
         );

@@ -15,9 +15,12 @@
 //! `tests/kernels.rs` holds the tolerances.
 
 mod conv;
+pub use conv::ConvTiles;
 mod cube;
 mod flash;
 mod norm;
+#[cfg(not(target_family = "wasm"))]
+pub mod profile;
 
 use std::sync::RwLock;
 
@@ -260,9 +263,22 @@ pub fn try_attention_with(
 ) -> Option<Tensor<3>> {
     match kernel {
         AttentionKernel::Reference => Some(crate::nn::attention::attention(q.clone(), k.clone(), v.clone())),
-        AttentionKernel::Flash => flash::flash_attention(q, k, v),
+        AttentionKernel::Flash => flash::flash_attention(q, k, v, flash::default_rows(q.dims()[2])),
         AttentionKernel::Burn => flash::burn_flash_attention(q, k, v),
     }
+}
+
+pub use flash::default_rows as default_flash_rows;
+
+/// [`AttentionKernel::Flash`] with `rows` queries per invocation (1 to 4; the benchmark compares
+/// them), or `None` where it cannot run.
+pub fn try_flash_attention_rows(
+    q: &Tensor<3>,
+    k: &Tensor<3>,
+    v: &Tensor<3>,
+    rows: usize,
+) -> Option<Tensor<3>> {
+    flash::flash_attention(q, k, v, rows)
 }
 
 /// Which implementation [`conv2d_with`] runs.
@@ -343,14 +359,29 @@ pub fn try_conv2d_with(
             Some(reference_conv2d(x.clone(), weight.clone(), bias.cloned(), stride, padding))
         }
         ConvKernel::Matmul1x1 => conv1x1_matmul(x, weight, bias, stride, padding),
-        ConvKernel::ImplicitGemm => conv::conv2d(
-            x,
-            weight,
-            bias,
-            stride,
-            [(padding.top, padding.bottom), (padding.left, padding.right)],
-        ),
+        ConvKernel::ImplicitGemm => try_conv2d_tiled(x, weight, bias, stride, padding, ConvTiles::DEFAULT),
     }
+}
+
+/// [`ConvKernel::ImplicitGemm`] with the tiling `tiles` (the benchmark compares them), or `None`
+/// where it cannot run.
+pub fn try_conv2d_tiled(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    stride: usize,
+    padding: impl Into<Padding>,
+    tiles: ConvTiles,
+) -> Option<Tensor<4>> {
+    let padding = padding.into();
+    conv::conv2d(
+        x,
+        weight,
+        bias,
+        stride,
+        [(padding.top, padding.bottom), (padding.left, padding.right)],
+        tiles,
+    )
 }
 
 fn reference_conv2d(

@@ -5,6 +5,8 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::activation::softmax;
 
+use super::ops;
+
 /// The most bytes one chunk of attention scores may take. WebGPU's default storage binding is
 /// 128 MiB; half of it leaves room for the softmax's temporaries.
 pub const MAX_SCORE_BYTES: usize = 64 << 20;
@@ -83,11 +85,11 @@ impl Attention {
     /// - output: `[b, n, query_dim]`
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.split_heads(self.to_q.forward(x));
-        let k = self.split_heads(self.to_k.forward(context.clone()));
-        let v = self.split_heads(self.to_v.forward(context));
-        let out = super::ops::attention(q, k, v);
-        self.to_out.forward(self.merge_heads(out))
+        let q = self.split_heads(ops::linear(&self.to_q, x));
+        let k = self.split_heads(ops::linear(&self.to_k, context.clone()));
+        let v = self.split_heads(ops::linear(&self.to_v, context));
+        let out = ops::attention(q, k, v);
+        ops::linear(&self.to_out, self.merge_heads(out))
     }
 
     /// `[b, n, heads·d]` → `[b·heads, n, d]`

@@ -4,16 +4,23 @@
 //! Built with the `kernels` feature, each function runs the [`crate::kernels::selected`] kernel
 //! where the tensors live on a cubecl (wgpu) device and burn's op elsewhere; without it, burn's
 //! op always. Either way the result equals diffusers' within the model tests' tolerances.
+//! Natively, `crate::kernels::profile` can attribute a step's time to these ops.
 
-use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, Linear};
 use burn::prelude::*;
 #[cfg(not(feature = "kernels"))]
 use burn::tensor::activation::silu;
 
 /// `conv.forward(x)`.
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(feature = "kernels")]
+    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
+    return crate::kernels::profile::measure(
+        || format!("conv{}x{}", conv.kernel_size[0], conv.kernel_size[1]),
+        x,
+        |x| crate::kernels::conv_module(conv, x),
+    );
+    #[cfg(all(feature = "kernels", target_family = "wasm"))]
     return crate::kernels::conv_module(conv, x);
     #[cfg(not(feature = "kernels"))]
     conv.forward(x)
@@ -21,7 +28,13 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// `norm.forward(x)`.
 pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(feature = "kernels")]
+    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
+    return crate::kernels::profile::measure(
+        || "group_norm".into(),
+        x,
+        |x| crate::kernels::group_norm_module(norm, x, false),
+    );
+    #[cfg(all(feature = "kernels", target_family = "wasm"))]
     return crate::kernels::group_norm_module(norm, x, false);
     #[cfg(not(feature = "kernels"))]
     norm.forward(x)
@@ -29,15 +42,37 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 
 /// `silu(norm.forward(x))`, the pair that opens every ResNet half: one pass on the GPU.
 pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(feature = "kernels")]
+    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
+    return crate::kernels::profile::measure(
+        || "group_norm_silu".into(),
+        x,
+        |x| crate::kernels::group_norm_module(norm, x, true),
+    );
+    #[cfg(all(feature = "kernels", target_family = "wasm"))]
     return crate::kernels::group_norm_module(norm, x, true);
     #[cfg(not(feature = "kernels"))]
     silu(norm.forward(x))
 }
 
+/// `linear.forward(x)`: burn's matmul everywhere, here only so that a profile counts it.
+pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
+    return crate::kernels::profile::measure(|| "linear".into(), x, |x| linear.forward(x));
+    #[cfg(any(not(feature = "kernels"), target_family = "wasm"))]
+    linear.forward(x)
+}
+
 /// `softmax(q·kᵀ/√d)·v` (see [`super::attention::attention`] for shapes and precision).
 pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-    #[cfg(feature = "kernels")]
+    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
+    let (queries, keys) = (q.dims()[1], k.dims()[1]);
+    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
+    return crate::kernels::profile::measure(
+        move || format!("attention ({})", if queries == keys { "self" } else { "cross" }),
+        v,
+        |v| crate::kernels::attention(q, k, v),
+    );
+    #[cfg(all(feature = "kernels", target_family = "wasm"))]
     return crate::kernels::attention(q, k, v);
     #[cfg(not(feature = "kernels"))]
     super::attention::attention(q, k, v)

@@ -61,7 +61,7 @@ impl ResnetBlock2D {
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
         let h = ops::conv(&self.conv1, ops::group_norm_silu(&self.norm1, x.clone()));
         let [b, c, _, _] = h.dims();
-        let h = h + self.time_emb_proj.forward(silu(temb)).reshape([b, c, 1, 1]);
+        let h = h + ops::linear(&self.time_emb_proj, silu(temb)).reshape([b, c, 1, 1]);
         let h = ops::conv(&self.conv2, ops::group_norm_silu(&self.norm2, h));
         let skip = match &self.conv_shortcut {
             Some(conv) => ops::conv(conv, x),

@@ -96,10 +96,10 @@ impl FeedForward {
 
     /// `[b, n, dim]` → `[b, n, dim]`: `out(h · gelu(gate))` where `[h | gate] = proj(x)`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let projected = self.proj.forward(x);
+        let projected = ops::linear(&self.proj, x);
         let inner = projected.dims()[2] / 2;
         let hidden = projected.clone().narrow(2, 0, inner);
         let gate = projected.narrow(2, inner, inner);
-        self.out.forward(hidden * gelu(gate))
+        ops::linear(&self.out, hidden * gelu(gate))
     }
 }
