@@ -6,7 +6,10 @@
 # Prepared here beforehand (see README, "Performance"):
 #   .gl/   Debian's Vulkan loader and friends (.deb files), as the device tool's README shows
 #   .gpu/kernels_bench.gz   `cargo build --release -p model --features kernels --example kernels_bench`, gzipped
-#   .gpu/wheels/            optional: diffusers and its pure-Python dependencies, for the step comparison
+#   .gpu/wheels/            optional: the diffusers wheel (and importlib_metadata), for the step
+#                           comparison; the machine's Python 3.12 has its other dependencies:
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux2014_x86_64 -d .gpu/wheels diffusers==0.42.1 importlib_metadata
 #
 # Runs the WGSL benchmark (burn-wgpu on Vulkan, the kernels the browser runs), then PyTorch on the
 # same shapes, one after the other, and writes both JSON-line files and the paired table to $OUT.
@@ -27,13 +30,13 @@ echo "== WGSL (burn-wgpu, Vulkan): $*"
 timeout 330 "$bin" "$@" > "$OUT/wgsl.jsonl" 2> "$OUT/wgsl.err"
 echo "kernels_bench exit $?"
 
+site=$(mktemp -d)
 if [ -d .gpu/wheels ]; then
-  python3 -m pip install --quiet --no-index --find-links .gpu/wheels --target "$OUT/.py" diffusers \
-    > "$OUT/pip.log" 2>&1 && export PYTHONPATH="$OUT/.py"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .gpu/wheels/*.whl \
+    > "$OUT/pip.log" 2>&1 && export PYTHONPATH="$site"
 fi
 echo "== PyTorch: $*"
 timeout 150 python3 bench/torch_bench.py "$@" > "$OUT/torch.jsonl" 2> "$OUT/torch.err"
 echo "torch_bench exit $?"
-rm -rf "$OUT/.py"
 
 python3 bench/compare.py "$OUT/wgsl.jsonl" "$OUT/torch.jsonl" | tee "$OUT/table.md"

@@ -1,5 +1,6 @@
-//! The heavy ops of every layer — convolution, group norm (+ SiLU), attention — in one place, so
-//! that the kernels of [`crate::kernels`] replace burn's everywhere at once.
+//! The heavy ops of every layer — convolution, group norm (+ SiLU), attention, and the linear
+//! layers — in one place, so that the kernels of [`crate::kernels`] replace burn's everywhere at
+//! once.
 //!
 //! Built with the `kernels` feature, each function runs the [`crate::kernels::selected`] kernel
 //! where the tensors live on a cubecl (wgpu) device and burn's op elsewhere; without it, burn's
@@ -14,66 +15,80 @@ use burn::tensor::activation::silu;
 
 /// `conv.forward(x)`.
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
-    return crate::kernels::profile::measure(
-        || format!("conv{}x{}", conv.kernel_size[0], conv.kernel_size[1]),
+    let [kh, kw] = conv.kernel_size;
+    profiled(
+        move || format!("conv{kh}x{kw}"),
         x,
-        |x| crate::kernels::conv_module(conv, x),
-    );
-    #[cfg(all(feature = "kernels", target_family = "wasm"))]
-    return crate::kernels::conv_module(conv, x);
-    #[cfg(not(feature = "kernels"))]
-    conv.forward(x)
+        |x| {
+            #[cfg(feature = "kernels")]
+            return crate::kernels::conv_module(conv, x);
+            #[cfg(not(feature = "kernels"))]
+            conv.forward(x)
+        },
+    )
 }
 
 /// `norm.forward(x)`.
 pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
-    return crate::kernels::profile::measure(
+    profiled(
         || "group_norm".into(),
         x,
-        |x| crate::kernels::group_norm_module(norm, x, false),
-    );
-    #[cfg(all(feature = "kernels", target_family = "wasm"))]
-    return crate::kernels::group_norm_module(norm, x, false);
-    #[cfg(not(feature = "kernels"))]
-    norm.forward(x)
+        |x| {
+            #[cfg(feature = "kernels")]
+            return crate::kernels::group_norm_module(norm, x, false);
+            #[cfg(not(feature = "kernels"))]
+            norm.forward(x)
+        },
+    )
 }
 
 /// `silu(norm.forward(x))`, the pair that opens every ResNet half: one pass on the GPU.
 pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
-    return crate::kernels::profile::measure(
+    profiled(
         || "group_norm_silu".into(),
         x,
-        |x| crate::kernels::group_norm_module(norm, x, true),
-    );
-    #[cfg(all(feature = "kernels", target_family = "wasm"))]
-    return crate::kernels::group_norm_module(norm, x, true);
-    #[cfg(not(feature = "kernels"))]
-    silu(norm.forward(x))
+        |x| {
+            #[cfg(feature = "kernels")]
+            return crate::kernels::group_norm_module(norm, x, true);
+            #[cfg(not(feature = "kernels"))]
+            silu(norm.forward(x))
+        },
+    )
 }
 
-/// `linear.forward(x)`: burn's matmul everywhere, here only so that a profile counts it.
+/// `linear.forward(x)`: burn's matmul everywhere, here so that a profile counts it.
 pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
-    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
-    return crate::kernels::profile::measure(|| "linear".into(), x, |x| linear.forward(x));
-    #[cfg(any(not(feature = "kernels"), target_family = "wasm"))]
-    linear.forward(x)
+    profiled(|| "linear".into(), x, |x| linear.forward(x))
 }
 
 /// `softmax(q·kᵀ/√d)·v` (see [`super::attention::attention`] for shapes and precision).
 pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
-    let (queries, keys) = (q.dims()[1], k.dims()[1]);
-    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
-    return crate::kernels::profile::measure(
-        move || format!("attention ({})", if queries == keys { "self" } else { "cross" }),
+    let kind = if q.dims()[1] == k.dims()[1] { "self" } else { "cross" };
+    // Waiting for `v`, the last input computed, waits for the others too.
+    profiled(
+        move || format!("attention ({kind})"),
         v,
-        |v| crate::kernels::attention(q, k, v),
-    );
-    #[cfg(all(feature = "kernels", target_family = "wasm"))]
-    return crate::kernels::attention(q, k, v);
-    #[cfg(not(feature = "kernels"))]
-    super::attention::attention(q, k, v)
+        |v| {
+            #[cfg(feature = "kernels")]
+            return crate::kernels::attention(q, k, v);
+            #[cfg(not(feature = "kernels"))]
+            super::attention::attention(q, k, v)
+        },
+    )
+}
+
+/// `op(input)`, timed under `class` by `crate::kernels::profile` where there is one (native
+/// builds with `kernels`) and profiling is on.
+fn profiled<const D: usize, const E: usize>(
+    class: impl FnOnce() -> String,
+    input: Tensor<D>,
+    op: impl FnOnce(Tensor<D>) -> Tensor<E>,
+) -> Tensor<E> {
+    #[cfg(all(feature = "kernels", not(target_family = "wasm")))]
+    return crate::kernels::profile::measure(class, input, op);
+    #[cfg(not(all(feature = "kernels", not(target_family = "wasm"))))]
+    {
+        let _ = class;
+        op(input)
+    }
 }
