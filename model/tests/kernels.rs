@@ -10,7 +10,7 @@
 mod common;
 
 use burn::prelude::*;
-use burn::tensor::FloatDType;
+use burn::tensor::{DType, FloatDType};
 use common::{read, relative_l2, wgpu};
 use model::Precision;
 use model::kernels::{
@@ -23,6 +23,29 @@ const F32: f64 = 2e-5;
 /// For f16 results: one rounding of each output to 11 significant bits (≈ 2.4e-4 relative at
 /// most per element; typically well under that in L2).
 const F16: f64 = 1e-3;
+
+fn tolerance(precision: Precision) -> f64 {
+    match precision {
+        Precision::F32 => F32,
+        Precision::F16 => F16,
+    }
+}
+
+/// Asserts that `out` has `expected`'s shape, the dtype `dtype`, and a relative L2 error from it
+/// of at most `tolerance`; prints the error under `label`.
+fn assert_close<const D: usize>(
+    label: &str,
+    out: Tensor<D>,
+    expected: Tensor<D>,
+    dtype: DType,
+    tolerance: f64,
+) {
+    assert_eq!(out.dims(), expected.dims(), "{label}: shape");
+    assert_eq!(out.dtype(), dtype, "{label}: dtype");
+    let error = relative_l2(&read(out).1, &read(expected).1);
+    println!("{label}: relative L2 error {error:.2e}");
+    assert!(error <= tolerance, "{label}: relative L2 error {error:.3e} > {tolerance:.0e}");
+}
 
 /// Deterministic values in [-amplitude, amplitude): scores of a few units, so the softmax is
 /// neither uniform nor one-hot.
@@ -74,10 +97,6 @@ fn check_with(
         println!("{name}: {precision} not supported on this adapter: skipped");
         return;
     }
-    let tolerance = match precision {
-        Precision::F32 => F32,
-        Precision::F16 => F16,
-    };
     for (i, &(bh, queries, keys, dim)) in SHAPES.iter().enumerate() {
         if queries > max_queries {
             continue;
@@ -90,7 +109,6 @@ fn check_with(
 
         let f32_of = |t: &Tensor<3>| t.clone().cast(FloatDType::F32);
         let expected = model::nn::attention::attention(f32_of(&q), f32_of(&k), f32_of(&v));
-        let (_, expected) = read(expected);
 
         let label = format!("{name} {precision} [{bh}, {queries}/{keys}, {dim}]");
         let Some(out) = run(&q, &k, &v) else {
@@ -99,11 +117,7 @@ fn check_with(
             continue;
         };
         assert_eq!(out.dims(), [bh, queries, dim], "{label}: shape");
-        assert_eq!(out.dtype(), q.dtype(), "{label}: dtype");
-        let (_, actual) = read(out);
-        let error = relative_l2(&actual, &expected);
-        println!("{label}: relative L2 error {error:.2e}");
-        assert!(error <= tolerance, "{label}: relative L2 error {error:.3e} > {tolerance:.0e}");
+        assert_close(&label, out, expected, q.dtype(), tolerance(precision));
     }
 }
 
@@ -150,11 +164,9 @@ fn flash_attention_takes_views() {
     let q = pattern([bh, n + 5, dim], 7, 2.0, device).slice([0..bh, 5..n + 5, 0..dim]);
     let k = pattern([bh, dim, keys], 8, 2.0, device).swap_dims(1, 2);
     let v = pattern([bh, keys, dim], 9, 1.0, device);
-    let expected = read(model::nn::attention::attention(q.clone(), k.clone(), v.clone())).1;
+    let expected = model::nn::attention::attention(q.clone(), k.clone(), v.clone());
     let out = try_attention_with(AttentionKernel::Flash, &q, &k, &v).expect("the kernel runs on wgpu");
-    let error = relative_l2(&read(out).1, &expected);
-    println!("flash on views: relative L2 error {error:.2e}");
-    assert!(error <= F32, "relative L2 error {error:.3e}");
+    assert_close("flash on views", out, expected, q.dtype(), F32);
 }
 
 /// On the CPU backend the kernels do not apply, and the public entry points fall back.
@@ -186,14 +198,30 @@ const CONVS: [[usize; 8]; 9] = [
 ];
 
 fn check_conv(kernel: ConvKernel, precision: Precision, device: &Device, device_name: &str) {
+    let applies = |size: usize, stride: usize, padding: usize| match kernel {
+        ConvKernel::Matmul1x1 => size == 1 && stride == 1 && padding == 0,
+        _ => device_name == "wgpu",
+    };
+    let run = |x: &Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>, stride: usize, padding: usize| {
+        try_conv2d_with(kernel, x, weight, bias, stride, padding)
+    };
+    check_conv_with(kernel.name(), run, applies, precision, device, device_name);
+}
+
+/// [`check_conv`] for any convolution `run` (`None`: it did not run), named `name`, which must
+/// run where `applies(kernel size, stride, padding)`.
+fn check_conv_with(
+    name: &str,
+    run: impl Fn(&Tensor<4>, &Tensor<4>, Option<&Tensor<1>>, usize, usize) -> Option<Tensor<4>>,
+    applies: impl Fn(usize, usize, usize) -> bool,
+    precision: Precision,
+    device: &Device,
+    device_name: &str,
+) {
     if !precision.is_supported_on(device) {
-        println!("{} {device_name}: {precision} not supported: skipped", kernel.name());
+        println!("{name} {device_name}: {precision} not supported: skipped");
         return;
     }
-    let tolerance = match precision {
-        Precision::F32 => F32,
-        Precision::F16 => F16,
-    };
     for (i, &[n, c, h, w, o, size, stride, padding]) in CONVS.iter().enumerate() {
         let seed = 100 + i as u64 * 3;
         let to = |t: Tensor<4>| t.cast(precision.dtype());
@@ -212,28 +240,16 @@ fn check_conv(kernel: ConvKernel, precision: Precision, device: &Device, device_
             stride,
             padding,
         );
-        let expected_dims = expected.dims();
-        let (_, expected) = read(expected);
 
         let label = format!(
-            "{} {device_name} {precision} [{n}, {c}, {h}, {w}] -> {o}, {size}x{size}/{stride} pad {padding}{}",
-            kernel.name(),
+            "{name} {device_name} {precision} [{n}, {c}, {h}, {w}] -> {o}, {size}x{size}/{stride} pad {padding}{}",
             if bias.is_some() { " +bias" } else { "" }
         );
-        let Some(out) = try_conv2d_with(kernel, &x, &weight, bias.as_ref(), stride, padding) else {
-            let applies = match kernel {
-                ConvKernel::Matmul1x1 => size == 1 && stride == 1 && padding == 0,
-                _ => device_name == "wgpu",
-            };
-            assert!(!applies, "{label}: the kernel did not run");
+        let Some(out) = run(&x, &weight, bias.as_ref(), stride, padding) else {
+            assert!(!applies(size, stride, padding), "{label}: the kernel did not run");
             continue;
         };
-        assert_eq!(out.dims(), expected_dims, "{label}: shape");
-        assert_eq!(out.dtype(), x.dtype(), "{label}: dtype");
-        let (_, actual) = read(out);
-        let error = relative_l2(&actual, &expected);
-        println!("{label}: relative L2 error {error:.2e}");
-        assert!(error <= tolerance, "{label}: relative L2 error {error:.3e} > {tolerance:.0e}");
+        assert_close(&label, out, expected, x.dtype(), tolerance(precision));
     }
 }
 
@@ -248,33 +264,13 @@ fn implicit_gemm_conv_equals_reference() {
 /// precisions; the others in f32, for the same reason as the flash rows).
 #[test]
 fn implicit_gemm_tilings_equal_reference() {
-    let device = wgpu();
     for tiles in ConvTiles::ALL.into_iter().filter(|&tiles| tiles != ConvTiles::DEFAULT) {
-        for (i, &[n, c, h, w, o, size, stride, padding]) in CONVS.iter().enumerate() {
-            let seed = 700 + i as u64 * 3;
-            let x = pattern([n, c, h, w], seed, 1.0, device);
-            let weight =
-                pattern([o, c, size, size], seed + 1, 1.0 / ((c * size * size) as f32).sqrt(), device);
-            let bias = pattern([o], seed + 2, 0.5, device);
-            let expected = model::kernels::conv2d_with(
-                ConvKernel::Reference,
-                x.clone(),
-                weight.clone(),
-                Some(bias.clone()),
-                stride,
-                padding,
-            );
-            let label = format!(
-                "implicit gemm {} f32 [{n}, {c}, {h}, {w}] -> {o}, {size}x{size}/{stride} pad {padding}",
-                tiles.name()
-            );
-            let out = try_conv2d_tiled(&x, &weight, Some(&bias), stride, padding, tiles)
-                .unwrap_or_else(|| panic!("{label}: did not run"));
-            assert_eq!(out.dims(), expected.dims(), "{label}: shape");
-            let error = relative_l2(&read(out).1, &read(expected).1);
-            println!("{label}: relative L2 error {error:.2e}");
-            assert!(error <= F32, "{label}: relative L2 error {error:.3e} > {F32:.0e}");
-        }
+        let run =
+            |x: &Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>, stride: usize, padding: usize| {
+                try_conv2d_tiled(x, weight, bias, stride, padding, tiles)
+            };
+        let name = format!("implicit gemm {}", tiles.name());
+        check_conv_with(&name, run, |_, _, _| true, Precision::F32, wgpu(), "wgpu");
     }
 }
 
@@ -321,10 +317,8 @@ fn implicit_gemm_conv_pads_asymmetrically() {
         );
         let out = try_conv2d_with(ConvKernel::ImplicitGemm, &x, &weight, Some(&bias), 2, padding)
             .expect("the kernel runs on wgpu");
-        assert_eq!(out.dims(), expected.dims());
-        let error = relative_l2(&read(out).1, &read(expected).1);
-        println!("[{n}, {c}, {h}, {w}] -> {o}, 3x3/2 pad (0, 1, 0, 1): relative L2 error {error:.2e}");
-        assert!(error <= F32, "relative L2 error {error:.3e}");
+        let label = format!("[{n}, {c}, {h}, {w}] -> {o}, 3x3/2 pad (0, 1, 0, 1)");
+        assert_close(&label, out, expected, x.dtype(), F32);
     }
 }
 
@@ -352,10 +346,6 @@ fn fused_group_norm_equals_reference() {
             println!("group norm: {precision} not supported: skipped");
             continue;
         }
-        let tolerance = match precision {
-            Precision::F32 => F32,
-            Precision::F16 => F16,
-        };
         for (i, &[n, c, h, w, groups]) in NORMS.iter().enumerate() {
             let seed = 300 + i as u64 * 5;
             // An offset mean, so that a variance computed as E[x²] − E[x]² would cancel.
@@ -375,10 +365,7 @@ fn fused_group_norm_equals_reference() {
                 let out =
                     try_group_norm(&norm, &x, then_silu).unwrap_or_else(|| panic!("{label}: did not run"));
                 assert_eq!(out.dims(), [n, c, h, w], "{label}: shape");
-                assert_eq!(out.dtype(), x.dtype(), "{label}: dtype");
-                let error = relative_l2(&read(out).1, &read(expected).1);
-                println!("{label}: relative L2 error {error:.2e}");
-                assert!(error <= tolerance, "{label}: relative L2 error {error:.3e} > {tolerance:.0e}");
+                assert_close(&label, out, expected, x.dtype(), tolerance(precision));
             }
         }
     }

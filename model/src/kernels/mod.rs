@@ -98,7 +98,7 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
 /// `conv.forward(x)` by the [`selected`] kernel where the tensors live on a cubecl device and the
 /// module is one the kernels handle (one group, no dilation, square stride), else burn's.
 pub fn conv_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let choice = selected().conv;
+    let kernels = conv_kernels(selected().conv);
     let padding = match conv.padding {
         PaddingConfig2d::Valid => Some(Padding::same(0)),
         PaddingConfig2d::Explicit(top, left, bottom, right) => Some(Padding { top, bottom, left, right }),
@@ -106,21 +106,26 @@ pub fn conv_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     };
     let [stride_h, stride_w] = conv.stride;
     let plain = conv.groups == 1 && conv.dilation == [1, 1] && stride_h == stride_w;
-    let (Some(padding), true, true) =
-        (padding, plain, choice != ConvKernel::Reference && cube::to_cube(&x).is_some())
+    let Some(padding) = padding.filter(|_| plain && !kernels.is_empty() && cube::to_cube(&x).is_some())
     else {
         return conv.forward(x);
     };
     let weight = conv.weight.val();
     let bias = conv.bias.as_ref().map(|bias| bias.val());
-    let kernels: &[ConvKernel] = match choice {
-        ConvKernel::ImplicitGemm => &[ConvKernel::Matmul1x1, ConvKernel::ImplicitGemm],
-        _ => &[choice],
-    };
     kernels
         .iter()
         .find_map(|&kernel| try_conv2d_with(kernel, &x, &weight, bias.as_ref(), stride_h, padding))
         .unwrap_or_else(|| conv.forward(x))
+}
+
+/// The kernels a [`Kernels::conv`] choice stands for, in the order they are tried (the first
+/// that applies runs; none: burn's `conv2d`).
+fn conv_kernels(choice: ConvKernel) -> &'static [ConvKernel] {
+    match choice {
+        ConvKernel::ImplicitGemm => &[ConvKernel::Matmul1x1, ConvKernel::ImplicitGemm],
+        ConvKernel::Matmul1x1 => &[ConvKernel::Matmul1x1],
+        ConvKernel::Reference => &[],
+    }
 }
 
 /// `norm.forward(x)`, then SiLU if `then_silu`, by the [`selected`] kernel where the tensor lives
@@ -323,9 +328,9 @@ pub fn conv2d(
     padding: impl Into<Padding>,
 ) -> Tensor<4> {
     let padding = padding.into();
-    [ConvKernel::Matmul1x1, ConvKernel::ImplicitGemm]
-        .into_iter()
-        .find_map(|kernel| try_conv2d_with(kernel, &x, &weight, bias.as_ref(), stride, padding))
+    conv_kernels(ConvKernel::ImplicitGemm)
+        .iter()
+        .find_map(|&kernel| try_conv2d_with(kernel, &x, &weight, bias.as_ref(), stride, padding))
         .unwrap_or_else(|| reference_conv2d(x, weight, bias, stride, padding))
 }
 
