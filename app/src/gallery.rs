@@ -2,8 +2,9 @@
 //! survives a reload.
 //!
 //! One record per image, keyed by its id (the time it was made, in milliseconds): the PNG as
-//! generated (with its `parameters` text chunk), the worker's thumbnail, A1111's parameters text,
-//! and [`SavedParams`] as JSON, to run it again. The store's name carries a version, as the
+//! generated (with its `parameters` text chunk), the worker's thumbnail, and A1111's parameters
+//! text, which is also what "use these parameters again" reads back (records written before
+//! also hold a `params` JSON, now unread). The store's name carries a version, as the
 //! weights cache's do: a future layout gets a new store and the old one is deleted on upgrade.
 //!
 //! IndexedDB's events become futures in [`request`] and [`transaction_done`], as in the weights
@@ -13,10 +14,8 @@
 use std::fmt;
 
 use js_sys::{Array, Object, Reflect, Uint8Array};
-use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web::protocol::GenerateParams;
 use web_sys::{
     DomException, IdbDatabase, IdbObjectStore, IdbOpenDbRequest, IdbRequest, IdbTransaction,
     IdbTransactionMode,
@@ -72,33 +71,8 @@ impl GalleryError {
     }
 }
 
-/// How an image was made, minus the control maps: enough to run it again.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SavedParams {
-    pub params: GenerateParams,
-    pub units: Vec<SavedUnit>,
-    /// The pipeline's repository, when known.
-    #[serde(default)]
-    pub pipeline: Option<String>,
-}
-
-/// A control unit's settings (its map is in the PNG's parameters only by its label).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SavedUnit {
-    /// Index into the ControlNets loaded then, and its name.
-    pub controlnet: u32,
-    #[serde(default)]
-    pub controlnet_name: Option<String>,
-    pub scale: f64,
-    pub guess_mode: bool,
-    pub mode: String,
-    pub start: f64,
-    pub end: f64,
-    pub label: String,
-}
-
-/// One image of the gallery as stored: `{ id, created, png, thumbnail, parameters, params }`,
-/// the bytes as `Uint8Array`s, `params` as [`SavedParams`] JSON.
+/// One image of the gallery as stored: `{ id, created, png, thumbnail, parameters }`, the bytes
+/// as `Uint8Array`s.
 pub struct Record {
     /// The key: the creation time in milliseconds (made unique by the caller).
     pub id: f64,
@@ -108,8 +82,6 @@ pub struct Record {
     pub thumbnail: Uint8Array,
     /// A1111's parameters text, as in the PNG.
     pub parameters: String,
-    /// [`SavedParams`] as JSON.
-    pub params: String,
 }
 
 impl Record {
@@ -120,7 +92,6 @@ impl Record {
         set(&object, "png", &self.png);
         set(&object, "thumbnail", &self.thumbnail);
         set(&object, "parameters", &JsValue::from_str(&self.parameters));
-        set(&object, "params", &JsValue::from_str(&self.params));
         object
     }
 
@@ -145,7 +116,6 @@ impl Record {
             png: bytes("png")?,
             thumbnail: bytes("thumbnail")?,
             parameters: text("parameters")?,
-            params: text("params")?,
         })
     }
 }

@@ -24,6 +24,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::DType;
 use model::Precision;
+use model::PrecisionExt;
 use model::config::{ControlNetConfig, UNetConfig};
 use model::kernels::{
     AttentionKernel, ConvKernel, ConvTiles, Kernels, NormKernel, default_flash_rows as default_rows,
@@ -31,6 +32,7 @@ use model::kernels::{
 };
 use model::precision::cast_module;
 use model::vae::{AutoencoderKL, VaeConfig};
+use model::vocabulary::Named;
 use model::{ControlNet, UNet};
 use serde_json::json;
 
@@ -57,7 +59,8 @@ fn options() -> Result<Options, String> {
             }
             "--precision" => {
                 let value = args.next().ok_or("--precision needs f32 or f16")?;
-                options.precisions = vec![value.parse()?];
+                options.precisions =
+                    vec![value.parse().map_err(|e: model::vocabulary::UnknownName| e.to_string())?];
             }
             other => return Err(format!("unknown argument `{other}`")),
         }

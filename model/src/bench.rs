@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use crate::{ControlNet, ControlScale, Precision, UNet};
+use crate::{ControlNet, Precision, UNet};
 
 /// What one benchmark run measured.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -46,13 +46,7 @@ pub async fn run_steps(
     let mut first_step_ms = 0.0;
     for i in 0..=iterations {
         let started = now();
-        let residuals = controlnet.forward(
-            latents.clone(),
-            &[500.0],
-            context.clone(),
-            condition.clone(),
-            ControlScale::default(),
-        );
+        let residuals = controlnet.forward(latents.clone(), &[500.0], context.clone(), condition.clone());
         let noise = unet.forward(latents.clone(), &[500.0], context.clone(), Some(&residuals));
         // Reading one value back waits for the whole step.
         let _ = noise.slice([0..1, 0..1, 0..1, 0..1]).into_data_async().await;
@@ -67,7 +61,7 @@ pub async fn run_steps(
         width,
         height,
         batch,
-        precision: Precision::from_dtype(unet.dtype()),
+        precision: crate::precision::of_dtype(unet.dtype()),
         first_step_ms,
         step_ms,
         largest_buffer_bytes: pools.as_ref().map(|p| p.iter().map(|p| p.largest_alloc).max().unwrap_or(0)),

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::Precision;
 use crate::config::ConfigError;
-use crate::weights::{WeightsError, apply_safetensors_with};
+use crate::weights::{WeightsError, load_bytes};
 
 /// Checkpoint keys written by transformers 5 (no `text_model.` prefix) → module paths.
 pub const REMAPS: &[(&str, &str)] = &[(r"^(embeddings|encoder|final_layer_norm)\.(.+)$", "text_model.$1.$2")];
@@ -319,9 +319,7 @@ pub fn text_encoder_from_bytes(
     device: &Device,
 ) -> Result<ClipTextModel, WeightsError> {
     let config = ClipTextConfig::from_json(config_json)?;
-    let mut model = ClipTextModel::new(&config, device);
-    apply_safetensors_with(&mut model, safetensors, precision, REMAPS, IGNORED)?;
-    Ok(model)
+    load_bytes(ClipTextModel::new(&config, device), &safetensors, precision, device, REMAPS, IGNORED)
 }
 
 /// Loads a text encoder from a diffusers folder (`…/text_encoder`): `config.json` and

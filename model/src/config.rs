@@ -222,7 +222,7 @@ impl EncoderConfig {
                 self.down_block_types.len()
             )));
         }
-        self.down_block_kinds()?;
+        let kinds = self.down_block_kinds()?;
         self.attention_head_dim.check_len(n, "attention_head_dim")?;
         if let Some(heads) = &self.num_attention_heads {
             heads.check_len(n, "num_attention_heads")?;
@@ -234,7 +234,10 @@ impl EncoderConfig {
                     self.norm_num_groups
                 )));
             }
-            if channels % self.heads(i) != 0 {
+            // Heads matter only where there is attention: the cross-attention blocks, and the mid
+            // block (the last block's heads), as diffusers builds them.
+            let attends = kinds[i] == BlockKind::CrossAttn || i + 1 == n;
+            if attends && channels % self.heads(i) != 0 {
                 return Err(ConfigError(format!(
                     "block {i}: {channels} channels do not split into {} heads",
                     self.heads(i)
@@ -306,7 +309,17 @@ impl UNetConfig {
                 self.up_block_types.len()
             )));
         }
-        self.up_block_kinds()?;
+        let channels = &self.encoder.block_out_channels;
+        for (i, kind) in self.up_block_kinds()?.into_iter().enumerate() {
+            let block = n - 1 - i;
+            let heads = self.encoder.heads(block);
+            if kind == BlockKind::CrossAttn && !channels[block].is_multiple_of(heads) {
+                return Err(ConfigError(format!(
+                    "up block {i}: {} channels do not split into {heads} heads",
+                    channels[block]
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -336,6 +349,12 @@ impl ControlNetConfig {
         }
     }
 
+    /// How many times larger than the latents the condition image is: the hint encoder halves
+    /// it between each of its widths (8 for SD1.5's four).
+    pub fn hint_scale(&self) -> usize {
+        1 << (self.conditioning_embedding_out_channels.len() - 1)
+    }
+
     /// The config `ControlNetModel.from_unet` gives: the UNet's encoder and diffusers' defaults.
     pub fn from_unet(unet: &UNetConfig) -> Self {
         Self {
@@ -350,4 +369,28 @@ impl ControlNetConfig {
 
 fn serde_json_from_str<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, ConfigError> {
     serde_json::from_str(json).map_err(|e| ConfigError(format!("invalid config.json: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_checked_only_where_there_is_attention() {
+        // As diffusers' own small test UNets: a plain first block narrower than the head count.
+        let json = r#"{"block_out_channels": [4, 8], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 8,
+            "norm_num_groups": 2, "cross_attention_dim": 16}"#;
+        UNetConfig::from_json(json).unwrap();
+        let attends_at_4 = json.replace(
+            r#"["DownBlock2D", "CrossAttnDownBlock2D"]"#,
+            r#"["CrossAttnDownBlock2D", "DownBlock2D"]"#,
+        );
+        let message = UNetConfig::from_json(&attends_at_4).unwrap_err().to_string();
+        assert!(message.contains("4 channels do not split into 8 heads"), "{message}");
+        let up =
+            json.replace(r#"["CrossAttnUpBlock2D", "UpBlock2D"]"#, r#"["UpBlock2D", "CrossAttnUpBlock2D"]"#);
+        let message = UNetConfig::from_json(&up).unwrap_err().to_string();
+        assert!(message.contains("up block 1"), "{message}");
+    }
 }

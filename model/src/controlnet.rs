@@ -7,19 +7,21 @@
 //! - the **zero convolutions** ([`ZeroConv`]): one 1×1 convolution per skip connection and one for
 //!   the mid block, initialised to zero so that a fresh ControlNet changes nothing.
 //!
-//! Its outputs are [`ControlResiduals`] for the **locked copy**, the UNet, scaled by the
-//! **conditioning scale**, or in **guess mode** by `logspace(-1, 0, n)` from shallow to deep.
+//! Its outputs are [`ControlResiduals`] for the **locked copy**, the UNet; [`Steering`] scales
+//! them: the **conditioning scale**, **guess mode**'s `logspace(-1, 0, n)` from shallow to deep,
+//! A1111's control modes, pooled conditions and the steps a unit acts on, all in one place.
 
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use crate::Precision;
 use crate::config::ControlNetConfig;
 use crate::nn::embeddings::TimestepEmbedding;
 use crate::nn::ops;
 use crate::nn::resnet::{conv1x1, conv3x3};
 use crate::precision::cast_module;
+use vocabulary::{ControlMode, UnitSettings};
+
 use crate::unet::{
     ControlResiduals, DownBlock, EncoderParts, MidBlock, Trace, UNet, embed_time, encode, module_dtype,
 };
@@ -79,32 +81,70 @@ impl ZeroConv {
     }
 }
 
-/// How a ControlNet's residuals are scaled.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ControlScale {
-    /// The conditioning scale (the "control weight").
-    pub scale: f64,
-    /// Guess mode: residual `i` of `n` is further scaled by `10^(i/(n-1) - 1)`, from 0.1 for the
-    /// shallowest to 1 for the mid block, so the ControlNet recognises content without a prompt.
-    pub guess_mode: bool,
+/// How one control unit's residuals enter the UNet at one step: every factor in one place, as
+/// diffusers' `ControlNetModel.forward` applies its own in one block ("6. scaling"), with the
+/// pipeline's part (guess mode, start/end) and A1111's control modes beside them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Steering {
+    /// One factor per residual: the down residuals (shallowest first), then the mid block's.
+    pub factors: Vec<f64>,
+    /// The control acts on the conditional half of the guidance batch only: the ControlNet runs
+    /// on that half, and the unconditional half gets zeros.
+    pub cond_only: bool,
+    /// Each residual is averaged over the image (`global_pool_conditions`: shuffle ControlNets).
+    pub pooled: bool,
 }
 
-impl Default for ControlScale {
-    fn default() -> Self {
-        Self { scale: 1.0, guess_mode: false }
-    }
-}
-
-impl ControlScale {
-    /// The factor for each of `n` residuals (the down residuals then the mid one).
-    pub fn factors(&self, n: usize) -> Vec<f64> {
-        (0..n)
+impl Steering {
+    /// How `unit` steers at step `step` of `total` a UNet through a ControlNet with `residuals`
+    /// residuals (13 for SD1.5); `None` when the unit is not active at this step.
+    pub fn new(
+        unit: &UnitSettings,
+        global_pool_conditions: bool,
+        residuals: usize,
+        step: usize,
+        total: usize,
+    ) -> Option<Self> {
+        // diffusers' `controlnet_keep`: outside [start, end] the unit adds nothing (diffusers runs
+        // it with a scale of 0; we skip it).
+        if !unit.active_at(step, total) {
+            return None;
+        }
+        let n = residuals;
+        // The pipeline runs a pooled ControlNet in guess mode (conditional half only), but its
+        // forward skips guess mode's logspace for it.
+        let guess = unit.guess_mode || global_pool_conditions;
+        let logspace = guess && !global_pool_conditions;
+        // A1111's soft injection, for every control mode but Balanced.
+        let soft = unit.mode != ControlMode::Balanced;
+        let factors = (0..n)
             .map(|i| {
-                let guess =
-                    if self.guess_mode && n > 1 { 10f64.powf(-1.0 + i as f64 / (n - 1) as f64) } else { 1.0 };
-                guess * self.scale
+                let mut factor = unit.scale;
+                if logspace && n > 1 {
+                    // `torch.logspace(-1, 0, n)`: 0.1 for the shallowest residual, 1 for the mid block.
+                    factor *= 10f64.powf(-1.0 + i as f64 / (n - 1) as f64);
+                }
+                if soft {
+                    // `0.825 ** (12 - i)` for SD1.5's 13 residuals.
+                    factor *= 0.825f64.powi((n - 1 - i) as i32);
+                }
+                factor
             })
-            .collect()
+            .collect();
+        // A1111's CFG injection ("ControlNet is more important") masks the unconditional half,
+        // as guess mode does.
+        let cond_only = guess || unit.mode == ControlMode::ControlNetMoreImportant;
+        Some(Self { factors, cond_only, pooled: global_pool_conditions })
+    }
+
+    /// The residuals scaled (and pooled) as this steering says.
+    pub fn apply(&self, residuals: ControlResiduals) -> ControlResiduals {
+        let scaled = residuals.scale_each(&self.factors);
+        if !self.pooled {
+            return scaled;
+        }
+        let pool = |r: Tensor<4>| r.mean_dims(&[2, 3]);
+        ControlResiduals { down: scaled.down.into_iter().map(pool).collect(), mid: pool(scaled.mid) }
     }
 }
 
@@ -161,7 +201,7 @@ impl ControlNet {
     pub fn from_unet(unet: &UNet) -> Self {
         let config = ControlNetConfig::from_unet(&unet.config);
         let device = unet.conv_in.weight.val().device();
-        let fresh = cast_module(Self::new(&config, &device), Precision::from_dtype(unet.dtype()));
+        let fresh = cast_module(Self::new(&config, &device), crate::precision::of_dtype(unet.dtype()));
         Self {
             conv_in: unet.conv_in.clone(),
             time_embedding: unet.time_embedding.clone(),
@@ -171,11 +211,13 @@ impl ControlNet {
         }
     }
 
-    /// The residuals this ControlNet adds to the UNet for `condition`.
+    /// The residuals this ControlNet makes for `condition`, before any [`Steering`] (the zero
+    /// convolutions' outputs as they are).
     ///
     /// # Shapes
     /// - `sample`: `[b, in_channels, h, w]`; `context`: `[b, tokens, cross_attention_dim]`
-    /// - `condition`: `[b, conditioning_channels, 8h, 8w]` in `[0, 1]`, RGB
+    /// - `condition`: `[b, conditioning_channels, f·h, f·w]` in `[0, 1]`, RGB, `f` the hint
+    ///   encoder's downscaling (8 for SD1.5)
     /// - output: one residual per skip connection (shaped like it) and one for the mid block
     pub fn forward(
         &self,
@@ -183,9 +225,18 @@ impl ControlNet {
         timesteps: &[f32],
         context: Tensor<3>,
         condition: Tensor<4>,
-        scale: ControlScale,
     ) -> ControlResiduals {
-        self.forward_traced(sample, timesteps, context, condition, scale, None)
+        self.forward_traced(sample, timesteps, context, condition, None)
+    }
+
+    /// How many times larger than the latents its condition images are.
+    pub fn hint_scale(&self) -> usize {
+        self.config.hint_scale()
+    }
+
+    /// How many residuals [`Self::forward`] makes: one per zero convolution.
+    pub fn residual_count(&self) -> usize {
+        self.controlnet_down_blocks.len() + 1
     }
 
     /// [`Self::forward`], recording intermediates into `trace`.
@@ -195,7 +246,6 @@ impl ControlNet {
         timesteps: &[f32],
         context: Tensor<3>,
         condition: Tensor<4>,
-        scale: ControlScale,
         mut trace: Option<&mut Trace>,
     ) -> ControlResiduals {
         let dtype = module_dtype(&self.conv_in);
@@ -233,17 +283,58 @@ impl ControlNet {
         let x = self.mid_block.forward(x, temb, context);
         Trace::record(&mut trace, "mid_block", &x);
 
-        // 5. zero convolutions, 6. scaling
+        // 5. zero convolutions (6., the scaling, is `Steering`'s)
         assert_eq!(states.len(), self.controlnet_down_blocks.len(), "one zero conv per skip connection");
-        let factors = scale.factors(states.len() + 1);
-        let pool = |r: Tensor<4>| if self.config.global_pool_conditions { r.mean_dims(&[2, 3]) } else { r };
         let down = states
             .into_iter()
             .zip(&self.controlnet_down_blocks)
-            .zip(&factors)
-            .map(|((state, zero_conv), &factor)| pool(zero_conv.forward(state) * factor))
+            .map(|(state, zc)| zc.forward(state))
             .collect();
-        let mid = pool(self.controlnet_mid_block.forward(x) * factors[factors.len() - 1]);
+        let mid = self.controlnet_mid_block.forward(x);
         ControlResiduals { down, mid }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steer(unit: UnitSettings, pooled: bool) -> Steering {
+        Steering::new(&unit, pooled, 13, 0, 1).expect("active")
+    }
+
+    #[test]
+    fn every_factor_comes_from_one_place() {
+        let unit = UnitSettings { scale: 0.5, ..UnitSettings::default() };
+        let balanced = steer(unit, false);
+        assert_eq!(balanced.factors, vec![0.5; 13]);
+        assert!(!balanced.cond_only && !balanced.pooled);
+
+        // A1111: soft injection for both modes but Balanced, the mask for "ControlNet".
+        let prompt = steer(UnitSettings { mode: ControlMode::PromptMoreImportant, ..unit }, false);
+        let controlnet = steer(UnitSettings { mode: ControlMode::ControlNetMoreImportant, ..unit }, false);
+        for (i, (&p, &c)) in prompt.factors.iter().zip(&controlnet.factors).enumerate() {
+            let soft = 0.5 * 0.825f64.powi(12 - i as i32);
+            assert!((p - soft).abs() < 1e-15 && (c - soft).abs() < 1e-15, "residual {i}");
+        }
+        assert!(!prompt.cond_only && controlnet.cond_only);
+
+        // Guess mode: logspace(-1, 0, 13), conditional half only.
+        let guess = steer(UnitSettings { guess_mode: true, ..unit }, false);
+        assert!((guess.factors[0] - 0.05).abs() < 1e-15 && (guess.factors[12] - 0.5).abs() < 1e-15);
+        assert!(guess.cond_only);
+
+        // Pooled conditions: conditional half, no logspace even in guess mode (diffusers).
+        let pooled = steer(UnitSettings { guess_mode: true, ..unit }, true);
+        assert_eq!(pooled.factors, vec![0.5; 13]);
+        assert!(pooled.cond_only && pooled.pooled);
+    }
+
+    #[test]
+    fn a_unit_acts_only_within_its_steps() {
+        let unit = UnitSettings { start: 0.5, end: 1.0, ..UnitSettings::default() };
+        let active: Vec<bool> =
+            (0..4).map(|step| Steering::new(&unit, false, 13, step, 4).is_some()).collect();
+        assert_eq!(active, [false, false, true, true]);
     }
 }

@@ -6,12 +6,14 @@
 
 pub mod bench;
 pub mod clip;
+pub mod compat;
 pub mod config;
 pub mod controlnet;
 #[cfg(feature = "images")]
 pub mod image_io;
 #[cfg(feature = "kernels")]
 pub mod kernels;
+pub mod loader;
 pub mod nn;
 pub mod npy;
 pub mod pipeline;
@@ -19,14 +21,15 @@ pub mod precision;
 pub mod probe;
 pub mod rng;
 pub mod scheduler;
+pub mod single_file;
 pub mod streaming;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
 pub mod weights;
 
-pub use controlnet::{ControlNet, ControlScale};
-pub use precision::Precision;
+pub use controlnet::{ControlNet, Steering};
+pub use precision::{Precision, PrecisionExt};
 pub use unet::{ControlResiduals, UNet};
 
 /// Drives a future to completion on the current thread (native only: a browser never blocks).
@@ -35,3 +38,5 @@ pub use futures_lite::future::block_on;
 
 /// The burn this crate is built on, so that dependants use the very same version.
 pub use burn;
+/// The burn-free words this crate shares with the browser crates.
+pub use vocabulary;

@@ -13,40 +13,48 @@
 //! [`Pipeline::generate`] drives it with a callback. Nothing here reads the GPU synchronously.
 
 use std::ops::ControlFlow;
+#[cfg(not(target_family = "wasm"))]
 use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
 use crate::clip::ClipTextModel;
-use crate::controlnet::{ControlNet, ControlScale};
+use crate::compat::Incompatible;
+use crate::config::ConfigError;
+use vocabulary::{GenerationParams, ParamError, UnitSettings};
+
+use crate::controlnet::{ControlNet, Steering};
 use crate::rng::Rng;
-use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerError};
 use crate::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::unet::{ControlResiduals, UNet};
 use crate::vae::AutoencoderKL;
 use crate::weights::WeightsError;
-use crate::{Precision, clip, vae, weights};
+use crate::{Precision, vae};
+
+pub use vocabulary::ControlMode;
 
 /// Why a pipeline could not be loaded or run.
 #[derive(Debug)]
 pub enum PipelineError {
-    /// The folder is not a diffusers Stable Diffusion pipeline folder.
-    NotAPipeline {
-        dir: String,
-        why: String,
-    },
     Weights {
         component: &'static str,
         error: WeightsError,
     },
+    /// Models that do not fit together (an SD2.x ControlNet, an inpainting UNet…).
+    Incompatible(Incompatible),
+    /// A file could not be had (missing, unreadable, a refused download); worded by its source.
+    Source(String),
+    /// A `config.json` that is invalid or describes what this port does not run.
+    Config {
+        file: String,
+        error: ConfigError,
+    },
     Tokenizer(TokenizerError),
     Scheduler(SchedulerError),
-    /// Width and height must be positive multiples of 8.
-    Size {
-        width: usize,
-        height: usize,
-    },
+    /// Parameters outside the limits every generation shares.
+    Params(ParamError),
     /// A condition image does not have the generation's size (resize it first).
     ControlImage {
         unit: usize,
@@ -58,8 +66,8 @@ pub enum PipelineError {
         expected: [usize; 4],
         found: Vec<usize>,
     },
-    /// Parameters out of range (steps, guidance, control start/end …).
-    Parameter(String),
+    /// A ControlNet that cannot steer this UNet at this size.
+    Control(String),
     /// The step callback asked to stop.
     Cancelled {
         step: usize,
@@ -71,15 +79,13 @@ pub enum PipelineError {
 impl std::fmt::Display for PipelineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PipelineError::NotAPipeline { dir, why } => {
-                write!(f, "{dir} is not a diffusers Stable Diffusion folder: {why}")
-            }
             PipelineError::Weights { component, error } => write!(f, "{component}: {error}"),
+            PipelineError::Incompatible(e) => write!(f, "{e}"),
+            PipelineError::Source(message) => f.write_str(message),
+            PipelineError::Config { file, error } => write!(f, "{file}: {error}"),
             PipelineError::Tokenizer(e) => write!(f, "tokenizer: {e}"),
             PipelineError::Scheduler(e) => write!(f, "scheduler: {e}"),
-            PipelineError::Size { width, height } => {
-                write!(f, "the size {width}×{height} is not a positive multiple of 8 on both sides")
-            }
+            PipelineError::Params(e) => write!(f, "{e}"),
             PipelineError::ControlImage { unit, expected: [h, w], found } => write!(
                 f,
                 "control unit {}: the condition image is {found:?}, expected [1, 3, {h}, {w}] (the generation size)",
@@ -88,7 +94,7 @@ impl std::fmt::Display for PipelineError {
             PipelineError::Noise { expected, found } => {
                 write!(f, "the initial noise has the shape {found:?}, expected {expected:?}")
             }
-            PipelineError::Parameter(message) => f.write_str(message),
+            PipelineError::Control(message) => f.write_str(message),
             PipelineError::Cancelled { step } => write!(f, "cancelled at step {step}"),
             PipelineError::Device(message) => write!(f, "the GPU failed: {message}"),
         }
@@ -96,6 +102,18 @@ impl std::fmt::Display for PipelineError {
 }
 
 impl std::error::Error for PipelineError {}
+
+impl From<Incompatible> for PipelineError {
+    fn from(e: Incompatible) -> Self {
+        PipelineError::Incompatible(e)
+    }
+}
+
+impl From<ParamError> for PipelineError {
+    fn from(e: ParamError) -> Self {
+        PipelineError::Params(e)
+    }
+}
 
 impl From<TokenizerError> for PipelineError {
     fn from(e: TokenizerError) -> Self {
@@ -128,101 +146,24 @@ pub struct ControlUnit<'a> {
     pub controlnet: &'a ControlNet,
     /// `[1, 3, height, width]`, RGB in `[0, 1]`, at the generation's size.
     pub image: Tensor<4>,
-    /// The conditioning scale ("control weight").
-    pub scale: f64,
-    /// Guess mode: the ControlNet sees only the conditional half of the guidance batch (zeros
-    /// for the other), and its residuals are scaled from 0.1 (shallowest) to 1 (mid block).
-    pub guess_mode: bool,
-    /// How the control weighs against the prompt (A1111's control modes).
-    pub mode: ControlMode,
-    /// Active from this fraction of the steps…
-    pub start: f64,
-    /// …to this one (diffusers' `control_guidance_start` / `control_guidance_end`).
-    pub end: f64,
-}
-
-/// The control modes users of A1111's ControlNet extension know.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ControlMode {
-    /// The residuals as the ControlNet computes them, on both halves of the guidance batch.
-    #[default]
-    Balanced,
-    /// "My prompt is more important": residual `i` of `n` is scaled by `0.825^(n−1−i)` (the mid
-    /// block's by 1, the shallowest SD1.5 one by 0.825¹²), on both halves.
-    PromptMoreImportant,
-    /// "ControlNet is more important": the control acts on the conditional half only (zeros for
-    /// the unconditional one), as guess mode does, so guidance amplifies it.
-    ControlNetMoreImportant,
-}
-
-impl ControlMode {
-    /// The extra factor for each of `n` residuals (the down residuals, then the mid one).
-    pub fn factors(self, n: usize) -> Vec<f64> {
-        match self {
-            ControlMode::PromptMoreImportant => (0..n).map(|i| 0.825f64.powi((n - 1 - i) as i32)).collect(),
-            _ => vec![1.0; n],
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ControlMode::Balanced => "balanced",
-            ControlMode::PromptMoreImportant => "prompt",
-            ControlMode::ControlNetMoreImportant => "controlnet",
-        }
-    }
-}
-
-impl std::str::FromStr for ControlMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "balanced" => Ok(ControlMode::Balanced),
-            "prompt" => Ok(ControlMode::PromptMoreImportant),
-            "controlnet" => Ok(ControlMode::ControlNetMoreImportant),
-            other => Err(format!("unknown control mode `{other}` (expected balanced, prompt or controlnet)")),
-        }
-    }
-}
-
-/// Where the initial latents come from.
-#[derive(Clone, Debug)]
-#[allow(clippy::large_enum_variant, reason = "built once per generation; a Box would only add noise")]
-pub enum Noise {
-    /// Drawn with our own generator ([`Rng`]): the same seed gives the same image on a backend.
-    Seed(u64),
-    /// Given: standard normal `[1, 4, height/8, width/8]` (what diffusers' `randn_tensor`
-    /// returns, before the scheduler's initial sigma), to reproduce a diffusers run exactly.
-    Latents(Tensor<4>),
+    /// Scale, guess mode, control mode, start and end: what [`Steering`] makes of them.
+    pub settings: UnitSettings,
 }
 
 /// Everything about a generation but the models.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Params {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub steps: usize,
-    /// Classifier-free guidance scale; at 1 or below, guidance is off (one UNet pass per step).
-    pub guidance: f64,
-    pub scheduler: SchedulerKind,
-    pub width: usize,
-    pub height: usize,
-    pub noise: Noise,
+    pub settings: GenerationParams,
+    /// Given initial latents, standard normal `[1, 4, height/f, width/f]` (what diffusers'
+    /// `randn_tensor` returns, before the scheduler's initial sigma), to reproduce a diffusers run
+    /// exactly; `None`: drawn from `settings.seed` with our own generator ([`Rng`]), the same on
+    /// every backend.
+    pub noise: Option<Tensor<4>>,
 }
 
-impl Default for Params {
-    fn default() -> Self {
-        Self {
-            prompt: String::new(),
-            negative_prompt: String::new(),
-            steps: 20,
-            guidance: 7.5,
-            scheduler: SchedulerKind::default(),
-            width: 512,
-            height: 512,
-            noise: Noise::Seed(0),
-        }
+impl From<GenerationParams> for Params {
+    fn from(settings: GenerationParams) -> Self {
+        Self { settings, noise: None }
     }
 }
 
@@ -238,37 +179,17 @@ pub struct Progress<'a> {
 
 impl Pipeline {
     /// Loads a diffusers pipeline folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`,
-    /// `tokenizer/`, `scheduler/`). The VAE is loaded in f32 when its config asks for it
-    /// (`force_upcast`: SD1.5's VAE overflows in f16).
+    /// `tokenizer/`, `scheduler/`) through [`crate::loader`], as the browser loads one. The VAE
+    /// is loaded in f32 when its config asks for it (`force_upcast`: SD1.5's VAE overflows in f16).
+    #[cfg(not(target_family = "wasm"))]
     pub fn load(dir: &Path, precision: Precision, device: &Device) -> Result<Self, PipelineError> {
-        let not_pipeline = |why: String| PipelineError::NotAPipeline { dir: dir.display().to_string(), why };
-        let index = std::fs::read_to_string(dir.join("model_index.json"))
-            .map_err(|e| not_pipeline(format!("model_index.json: {e}")))?;
-        let index: serde_json::Value =
-            serde_json::from_str(&index).map_err(|e| not_pipeline(format!("model_index.json: {e}")))?;
-        for component in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
-            if index.get(component).is_none() {
-                return Err(not_pipeline(format!("model_index.json lists no `{component}`")));
-            }
-        }
-        let weights_error = |component| move |error| PipelineError::Weights { component, error };
-        let tokenizer = ClipTokenizer::load(&dir.join("tokenizer"))?;
-        let text_encoder = clip::load_text_encoder(&dir.join("text_encoder"), precision, device)
-            .map_err(weights_error("text_encoder"))?;
-        let unet = weights::load_unet(&dir.join("unet"), precision, device).map_err(weights_error("unet"))?;
-        // SD1.5's VAE overflows in f16 (NaN images): its config says `force_upcast`, and it then
-        // runs in f32 whatever the rest does.
-        let (vae_config, _) =
-            weights::read_model_dir(&dir.join("vae"), Precision::F32).map_err(weights_error("vae"))?;
-        let vae_config = vae::VaeConfig::from_json(&vae_config)
-            .map_err(|e| PipelineError::Weights { component: "vae", error: WeightsError::Config(e) })?;
-        let vae_precision = if vae_config.force_upcast { Precision::F32 } else { precision };
-        let vae = vae::load_vae(&dir.join("vae"), vae_precision, device).map_err(weights_error("vae"))?;
-        let path = dir.join("scheduler/scheduler_config.json");
-        let scheduler_json =
-            std::fs::read_to_string(&path).map_err(|e| not_pipeline(format!("{}: {e}", path.display())))?;
-        let scheduler_config = SchedulerConfig::from_json(&scheduler_json)?;
-        Ok(Self { tokenizer, text_encoder, unet, vae, scheduler_config, precision })
+        crate::loader::load_pipeline_dir(dir, precision, device)
+    }
+
+    /// Loads a ControlNet folder for this pipeline, checked against its UNet and VAE first.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn load_controlnet(&self, dir: &Path) -> Result<ControlNet, PipelineError> {
+        crate::loader::load_controlnet_dir(dir, self)
     }
 
     pub fn device(&self) -> Device {
@@ -281,18 +202,23 @@ impl Pipeline {
         self.text_encoder.encode_ids(&[ids], &self.device())
     }
 
+    /// How many times smaller than the image the latents are: the VAE's `2^(levels − 1)`.
+    pub fn latent_scale(&self) -> usize {
+        self.vae.scale_factor()
+    }
+
+    /// The initial latents' shape for a `width × height` image.
+    pub fn latent_shape(&self, width: usize, height: usize) -> [usize; 4] {
+        let f = self.latent_scale();
+        [1, self.unet.config.encoder.in_channels, height / f, width / f]
+    }
+
     /// Checks the parameters, encodes the prompts and draws the noise: the first step is next.
     pub fn start<'a>(&'a self, params: &Params, units: &[ControlUnit<'a>]) -> Result<Run<'a>, PipelineError> {
-        let (width, height) = (params.width, params.height);
-        if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
-            return Err(PipelineError::Size { width, height });
-        }
-        if params.steps == 0 || params.steps > 1000 {
-            return Err(PipelineError::Parameter(format!("steps must be 1 to 1000, not {}", params.steps)));
-        }
-        if !params.guidance.is_finite() {
-            return Err(PipelineError::Parameter("the guidance scale must be a finite number".into()));
-        }
+        let settings = &params.settings;
+        let unit_settings: Vec<UnitSettings> = units.iter().map(|unit| unit.settings).collect();
+        settings.validate(&unit_settings)?;
+        let (width, height) = (settings.width as usize, settings.height as usize);
         for (i, unit) in units.iter().enumerate() {
             let dims = unit.image.dims();
             if dims != [1, 3, height, width] {
@@ -302,40 +228,34 @@ impl Pipeline {
                     found: dims.to_vec(),
                 });
             }
-            if !(0.0..=1.0).contains(&unit.start) || !(0.0..=1.0).contains(&unit.end) || unit.start > unit.end
-            {
-                return Err(PipelineError::Parameter(format!(
-                    "control unit {}: start {} and end {} must satisfy 0 ≤ start ≤ end ≤ 1",
+            let hint_scale = unit.controlnet.hint_scale();
+            if hint_scale != self.latent_scale() {
+                return Err(PipelineError::Control(format!(
+                    "control unit {}: its ControlNet reads condition images {hint_scale} times the latents' size, \
+                     but this VAE's latents are {} times smaller than the image",
                     i + 1,
-                    unit.start,
-                    unit.end
-                )));
-            }
-            if !unit.scale.is_finite() {
-                return Err(PipelineError::Parameter(format!(
-                    "control unit {}: the scale must be finite",
-                    i + 1
+                    self.latent_scale()
                 )));
             }
         }
         let device = self.device();
-        let scheduler = Scheduler::new(params.scheduler, &self.scheduler_config, params.steps)?;
-        let guided = params.guidance > 1.0;
-        let cond = self.encode_prompt(&params.prompt);
+        let scheduler = Scheduler::new(settings.scheduler, &self.scheduler_config, settings.steps as usize)?;
+        let guided = settings.guided();
+        let cond = self.encode_prompt(&settings.prompt);
         let context = if guided {
-            Tensor::cat(vec![self.encode_prompt(&params.negative_prompt), cond.clone()], 0)
+            Tensor::cat(vec![self.encode_prompt(&settings.negative_prompt), cond.clone()], 0)
         } else {
             cond.clone()
         };
 
-        let shape = [1, 4, height / 8, width / 8];
+        let shape = self.latent_shape(width, height);
         let (noise, rng) = match &params.noise {
-            Noise::Seed(seed) => {
-                let mut rng = Rng::new(*seed);
+            None => {
+                let mut rng = Rng::new(u64::from(settings.seed));
                 let values = rng.normal_vec(shape.iter().product());
                 (Tensor::from_data(TensorData::new(values, shape), &device), rng)
             }
-            Noise::Latents(latents) => {
+            Some(latents) => {
                 if latents.dims() != shape {
                     return Err(PipelineError::Noise { expected: shape, found: latents.dims().to_vec() });
                 }
@@ -345,29 +265,14 @@ impl Pipeline {
             }
         };
         let latents = noise * scheduler.init_noise_sigma();
-
-        let units = units
-            .iter()
-            .map(|unit| {
-                // A ControlNet trained with pooled conditions is always run in guess mode.
-                let guess_mode = unit.guess_mode || unit.controlnet.config.global_pool_conditions;
-                let cond_only = guess_mode || unit.mode == ControlMode::ControlNetMoreImportant;
-                let image = if guided && !cond_only {
-                    unit.image.clone().repeat_dim(0, 2)
-                } else {
-                    unit.image.clone()
-                };
-                PreparedUnit { unit: unit.clone(), guess_mode, cond_only, image }
-            })
-            .collect();
         Ok(Run {
             pipeline: self,
             scheduler,
             guided,
-            guidance: params.guidance,
+            guidance: settings.guidance,
             context,
             cond,
-            units,
+            units: units.to_vec(),
             latents,
             rng,
             step: 0,
@@ -402,15 +307,6 @@ impl Pipeline {
     }
 }
 
-struct PreparedUnit<'a> {
-    unit: ControlUnit<'a>,
-    guess_mode: bool,
-    /// The control acts on the conditional half of the guidance batch only.
-    cond_only: bool,
-    /// The condition image, doubled for the guidance batch unless `cond_only`.
-    image: Tensor<4>,
-}
-
 /// A generation in progress.
 pub struct Run<'a> {
     pipeline: &'a Pipeline,
@@ -420,7 +316,7 @@ pub struct Run<'a> {
     /// `[uncond, cond]` when guided, else `cond`.
     context: Tensor<3>,
     cond: Tensor<3>,
-    units: Vec<PreparedUnit<'a>>,
+    units: Vec<ControlUnit<'a>>,
     latents: Tensor<4>,
     rng: Rng,
     step: usize,
@@ -449,13 +345,6 @@ impl<'a> Run<'a> {
         self.latents
     }
 
-    /// Whether control unit `unit` is active at step `step` (diffusers' `controlnet_keep`).
-    fn keeps(&self, unit: &ControlUnit<'_>, step: usize) -> bool {
-        let n = self.total() as f64;
-        let i = step as f64;
-        !(i / n < unit.start || (i + 1.0) / n > unit.end)
-    }
-
     /// One denoising step (queued on the device; nothing is read back).
     pub fn step(&mut self) {
         assert!(!self.is_done(), "the run is over");
@@ -467,39 +356,29 @@ impl<'a> Run<'a> {
         let model_input = self.scheduler.scale_model_input(doubled, i);
 
         let mut residuals: Option<ControlResiduals> = None;
-        for prepared in &self.units {
-            let unit = &prepared.unit;
-            if !self.keeps(unit, i) {
-                continue; // diffusers runs it with a scale of 0: residuals of zeros
-            }
-            let scale = ControlScale { scale: unit.scale, guess_mode: prepared.guess_mode };
-            let r = if prepared.cond_only && self.guided {
+        for unit in &self.units {
+            let controlnet = unit.controlnet;
+            let pooled = controlnet.config.global_pool_conditions;
+            let Some(steering) =
+                Steering::new(&unit.settings, pooled, controlnet.residual_count(), i, self.total())
+            else {
+                continue;
+            };
+            let image = unit.image.clone().cast(dtype);
+            let r = if steering.cond_only && self.guided {
                 // The ControlNet sees only the conditional half; the unconditional half gets zeros.
                 let input = self.scheduler.scale_model_input(self.latents.clone(), i);
-                let r = unit.controlnet.forward(
-                    input,
-                    &[t],
-                    self.cond.clone(),
-                    prepared.image.clone().cast(dtype),
-                    scale,
-                );
+                let r = steering.apply(controlnet.forward(input, &[t], self.cond.clone(), image));
                 let pad = |x: Tensor<4>| Tensor::cat(vec![x.zeros_like(), x], 0);
                 ControlResiduals { down: r.down.into_iter().map(pad).collect(), mid: pad(r.mid) }
             } else {
-                unit.controlnet.forward(
+                let image = if self.guided { image.repeat_dim(0, 2) } else { image };
+                steering.apply(controlnet.forward(
                     model_input.clone(),
                     &vec![t; batch],
                     self.context.clone(),
-                    prepared.image.clone().cast(dtype),
-                    scale,
-                )
-            };
-            let r = match unit.mode {
-                ControlMode::PromptMoreImportant => {
-                    let factors = unit.mode.factors(r.down.len() + 1);
-                    r.scale_each(&factors)
-                }
-                _ => r,
+                    image,
+                ))
             };
             residuals = Some(match residuals {
                 Some(sum) => sum + r,
@@ -528,61 +407,6 @@ impl<'a> Run<'a> {
         self.latents = self.scheduler.step(noise_pred, i, self.latents.clone(), noise);
         self.step += 1;
     }
-}
-
-/// A control unit as A1111's parameters text names it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct UnitSummary<'a> {
-    /// The ControlNet's name (a folder or repository).
-    pub model: &'a str,
-    /// What the condition image was (a file name, or the preprocessor that made it).
-    pub image: &'a str,
-    pub weight: f64,
-    pub start: f64,
-    pub end: f64,
-    pub mode: ControlMode,
-    pub guess_mode: bool,
-}
-
-/// A1111's `parameters` text, which other Stable Diffusion tools (and A1111's "PNG Info") read
-/// back from a PNG: the prompt, the negative prompt, then one line of settings with a quoted
-/// entry per ControlNet unit. The seed is the noise's ([`Noise::Seed`]); given latents have none
-/// and say `noise file`.
-pub fn parameters_text(
-    params: &Params,
-    model: &str,
-    precision: Precision,
-    units: &[UnitSummary<'_>],
-) -> String {
-    let mut text = params.prompt.clone();
-    if !params.negative_prompt.is_empty() {
-        text += &format!("\nNegative prompt: {}", params.negative_prompt);
-    }
-    let seed = match params.noise {
-        Noise::Seed(seed) => seed.to_string(),
-        Noise::Latents(_) => "noise file".into(),
-    };
-    text += &format!(
-        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {seed}, Size: {}x{}, Model: {model}, Precision: {precision}",
-        params.steps,
-        params.scheduler.name(),
-        params.guidance,
-        params.width,
-        params.height,
-    );
-    for (i, unit) in units.iter().enumerate() {
-        text += &format!(
-            ", ControlNet {i}: \"Model: {}, Image: {}, Weight: {}, Guidance Start: {}, Guidance End: {}, Control Mode: {}, Guess Mode: {}\"",
-            unit.model,
-            unit.image,
-            unit.weight,
-            unit.start,
-            unit.end,
-            unit.mode.name(),
-            unit.guess_mode,
-        );
-    }
-    text
 }
 
 /// SD1.x's latent channels → RGB, least squares over decoded images (the "cheap approximation"

@@ -17,6 +17,7 @@ use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 use crate::Precision;
+use crate::PrecisionExt;
 use crate::nn::ops;
 use crate::nn::resnet::group_norm;
 

@@ -65,11 +65,10 @@ impl Rng {
         (0..n).map(|_| self.normal() as f32).collect()
     }
 
-    /// A seed for "random", from the clock (native only: in a browser, the page picks seeds with
-    /// `crypto.getRandomValues`). Kept below 2^53 so that JavaScript numbers and JSON carry seeds
-    /// exactly.
+    /// A seed for "random", from the clock (native only: in a browser, the page picks seeds
+    /// itself), over `u32` as A1111's seeds are.
     #[cfg(not(target_family = "wasm"))]
-    pub fn fresh_seed() -> u64 {
+    pub fn fresh_seed() -> u32 {
         use std::sync::atomic::{AtomicU64, Ordering};
         static CALLS: AtomicU64 = AtomicU64::new(0);
         let mut x = std::time::SystemTime::now()
@@ -77,7 +76,7 @@ impl Rng {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        splitmix64(&mut x) >> 11
+        (splitmix64(&mut x) >> 32) as u32
     }
 }
 

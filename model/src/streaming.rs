@@ -5,9 +5,10 @@
 //! the safetensors header from the first chunks, then hands out each tensor's bytes as soon as
 //! they are complete, buffering at most one tensor that straddles chunk boundaries.
 //! [`StreamLoader`] uploads each tensor to the device right away (the host copy is dropped), and
-//! [`StreamLoader::apply`] assigns them to the module at the end, as strictly as
-//! [`crate::weights::apply_safetensors`]: every parameter filled, every tensor used, every shape
-//! equal, or an error naming them.
+//! [`StreamLoader::apply`] assigns them to the module at the end, strictly: every parameter
+//! filled, every tensor used, every shape equal, or an error naming them. The native loaders feed
+//! it whole files ([`crate::weights::load_bytes`]) and folders chunk by chunk
+//! ([`crate::loader`]), so it is the one parser of weights.
 
 use std::collections::HashMap;
 
@@ -16,6 +17,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
 use crate::Precision;
+use crate::PrecisionExt;
 use crate::weights::{WeightsError, remap_patterns};
 
 /// The most header bytes we accept (SD checkpoints have ~100 KiB headers).
@@ -55,6 +57,8 @@ pub struct SafetensorsStream {
     next: usize,
     /// Bytes of an incomplete header or tensor.
     pending: Vec<u8>,
+    /// Bytes of the current unwanted tensor passed over so far.
+    skipped: usize,
     max_pending: usize,
 }
 
@@ -62,14 +66,32 @@ fn format_error(message: impl Into<String>) -> WeightsError {
     WeightsError::Format(message.into())
 }
 
+/// Every dtype safetensors defines, with its size: a header may hold any of them (SD1.5's text
+/// encoder carries an I64 buffer); whether a tensor can be *loaded* is decided when it is used.
 fn parse_dtype(name: &str, dtype: &str) -> Result<(DType, u64), WeightsError> {
     Ok(match dtype {
+        "F64" => (DType::F64, 8),
         "F32" => (DType::F32, 4),
         "F16" => (DType::F16, 2),
         "BF16" => (DType::BF16, 2),
-        "F64" => (DType::F64, 8),
-        other => return Err(format_error(format!("tensor {name}: unsupported dtype {other}"))),
+        "I64" => (DType::I64, 8),
+        "I32" => (DType::I32, 4),
+        "I16" => (DType::I16, 2),
+        "I8" => (DType::I8, 1),
+        "U64" => (DType::U64, 8),
+        "U32" => (DType::U32, 4),
+        "U16" => (DType::U16, 2),
+        "U8" => (DType::U8, 1),
+        // Booleans and 8-bit floats: never loaded, but their size is known, so they can be
+        // passed over (as bytes).
+        "BOOL" | "F8_E4M3" | "F8_E5M2" => (DType::U8, 1),
+        other => return Err(format_error(format!("tensor {name}: unknown dtype {other}"))),
     })
+}
+
+/// Whether weights of `dtype` can be loaded into a float parameter.
+fn is_float(dtype: DType) -> bool {
+    matches!(dtype, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
 }
 
 fn parse_header(json: &[u8]) -> Result<Vec<TensorInfo>, WeightsError> {
@@ -137,7 +159,18 @@ impl SafetensorsStream {
     /// Feeds the next chunk; `on_tensor` is called for every tensor it completes, in file order.
     pub fn push(
         &mut self,
+        chunk: &[u8],
+        on_tensor: impl FnMut(TensorBytes<'_>) -> Result<(), WeightsError>,
+    ) -> Result<(), WeightsError> {
+        self.push_wanted(chunk, |_| true, on_tensor)
+    }
+
+    /// [`Self::push`], where the tensors `wanted` refuses are passed over: their bytes are
+    /// neither buffered nor handed out.
+    pub fn push_wanted(
+        &mut self,
         mut chunk: &[u8],
+        wanted: impl Fn(&TensorInfo) -> bool,
         mut on_tensor: impl FnMut(TensorBytes<'_>) -> Result<(), WeightsError>,
     ) -> Result<(), WeightsError> {
         while !chunk.is_empty() {
@@ -150,6 +183,18 @@ impl SafetensorsStream {
                 return Err(format_error(format!("{} bytes after the last tensor", chunk.len())));
             };
             let len = (info.end - info.start) as usize;
+            if !wanted(info) {
+                // `skipped` counts the bytes of this tensor passed over so far.
+                let take = (len - self.skipped).min(chunk.len());
+                chunk = &chunk[take..];
+                self.position += take as u64;
+                self.skipped += take;
+                if self.skipped == len {
+                    self.skipped = 0;
+                    self.next += 1;
+                }
+                continue;
+            }
             if self.pending.is_empty() && chunk.len() >= len {
                 // The whole tensor is in this chunk: one copy, to own it.
                 on_tensor(TensorBytes { info, bytes: chunk[..len].to_vec() })?;
@@ -234,7 +279,8 @@ pub struct StreamLoader {
 }
 
 impl StreamLoader {
-    /// `extra_remaps` and `ignored` as for [`crate::weights::apply_safetensors_with`].
+    /// `extra_remaps`: checkpoint key patterns → module paths, applied after the shared remaps;
+    /// `ignored`: checkpoint keys (regex patterns) passed over unread.
     pub fn new(
         device: &Device,
         precision: Precision,
@@ -255,10 +301,19 @@ impl StreamLoader {
         self.remaps.iter().fold(key.to_owned(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned())
     }
 
-    /// Feeds the next chunk of the file; complete tensors go to the device at once.
+    /// Feeds the next chunk of the file; complete tensors go to the device at once. Tensors
+    /// matching the `ignored` patterns are passed over unread, whatever their dtype; any other
+    /// tensor that is not floating-point is an error.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), WeightsError> {
-        let Self { stream, tensors, device, precision, remaps, .. } = self;
-        stream.push(chunk, |t| {
+        let Self { stream, tensors, device, precision, remaps, ignored } = self;
+        let wanted = |info: &TensorInfo| !ignored.iter().any(|re| re.is_match(&info.name));
+        stream.push_wanted(chunk, wanted, |t| {
+            if !is_float(t.info.dtype) {
+                return Err(format_error(format!(
+                    "tensor {} holds {:?} values, not weights (only floating-point tensors load)",
+                    t.info.name, t.info.dtype
+                )));
+            }
             // Converted on the host (in pieces) when the file's dtype is not the one we compute in.
             let dtype = match precision.dtype() {
                 FloatDType::F16 => DType::F16,
@@ -276,6 +331,11 @@ impl StreamLoader {
         })
     }
 
+    /// The checkpoint shape of the tensor collected for `module_path`, once streamed.
+    pub fn shape(&self, module_path: &str) -> Option<&[usize]> {
+        self.tensors.get(module_path).map(|(shape, _)| shape.as_slice())
+    }
+
     /// The bytes held back at most so far (one tensor at worst).
     pub fn max_buffered(&self) -> usize {
         self.stream.max_buffered()
@@ -287,12 +347,9 @@ impl StreamLoader {
         let mut mapper =
             Assign { path: Vec::new(), tensors: self.tensors, missing: Vec::new(), errors: Vec::new() };
         let module = module.map(&mut mapper);
-        let mut unused: Vec<String> = mapper
-            .tensors
-            .into_keys()
-            .filter(|key| !self.ignored.iter().any(|re| re.is_match(key)))
-            .collect();
+        let mut unused: Vec<String> = mapper.tensors.into_keys().collect();
         unused.sort();
+        mapper.missing.sort();
         if mapper.missing.is_empty() && unused.is_empty() && mapper.errors.is_empty() {
             return Ok(module);
         }

@@ -9,14 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::{
-    ApplyResult, ChainAdapter, FloatCastAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore,
-};
 
 use crate::Precision;
 use crate::config::{ConfigError, ControlNetConfig, UNetConfig};
 use crate::controlnet::ControlNet;
+use crate::streaming::StreamLoader;
 use crate::unet::UNet;
 
 /// Where our module paths differ from diffusers' keys (checkpoint key pattern → module path).
@@ -35,14 +32,22 @@ const REMAPS: &[(&str, &str)] = &[
 
 /// The module path a checkpoint key loads into (the key itself, but for [`REMAPS`]).
 pub fn module_path(checkpoint_key: &str) -> String {
-    REMAPS.iter().fold(checkpoint_key.to_owned(), |key, (pattern, replacement)| {
-        regex_lite(pattern).replace(&key, *replacement).into_owned()
-    })
+    module_path_with::<&str>(&[], checkpoint_key)
 }
 
-/// The shared remaps followed by `extra` (checkpoint key pattern → module path), compiled.
-pub fn remap_patterns(extra: &[(&str, &str)]) -> Vec<(regex::Regex, String)> {
-    REMAPS.iter().chain(extra).map(|(pattern, to)| (regex_lite(pattern), (*to).to_owned())).collect()
+/// The module path a checkpoint key loads into with `extra` remaps, applied before the shared
+/// ones (so that an extra map may produce diffusers' own names, which the shared remaps then
+/// bring to this crate's module paths).
+pub fn module_path_with<S: AsRef<str>>(extra: &[(S, S)], checkpoint_key: &str) -> String {
+    remap_patterns(extra)
+        .iter()
+        .fold(checkpoint_key.to_owned(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned())
+}
+
+/// `extra` (checkpoint key pattern → module path) followed by the shared remaps, compiled.
+pub fn remap_patterns<S: AsRef<str>>(extra: &[(S, S)]) -> Vec<(regex::Regex, String)> {
+    let extra = extra.iter().map(|(pattern, to)| (pattern.as_ref(), to.as_ref()));
+    extra.chain(REMAPS.iter().copied()).map(|(pattern, to)| (regex_lite(pattern), to.to_owned())).collect()
 }
 
 fn regex_lite(pattern: &str) -> regex::Regex {
@@ -105,50 +110,22 @@ impl From<ConfigError> for WeightsError {
     }
 }
 
-/// Loads `safetensors` bytes into `module`, strictly, converting to `precision`.
-pub fn apply_safetensors<M: ModuleSnapshot>(
-    module: &mut M,
-    safetensors: Vec<u8>,
+/// Loads a whole safetensors file into `module`, strictly, converting to `precision`: the
+/// browser's streaming loader ([`StreamLoader`]), fed the file as one chunk, so that every native
+/// load exercises the parser the browser uses. `extra_remaps` (checkpoint key pattern → module
+/// path, after the shared ones) and `ignored` (checkpoint keys passed over unread, e.g. a buffer
+/// old exports saved) as for [`StreamLoader::new`].
+pub fn load_bytes<M: Module>(
+    module: M,
+    safetensors: &[u8],
     precision: Precision,
-) -> Result<(), WeightsError> {
-    apply_safetensors_with(module, safetensors, precision, &[], &[])
-}
-
-/// [`apply_safetensors`] with more key remaps (checkpoint key pattern → module path, applied
-/// after the shared ones) and checkpoint keys that may be present and are not loaded (regex
-/// patterns, e.g. a buffer that old exports saved). Everything else stays strict.
-pub fn apply_safetensors_with<M: ModuleSnapshot>(
-    module: &mut M,
-    safetensors: Vec<u8>,
-    precision: Precision,
+    device: &Device,
     extra_remaps: &[(&str, &str)],
     ignored: &[&str],
-) -> Result<(), WeightsError> {
-    let patterns: Vec<(&str, &str)> = REMAPS.iter().chain(extra_remaps).copied().collect();
-    let remapper = KeyRemapper::from_patterns(patterns).expect("the remap patterns are valid");
-    let mut store = SafetensorsStore::from_bytes(Some(safetensors))
-        .remap(remapper)
-        .with_from_adapter(ChainAdapter::new(
-            PyTorchToBurnAdapter,
-            FloatCastAdapter::to(precision.dtype().into()),
-        ))
-        .allow_partial(true)
-        .validate(false);
-    let mut result = module.load_from(&mut store).map_err(|e| WeightsError::Format(e.to_string()))?;
-    let ignored: Vec<regex::Regex> = ignored.iter().map(|p| regex_lite(p)).collect();
-    result.unused.retain(|key| !ignored.iter().any(|re| re.is_match(key)));
-    check(result)
-}
-
-fn check(result: ApplyResult) -> Result<(), WeightsError> {
-    if result.missing.is_empty() && result.unused.is_empty() && result.errors.is_empty() {
-        return Ok(());
-    }
-    Err(WeightsError::Mismatch {
-        missing: result.missing.into_iter().map(|(path, _)| path).collect(),
-        unused: result.unused,
-        errors: result.errors.iter().map(ToString::to_string).collect(),
-    })
+) -> Result<M, WeightsError> {
+    let mut loader = StreamLoader::new(device, precision, extra_remaps, ignored);
+    loader.push(safetensors)?;
+    loader.apply(module)
 }
 
 /// A UNet from `unet/config.json` and its safetensors bytes.
@@ -159,9 +136,7 @@ pub fn unet_from_bytes(
     device: &Device,
 ) -> Result<UNet, WeightsError> {
     let config = UNetConfig::from_json(config_json)?;
-    let mut unet = UNet::new(&config, device);
-    apply_safetensors(&mut unet, safetensors, precision)?;
-    Ok(unet)
+    load_bytes(UNet::new(&config, device), &safetensors, precision, device, &[], &[])
 }
 
 /// A ControlNet from its `config.json` and safetensors bytes.
@@ -172,9 +147,7 @@ pub fn controlnet_from_bytes(
     device: &Device,
 ) -> Result<ControlNet, WeightsError> {
     let config = ControlNetConfig::from_json(config_json)?;
-    let mut controlnet = ControlNet::new(&config, device);
-    apply_safetensors(&mut controlnet, safetensors, precision)?;
-    Ok(controlnet)
+    load_bytes(ControlNet::new(&config, device), &safetensors, precision, device, &[], &[])
 }
 
 /// A diffusers model folder's `config.json` and weights file: the fp16 variant when computing

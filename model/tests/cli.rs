@@ -92,12 +92,20 @@ fn generate_reproduces_diffusers() {
         let text = image_io::png_text(&png).unwrap();
         let parameters = &text.iter().find(|(k, _)| k == "parameters").expect("a parameters chunk").1;
         println!("{parameters}");
+        // A1111's names, read back by the same parser the page uses.
         assert!(
-            parameters.starts_with("a tiny cat\nSteps: 4, Sampler: unipc, CFG scale: 7.5"),
+            parameters.starts_with("a tiny cat\nSteps: 4, Sampler: UniPC, CFG scale: 7.5"),
             "{parameters}"
         );
         assert!(parameters.contains("Size: 64x64"), "{parameters}");
-        assert!(parameters.contains("Weight: 0.7, Guidance Start: 0, Guidance End: 0.8"), "{parameters}");
+        assert!(
+            parameters.contains("ControlNet 0: \"Module: none, Model: controlnet, Weight: 0.7, Resize Mode: Just Resize, Guidance Start: 0, Guidance End: 0.8, Control Mode: Balanced\""),
+            "{parameters}"
+        );
+        let parsed = model::vocabulary::a1111::Parameters::parse(parameters).unwrap();
+        assert_eq!((parsed.params.steps, parsed.params.width), (4, 64));
+        assert_eq!(parsed.units[0].settings.end, 0.8);
+        assert!(!parsed.has_seed, "the noise came from a file");
     }
 }
 
@@ -147,6 +155,20 @@ fn bad_input_is_a_one_line_error() {
     let tiny = fixture("tiny");
     let cn = fixture("tiny/controlnet");
     let edges = fixture("tiny/control/edges_64x64.png");
+    // A ControlNet for SD2.x (1024-wide text embeddings): refused from its config, before its
+    // weights are read, with the message the page shows.
+    let sd2_dir = dir.join("sd2-controlnet");
+    std::fs::create_dir_all(&sd2_dir).unwrap();
+    let config = std::fs::read_to_string(fixture("tiny/controlnet/config.json")).unwrap();
+    let sd2_config = config.replace("\"cross_attention_dim\": 16", "\"cross_attention_dim\": 1024");
+    assert_ne!(sd2_config, config);
+    std::fs::write(sd2_dir.join("config.json"), sd2_config).unwrap();
+    std::fs::copy(
+        fixture("tiny/controlnet/diffusion_pytorch_model.safetensors"),
+        sd2_dir.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let sd2 = sd2_dir.to_string_lossy().into_owned();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["generate", "--model", "/nonexistent/model", "--prompt", "x", "--out", &out],
@@ -170,7 +192,41 @@ fn bad_input_is_a_one_line_error() {
                 "--out",
                 &out,
             ],
-            "multiples of 8",
+            "multiple of 8",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                &tiny,
+                "--controlnet",
+                &sd2,
+                "--control",
+                &edges,
+                "--prompt",
+                "x",
+                "--backend",
+                "cpu",
+                "--out",
+                &out,
+            ],
+            "is a ControlNet for another model: its cross_attention_dim is 1024",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                &tiny,
+                "--prompt",
+                "x",
+                "--steps",
+                "0",
+                "--backend",
+                "cpu",
+                "--out",
+                &out,
+            ],
+            "steps must be 1 to 150",
         ),
         (
             vec![

@@ -13,10 +13,12 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 use common::{read, relative_l2, wgpu};
 use model::Precision;
+use model::PrecisionExt;
 use model::kernels::{
     AttentionKernel, ConvKernel, ConvTiles, try_attention_with, try_conv2d_tiled, try_conv2d_with,
     try_flash_attention_rows,
 };
+use model::vocabulary::Named;
 
 /// Relative L2 error allowed for f32 results: only the summation order differs.
 const F32: f64 = 2e-5;
@@ -255,7 +257,7 @@ fn check_conv_with(
 
 #[test]
 fn implicit_gemm_conv_equals_reference() {
-    for precision in Precision::ALL {
+    for &precision in Precision::ALL {
         check_conv(ConvKernel::ImplicitGemm, precision, wgpu(), "wgpu");
     }
 }
@@ -277,7 +279,7 @@ fn implicit_gemm_tilings_equal_reference() {
 #[test]
 fn matmul_1x1_conv_equals_reference() {
     for (name, device) in common::devices() {
-        for precision in Precision::ALL {
+        for &precision in Precision::ALL {
             check_conv(ConvKernel::Matmul1x1, precision, &device, name);
         }
     }
@@ -341,7 +343,7 @@ fn fused_group_norm_equals_reference() {
     use model::kernels::try_group_norm;
 
     let device = wgpu();
-    for precision in Precision::ALL {
+    for &precision in Precision::ALL {
         if !precision.is_supported_on(device) {
             println!("group norm: {precision} not supported: skipped");
             continue;

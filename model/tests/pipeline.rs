@@ -13,8 +13,10 @@ use std::ops::ControlFlow;
 
 use burn::prelude::*;
 use common::{HostTensor, devices, fixtures, read, relative_l2};
+use model::PrecisionExt;
 use model::image_io;
-use model::pipeline::{ControlMode, ControlUnit, Noise, Params, Pipeline, PipelineError, from_rgb8};
+use model::pipeline::{ControlMode, ControlUnit, Params, Pipeline, PipelineError, from_rgb8};
+use model::vocabulary::{GenerationParams, UnitSettings};
 use model::{ControlNet, Precision, weights};
 
 fn pipeline_fixture(name: &str) -> &'static HostTensor {
@@ -61,22 +63,27 @@ fn pipelines_equal_diffusers() {
                         .unwrap()
                         .1,
                     image: control_image(u["image"].as_str().unwrap(), &device),
-                    scale: u["scale"].as_f64().unwrap(),
-                    guess_mode: case["guess_mode"].as_bool().unwrap(),
-                    mode: ControlMode::Balanced,
-                    start: u["start"].as_f64().unwrap(),
-                    end: u["end"].as_f64().unwrap(),
+                    settings: UnitSettings {
+                        scale: u["scale"].as_f64().unwrap(),
+                        guess_mode: case["guess_mode"].as_bool().unwrap(),
+                        mode: ControlMode::Balanced,
+                        start: u["start"].as_f64().unwrap(),
+                        end: u["end"].as_f64().unwrap(),
+                    },
                 })
                 .collect();
             let params = Params {
-                prompt: case["prompt"].as_str().unwrap().into(),
-                negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
-                steps: case["steps"].as_u64().unwrap() as usize,
-                guidance: case["guidance"].as_f64().unwrap(),
-                scheduler: case["scheduler"].as_str().unwrap().parse().unwrap(),
-                width: case["width"].as_u64().unwrap() as usize,
-                height: case["height"].as_u64().unwrap() as usize,
-                noise: Noise::Latents(pipeline_fixture(&format!("pipe.{name}.noise")).to_device(&device)),
+                settings: GenerationParams {
+                    prompt: case["prompt"].as_str().unwrap().into(),
+                    negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
+                    steps: case["steps"].as_u64().unwrap() as u32,
+                    guidance: case["guidance"].as_f64().unwrap(),
+                    scheduler: case["scheduler"].as_str().unwrap().parse().unwrap(),
+                    width: case["width"].as_u64().unwrap() as u32,
+                    height: case["height"].as_u64().unwrap() as u32,
+                    seed: 0,
+                },
+                noise: Some(pipeline_fixture(&format!("pipe.{name}.noise")).to_device(&device)),
             };
             let mut step_errors = Vec::new();
             let mut steps_seen = 0;
@@ -84,7 +91,7 @@ fn pipelines_equal_diffusers() {
                 .generate(&params, &units, |progress| {
                     steps_seen += 1;
                     assert_eq!(progress.step, steps_seen);
-                    assert_eq!(progress.total, params.steps);
+                    assert_eq!(progress.total, params.settings.steps as usize);
                     let expected =
                         pipeline_fixture(&format!("pipe.{name}.step{}.latents", progress.step - 1));
                     let (_, values) = read(progress.latents.clone());
@@ -109,20 +116,21 @@ fn pipelines_equal_diffusers() {
 fn same_seed_same_image_and_cancellation() {
     let device = Device::flex();
     let pipeline = Pipeline::load(&fixtures().join("tiny"), Precision::F32, &device).unwrap();
-    let params = Params {
+    let settings = GenerationParams {
         prompt: "a tiny cat".into(),
         steps: 3,
         width: 64,
         height: 64,
         scheduler: "euler-a".parse().unwrap(),
-        noise: Noise::Seed(1234),
-        ..Params::default()
+        seed: 1234,
+        ..GenerationParams::default()
     };
+    let params = Params::from(settings.clone());
     let run =
         |params: &Params| read(pipeline.generate(params, &[], |_| ControlFlow::Continue(())).unwrap()).1;
     let a = run(&params);
     assert_eq!(a, run(&params), "the same seed must give the same image");
-    let b = run(&Params { noise: Noise::Seed(1235), ..params.clone() });
+    let b = run(&Params::from(GenerationParams { seed: 1235, ..settings }));
     assert!(relative_l2(&a, &b) > 1e-2, "another seed must give another image");
 
     let mut calls = 0;
@@ -139,27 +147,27 @@ fn bad_parameters_are_errors() {
     let device = Device::flex();
     let tiny = fixtures().join("tiny");
     let pipeline = Pipeline::load(&tiny, Precision::F32, &device).unwrap();
-    let base = Params { prompt: "x".into(), steps: 2, width: 64, height: 64, ..Params::default() };
+    let base = GenerationParams { prompt: "x".into(), steps: 2, width: 64, height: 64, ..Default::default() };
     let fails = |params: &Params, units: &[ControlUnit<'_>]| {
         pipeline.start(params, units).err().map(|e| e.to_string())
     };
-    assert!(fails(&Params { width: 60, ..base.clone() }, &[]).unwrap().contains("multiple of 8"));
-    assert!(fails(&Params { steps: 0, ..base.clone() }, &[]).is_some());
-    let wrong_noise = Noise::Latents(Tensor::zeros([1, 4, 4, 4], &device));
-    assert!(fails(&Params { noise: wrong_noise, ..base.clone() }, &[]).unwrap().contains("noise"));
+    let with = |settings: GenerationParams| Params::from(settings);
+    assert!(
+        fails(&with(GenerationParams { width: 60, ..base.clone() }), &[]).unwrap().contains("multiple of 8")
+    );
+    assert!(fails(&with(GenerationParams { steps: 0, ..base.clone() }), &[]).is_some());
+    let wrong_noise = Params { settings: base.clone(), noise: Some(Tensor::zeros([1, 4, 4, 4], &device)) };
+    assert!(fails(&wrong_noise, &[]).unwrap().contains("noise"));
     let controlnet = weights::load_controlnet(&tiny.join("controlnet"), Precision::F32, &device).unwrap();
     let unit = ControlUnit {
         controlnet: &controlnet,
         image: Tensor::zeros([1, 3, 32, 32], &device),
-        scale: 1.0,
-        guess_mode: false,
-        mode: ControlMode::Balanced,
-        start: 0.0,
-        end: 1.0,
+        settings: UnitSettings::default(),
     };
-    assert!(fails(&base, std::slice::from_ref(&unit)).unwrap().contains("condition image"));
-    let unit = ControlUnit { image: Tensor::zeros([1, 3, 64, 64], &device), start: 0.8, end: 0.2, ..unit };
-    assert!(fails(&base, &[unit]).unwrap().contains("start"));
+    assert!(fails(&with(base.clone()), std::slice::from_ref(&unit)).unwrap().contains("condition image"));
+    let backwards = UnitSettings { start: 0.8, end: 0.2, ..UnitSettings::default() };
+    let unit = ControlUnit { image: Tensor::zeros([1, 3, 64, 64], &device), settings: backwards, ..unit };
+    assert!(fails(&with(base), &[unit]).unwrap().contains("start"));
 
     // Not a pipeline folder: the ControlNet's.
     let err = Pipeline::load(&tiny.join("controlnet"), Precision::F32, &device).err().unwrap();
@@ -183,21 +191,19 @@ fn f16_pipeline_stays_close_to_diffusers() {
     let units = [ControlUnit {
         controlnet: &controlnet,
         image: control_image(unit["image"].as_str().unwrap(), &device),
-        scale: unit["scale"].as_f64().unwrap(),
-        guess_mode: false,
-        mode: ControlMode::Balanced,
-        start: 0.0,
-        end: 1.0,
+        settings: UnitSettings { scale: unit["scale"].as_f64().unwrap(), ..UnitSettings::default() },
     }];
     let params = Params {
-        prompt: case["prompt"].as_str().unwrap().into(),
-        steps: case["steps"].as_u64().unwrap() as usize,
-        guidance: case["guidance"].as_f64().unwrap(),
-        scheduler: "unipc".parse().unwrap(),
-        width: 64,
-        height: 64,
-        noise: Noise::Latents(pipeline_fixture("pipe.unipc.noise").to_device(&device)),
-        ..Params::default()
+        settings: GenerationParams {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            steps: case["steps"].as_u64().unwrap() as u32,
+            guidance: case["guidance"].as_f64().unwrap(),
+            scheduler: "unipc".parse().unwrap(),
+            width: 64,
+            height: 64,
+            ..GenerationParams::default()
+        },
+        noise: Some(pipeline_fixture("pipe.unipc.noise").to_device(&device)),
     };
     let image = pipeline.generate(&params, &units, |_| ControlFlow::Continue(())).unwrap();
     let (_, values) = read(image);
@@ -207,92 +213,105 @@ fn f16_pipeline_stays_close_to_diffusers() {
     assert!(db >= 40.0, "f16: PSNR {db:.1} dB < 40 dB");
 }
 
-/// One step of each control mode, against the same step composed by hand from the public parts
-/// (text encoder, ControlNet, UNet, scheduler): the modes do what they say.
-#[test]
-fn control_modes_do_what_they_say() {
-    use model::ControlScale;
-    use model::scheduler::Scheduler;
+/// `tests/fixtures/make_published_fixtures.py`: what A1111 and diffusers compute for the cases
+/// below, on the tiny models.
+fn published(name: &str) -> &'static HostTensor {
+    static EXPECTED: std::sync::OnceLock<std::collections::HashMap<String, HostTensor>> =
+        std::sync::OnceLock::new();
+    EXPECTED
+        .get_or_init(|| common::read_safetensors_f32(&fixtures().join("tiny/published.safetensors")))
+        .get(name)
+        .unwrap_or_else(|| panic!("no fixture tensor `{name}`"))
+}
 
+/// Runs `published_cases.json`'s case with one unit of `controlnet` and `unit`'s settings; the
+/// final latents and the image.
+fn run_published_case(
+    pipeline: &Pipeline,
+    controlnet: &ControlNet,
+    unit: UnitSettings,
+    device: &Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let text = std::fs::read_to_string(fixtures().join("tiny/published_cases.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = &json["case"];
+    let params = Params {
+        settings: GenerationParams {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
+            steps: case["steps"].as_u64().unwrap() as u32,
+            guidance: case["guidance"].as_f64().unwrap(),
+            scheduler: case["scheduler"].as_str().unwrap().parse().unwrap(),
+            width: case["width"].as_u64().unwrap() as u32,
+            height: case["height"].as_u64().unwrap() as u32,
+            seed: 0,
+        },
+        noise: Some(published("noise").to_device(device)),
+    };
+    let unit = ControlUnit {
+        controlnet,
+        image: control_image(case["image"].as_str().unwrap(), device),
+        settings: UnitSettings { scale: case["weight"].as_f64().unwrap(), ..unit },
+    };
+    let mut run = pipeline.start(&params, &[unit]).unwrap();
+    while !run.is_done() {
+        run.step();
+    }
+    let (_, latents) = read(run.latents().clone());
+    let (_, image) = read(pipeline.decode(run.into_latents()));
+    (latents, image)
+}
+
+/// A1111's control modes, computed by its own formulas (soft injection `0.825^(12−i)` for every
+/// mode but Balanced, the conditional-half mask for "ControlNet is more important") on diffusers'
+/// models by the fixture script: our pipeline equals them.
+#[test]
+fn control_modes_equal_a1111s() {
+    for (label, device) in devices() {
+        let tiny = fixtures().join("tiny");
+        let pipeline = Pipeline::load(&tiny, Precision::F32, &device).unwrap();
+        let controlnet = weights::load_controlnet(&tiny.join("controlnet"), Precision::F32, &device).unwrap();
+        let mut results = Vec::new();
+        for (name, mode) in [
+            ("balanced", ControlMode::Balanced),
+            ("prompt", ControlMode::PromptMoreImportant),
+            ("controlnet", ControlMode::ControlNetMoreImportant),
+        ] {
+            let unit = UnitSettings { mode, ..UnitSettings::default() };
+            let (latents, image) = run_published_case(&pipeline, &controlnet, unit, &device);
+            let error = relative_l2(&latents, &published(&format!("a1111.{name}.latents")).values);
+            let db = psnr(&image, &published(&format!("a1111.{name}.image")).values);
+            println!(
+                "{label} {mode:?}: PSNR {db:.1} dB, latents rel. L2 {error:.1e} against A1111's formulas"
+            );
+            assert!(db >= 40.0, "{label} {mode:?}: PSNR {db:.1} dB < 40 dB");
+            assert!(error <= 1e-3, "{label} {mode:?}: latents relative L2 {error:.2e} > 1e-3");
+            results.push(latents);
+        }
+        assert!(relative_l2(&results[0], &results[1]) > 1e-4, "the modes differ");
+        assert!(relative_l2(&results[1], &results[2]) > 1e-4, "the modes differ");
+    }
+}
+
+/// A ControlNet with `global_pool_conditions` (shuffle): diffusers runs it on the conditional
+/// half, averages each residual over the image, and skips guess mode's logspace, with guess mode
+/// asked for or not.
+#[test]
+fn pooled_controlnets_follow_diffusers() {
     let device = Device::flex();
     let tiny = fixtures().join("tiny");
     let pipeline = Pipeline::load(&tiny, Precision::F32, &device).unwrap();
-    let controlnet = weights::load_controlnet(&tiny.join("controlnet"), Precision::F32, &device).unwrap();
-    let image = control_image("control/edges_64x64.png", &device);
-    let noise = pipeline_fixture("pipe.ddim.noise").to_device::<4>(&device);
-    let params = Params {
-        prompt: "a tiny cat".into(),
-        negative_prompt: "blurry".into(),
-        steps: 5,
-        guidance: 6.0,
-        scheduler: "ddim".parse().unwrap(),
-        width: 64,
-        height: 64,
-        noise: Noise::Latents(noise.clone()),
-    };
-    let scale = 0.9;
-    let mut results = Vec::new();
-    for mode in
-        [ControlMode::Balanced, ControlMode::PromptMoreImportant, ControlMode::ControlNetMoreImportant]
-    {
-        let unit = ControlUnit {
-            controlnet: &controlnet,
-            image: image.clone(),
-            scale,
-            guess_mode: false,
-            mode,
-            start: 0.0,
-            end: 1.0,
-        };
-        let mut run = pipeline.start(&params, std::slice::from_ref(&unit)).unwrap();
-        run.step();
-        let (_, ours) = read(run.latents().clone());
-
-        // By hand.
-        let mut scheduler =
-            Scheduler::new(params.scheduler, &pipeline.scheduler_config, params.steps).unwrap();
-        let t = scheduler.timesteps()[0] as f32;
-        let latents = noise.clone() * scheduler.init_noise_sigma();
-        let uncond = pipeline.encode_prompt("blurry");
-        let cond = pipeline.encode_prompt("a tiny cat");
-        let context = Tensor::cat(vec![uncond, cond.clone()], 0);
-        let input = scheduler.scale_model_input(latents.clone().repeat_dim(0, 2), 0);
-        let plain = ControlScale { scale, guess_mode: false };
-        let residuals = match mode {
-            ControlMode::ControlNetMoreImportant => {
-                let single = scheduler.scale_model_input(latents.clone(), 0);
-                let r = controlnet.forward(single, &[t], cond, image.clone(), plain);
-                let pad = |x: Tensor<4>| Tensor::cat(vec![x.zeros_like(), x], 0);
-                model::ControlResiduals { down: r.down.into_iter().map(pad).collect(), mid: pad(r.mid) }
-            }
-            _ => {
-                let r = controlnet.forward(
-                    input.clone(),
-                    &[t, t],
-                    context.clone(),
-                    image.clone().repeat_dim(0, 2),
-                    plain,
-                );
-                if mode == ControlMode::PromptMoreImportant {
-                    let factors: Vec<f64> = (0..13).map(|i| 0.825f64.powi(12 - i)).collect();
-                    r.scale_each(&factors)
-                } else {
-                    r
-                }
-            }
-        };
-        let eps = pipeline.unet.forward(input, &[t, t], context, Some(&residuals));
-        let [u, c] = eps.chunk(2, 0).try_into().unwrap();
-        let eps = u.clone() + (c - u) * params.guidance;
-        let (_, expected) = read(scheduler.step(eps, 0, latents, None));
-        let error = relative_l2(&ours, &expected);
-        println!("{mode:?}: one step vs composed by hand: relative L2 {error:.1e}");
-        assert!(error < 1e-6, "{mode:?}: {error:.2e}");
-        results.push(ours);
+    let pooled = weights::load_controlnet(&tiny.join("controlnet_pooled"), Precision::F32, &device).unwrap();
+    assert!(pooled.config.global_pool_conditions);
+    for guess_mode in [false, true] {
+        let unit = UnitSettings { guess_mode, ..UnitSettings::default() };
+        let (latents, image) = run_published_case(&pipeline, &pooled, unit, &device);
+        let name = format!("pooled.guess_{guess_mode}");
+        let error = relative_l2(&latents, &published(&format!("{name}.latents")).values);
+        let db = psnr(&image, &published(&format!("{name}.image")).values);
+        println!("{name}: PSNR {db:.1} dB, latents rel. L2 {error:.1e}");
+        assert!(db >= 40.0 && error <= 1e-3, "{name}: PSNR {db:.1} dB, latents {error:.2e}");
     }
-    // And the three modes differ from each other.
-    assert!(relative_l2(&results[0], &results[1]) > 1e-4);
-    assert!(relative_l2(&results[0], &results[2]) > 1e-4);
 }
 
 #[test]
@@ -312,4 +331,39 @@ fn latent_preview_is_a_small_rgb_image() {
     let huge = Tensor::<4>::ones([1, 4, 8, 8], &device) * 100.0;
     let (_, rgb) = read(model::pipeline::latent_preview(huge));
     assert!(rgb.iter().all(|&v| (0.0..=1.0).contains(&v)), "clamped to [0, 1]");
+}
+
+/// A ControlNet kept as one file in the original format (`control_model.`-prefixed LDM key names,
+/// as A1111 and ComfyUI users keep them): its config comes from the pipeline's UNet and the file's
+/// hint-encoder shapes, its keys through the key map, and it is the very ControlNet of
+/// `tiny/controlnet` (which diffusers' `from_single_file` reads the same file into: the fixture
+/// script checks that tensor by tensor).
+#[test]
+fn single_file_controlnets_load_as_the_folder_does() {
+    let device = Device::flex();
+    let tiny = fixtures().join("tiny");
+    let pipeline = Pipeline::load(&tiny, Precision::F32, &device).unwrap();
+    let folder = pipeline.load_controlnet(&tiny.join("controlnet")).unwrap();
+    let single = pipeline.load_controlnet(&tiny.join("control_v11p_sd15_tiny.safetensors")).unwrap();
+    assert_eq!(
+        single.config.conditioning_embedding_out_channels,
+        folder.config.conditioning_embedding_out_channels
+    );
+    let input = |name: &str| common::fixture(&format!("sq.input.{name}"));
+    let run = |controlnet: &ControlNet| {
+        let r = controlnet.forward(
+            input("sample").to_device(&device),
+            &[999.0, 999.0],
+            input("encoder_hidden_states").to_device(&device),
+            input("controlnet_cond").to_device(&device),
+        );
+        r.down.into_iter().chain([r.mid]).map(|t| read(t).1).collect::<Vec<_>>()
+    };
+    let (a, b) = (run(&folder), run(&single));
+    assert_eq!(a, b, "the single file's ControlNet computes what the folder's does");
+    let error = relative_l2(&b[12], &common::fixture("sq.controlnet.scale_1_0.controlnet_mid").values);
+    assert!(error < 1e-4, "mid residual against diffusers: {error:.1e}");
+    // A file that is no ControlNet is refused by name.
+    let err = pipeline.load_controlnet(&tiny.join("published.safetensors")).err().unwrap().to_string();
+    assert!(err.contains("not a ControlNet in the original format"), "{err}");
 }

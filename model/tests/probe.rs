@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use burn::prelude::*;
 use model::Precision;
+use model::PrecisionExt;
 use model::probe::{self, GROUP_NORM_EPS, Input, Op, ProbeOutput};
 
 /// Relative L2 error allowed for f32 compute.

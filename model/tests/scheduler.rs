@@ -7,6 +7,7 @@ mod common;
 use burn::prelude::*;
 use common::{HostTensor, devices, fixtures, pipeline_expected_f64, read, relative_l2};
 use model::scheduler::{Scheduler, SchedulerConfig, SchedulerError, SchedulerKind, parse_json};
+use model::vocabulary::Named;
 use serde_json::{Value, json};
 
 /// The fixture cases (`pipeline_cases.json`'s "schedulers").
@@ -168,21 +169,9 @@ fn compare(tensor: Tensor<4>, name: &str, label: &str) -> f64 {
 }
 
 #[test]
-fn kinds_parse_by_name() {
-    for kind in SchedulerKind::ALL {
-        assert_eq!(kind.name().parse::<SchedulerKind>(), Ok(kind));
-        assert_eq!(kind.to_string(), kind.name());
-    }
-    assert_eq!(SchedulerKind::default(), SchedulerKind::UniPc);
-    let error = "dpm++".parse::<SchedulerKind>().unwrap_err();
-    assert_eq!(error, SchedulerError::UnknownKind("dpm++".to_owned()));
-    assert!(error.to_string().contains("dpmpp-2m-karras"), "{error}");
-}
-
-#[test]
 fn bad_requests_are_errors() {
     let sd15 = SchedulerConfig::sd15();
-    for kind in SchedulerKind::ALL {
+    for &kind in SchedulerKind::ALL {
         assert_eq!(Scheduler::new(kind, &sd15, 0).unwrap_err(), SchedulerError::ZeroSteps, "{kind}");
         assert!(
             matches!(Scheduler::new(kind, &sd15, 1001), Err(SchedulerError::TooManySteps { .. })),

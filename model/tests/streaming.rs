@@ -5,6 +5,7 @@ mod common;
 
 use burn::prelude::*;
 use common::{fixture, fixtures, read};
+use model::PrecisionExt;
 use model::streaming::StreamLoader;
 use model::weights::{self, WeightsError};
 use model::{Precision, UNet, clip, vae};
@@ -117,10 +118,33 @@ fn vae_and_text_encoder_stream_with_their_remaps() {
         serde_json::from_str(&std::fs::read_to_string(tiny.join("pipeline_cases.json")).unwrap()).unwrap();
     let ids: Vec<u32> =
         text["text"][0]["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let (_, out) = read(loaded.encode_ids(&[ids], &device));
+    let (_, out) = read(loaded.encode_ids(std::slice::from_ref(&ids), &device));
     let error = common::relative_l2(&out, &common::pipeline_expected()["text.0.embeds"].values);
     println!("text encoder streamed: relative L2 {error:.1e}");
     assert!(error < 1e-5);
+
+    // As transformers 4 saved it (SD1.5's published file): `text_model.` keys and the I64
+    // `position_ids` buffer, which is passed over unread in any chunking.
+    let tf4 = std::fs::read(tiny.join("text_encoder_tf4/model.safetensors")).unwrap();
+    for chunk in [1, 7, 3_000, tf4.len()] {
+        let (loaded, _) = stream(
+            clip::ClipTextModel::new(&te_config, &device),
+            &tf4,
+            chunk,
+            Precision::F32,
+            clip::REMAPS,
+            clip::IGNORED,
+        );
+        let loaded = loaded.unwrap_or_else(|e| panic!("transformers 4 layout, chunks of {chunk}: {e}"));
+        let (_, out) = read(loaded.encode_ids(std::slice::from_ref(&ids), &device));
+        let error = common::relative_l2(&out, &common::pipeline_expected()["text.0.embeds"].values);
+        assert!(error < 1e-5, "transformers 4 layout, chunks of {chunk}: relative L2 {error:.1e}");
+    }
+    // Not ignored, an integer tensor is refused by name.
+    let (refused, _) =
+        stream(clip::ClipTextModel::new(&te_config, &device), &tf4, 4096, Precision::F32, clip::REMAPS, &[]);
+    let message = refused.expect_err("an I64 tensor is not a weight").to_string();
+    assert!(message.contains("text_model.embeddings.position_ids") && message.contains("I64"), "{message}");
 }
 
 #[test]

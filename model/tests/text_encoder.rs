@@ -6,6 +6,7 @@ mod common;
 
 use common::{devices, fixtures, pipeline_expected, read, relative_l2};
 use model::Precision;
+use model::PrecisionExt;
 use model::clip::{ClipTextModel, load_text_encoder, text_encoder_from_bytes};
 use model::tokenizer::ClipTokenizer;
 use model::weights::WeightsError;

@@ -5,9 +5,11 @@ mod common;
 
 use burn::prelude::*;
 use common::{assert_close, devices, fixture, fixtures, read, relative_l2};
+use model::PrecisionExt;
 use model::unet::Trace;
+use model::vocabulary::UnitSettings;
 use model::weights::{WeightsError, load_controlnet, load_unet};
-use model::{ControlNet, ControlResiduals, ControlScale, Precision, UNet};
+use model::{ControlNet, ControlResiduals, Precision, Steering, UNet};
 
 /// Relative L2 error allowed with f32 weights in f32.
 const F32: f64 = 1e-4;
@@ -89,7 +91,6 @@ fn controlnet_and_guided_unet_match_diffusers() {
                 &i.timesteps,
                 i.context.clone(),
                 i.condition.clone(),
-                ControlScale::default(),
                 Some(&mut trace),
             );
             assert_trace(&trace, &format!("{case}.controlnet"), F32, &label);
@@ -106,27 +107,27 @@ fn controlnet_and_guided_unet_match_diffusers() {
             assert_trace(&trace, &format!("{case}.unet_cn"), F32, &label);
             assert_close(out, &format!("{case}.unet_cn.out"), F32, &label);
 
-            let half = ControlScale { scale: 0.5, guess_mode: false };
-            let residuals = controlnet.forward(
-                i.sample.clone(),
-                &i.timesteps,
-                i.context.clone(),
-                i.condition.clone(),
-                half,
-            );
+            let half = steering(UnitSettings { scale: 0.5, ..UnitSettings::default() });
+            let raw = controlnet.forward(i.sample, &i.timesteps, i.context, i.condition);
+            let residuals = half.apply(raw.clone());
             assert_residuals(&residuals, &format!("{case}.controlnet.scale_0_5"), F32, &label);
 
-            let guess = ControlScale { scale: 1.0, guess_mode: true };
-            let residuals = controlnet.forward(i.sample, &i.timesteps, i.context, i.condition, guess);
-            assert_residuals(&residuals, &format!("{case}.controlnet.guess_1_0"), F32, &label);
+            // The model's part of guess mode (diffusers' `ControlNetModel.forward`).
+            let guess = steering(UnitSettings { guess_mode: true, ..UnitSettings::default() });
+            assert_residuals(&guess.apply(raw), &format!("{case}.controlnet.guess_1_0"), F32, &label);
         }
     }
 }
 
+/// A unit's steering at the first of one step, for a 13-residual ControlNet without pooling.
+fn steering(unit: UnitSettings) -> Steering {
+    Steering::new(&unit, false, 13, 0, 1).expect("active at its only step")
+}
+
 #[test]
 fn guess_mode_scales_are_diffusers_logspace() {
-    let ours: Vec<f32> =
-        ControlScale { scale: 1.0, guess_mode: true }.factors(13).iter().map(|&f| f as f32).collect();
+    let guess = steering(UnitSettings { guess_mode: true, ..UnitSettings::default() });
+    let ours: Vec<f32> = guess.factors.iter().map(|&f| f as f32).collect();
     let error = relative_l2(&ours, &fixture("guess_mode_scales").values);
     assert!(error < 1e-6, "guess mode scales differ: {error:e}");
 }
@@ -166,13 +167,8 @@ fn fp16_checkpoints_match_diffusers() {
             for case in CASES {
                 let label = format!("{device_name} fp16 weights, {precision} compute, {case}");
                 let i = inputs(case, &device);
-                let residuals = controlnet.forward(
-                    i.sample.clone(),
-                    &i.timesteps,
-                    i.context.clone(),
-                    i.condition,
-                    ControlScale::default(),
-                );
+                let residuals =
+                    controlnet.forward(i.sample.clone(), &i.timesteps, i.context.clone(), i.condition);
                 assert_residuals(
                     &residuals,
                     &format!("{case}.fp16w.controlnet.scale_1_0"),
@@ -196,13 +192,7 @@ fn fresh_controlnet_from_unet_changes_nothing() {
     let unet = unet(Precision::F32, &device);
     let controlnet = ControlNet::from_unet(&unet);
     let i = inputs("sq", &device);
-    let residuals = controlnet.forward(
-        i.sample.clone(),
-        &i.timesteps,
-        i.context.clone(),
-        i.condition,
-        ControlScale { scale: 1.0, guess_mode: false },
-    );
+    let residuals = controlnet.forward(i.sample.clone(), &i.timesteps, i.context.clone(), i.condition);
     for r in residuals.down.iter().chain([&residuals.mid]) {
         assert!(read(r.clone()).1.iter().all(|&v| v == 0.0), "a zero convolution output non-zero values");
     }
@@ -222,13 +212,8 @@ fn residuals_of_two_controlnets_sum() {
     let controlnet = controlnet(Precision::F32, &device);
     let i = inputs("sq", &device);
     let run = |scale: f64| {
-        controlnet.forward(
-            i.sample.clone(),
-            &i.timesteps,
-            i.context.clone(),
-            i.condition.clone(),
-            ControlScale { scale, guess_mode: false },
-        )
+        let raw = controlnet.forward(i.sample.clone(), &i.timesteps, i.context.clone(), i.condition.clone());
+        steering(UnitSettings { scale, ..UnitSettings::default() }).apply(raw)
     };
     let summed = run(0.5) + run(0.5);
     assert_residuals(&summed, "sq.controlnet.scale_1_0", F32, "0.5 + 0.5");

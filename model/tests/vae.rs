@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use common::{HostTensor, devices, fixtures, read, relative_l2};
 use model::Precision;
+use model::PrecisionExt;
 use model::vae::{
     AutoencoderKL, DecodePlan, MAX_BUFFER_BYTES, VaeConfig, decode_peak_bytes, load_vae, plan_decode,
     vae_from_bytes,

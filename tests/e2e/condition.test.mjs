@@ -156,7 +156,7 @@ test('a dropped photo becomes a live Canny map; the pad draws, undoes and redoes
     await drop(page, photo, 'astronaut.png', 'image/png');
     const edges = await nextPreview(page, null, 'the first Canny preview');
     assert.match(await page.getByTestId('condition-source').textContent(), /astronaut\.png · 512×512/);
-    assert.equal(await page.getByTestId('preview-time').getAttribute('data-op'), 'Canny');
+    assert.equal(await page.getByTestId('preview-time').getAttribute('data-op'), 'canny');
     assert.deepEqual([edges.width, edges.height], [512, 512]);
     assert.equal(edges.white + edges.black, edges.total, 'a binary map');
     const share = edges.white / edges.total;
@@ -187,7 +187,7 @@ test('a dropped photo becomes a live Canny map; the pad draws, undoes and redoes
     id = await previewId(page);
     await page.getByTestId('preprocessor').selectOption('scribble');
     await nextPreview(page, id, 'the scribble preview');
-    assert.equal(await page.getByTestId('preview-time').getAttribute('data-op'), 'Scribble');
+    assert.equal(await page.getByTestId('preview-time').getAttribute('data-op'), 'scribble');
     assert.equal((await pixels(page, 'scribble-canvas')).painted, 0, 'nothing drawn yet');
     assert.ok(await page.getByTestId('scribble-undo').isDisabled());
     await stroke(page, [0.2, 0.2], [0.8, 0.6]);

@@ -304,7 +304,11 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
       `Steps: ${SETTINGS.steps}`,
       `Seed: ${SETTINGS.seed}`,
       `Size: ${SETTINGS.size}x${SETTINGS.size}`,
-      'ControlNet 1:',
+      // A1111's names: its sampler names, and each unit's own quoted pairs.
+      'Sampler: UniPC',
+      'ControlNet 0: "Module: none, Model: test/tiny/controlnet, Weight: 1, Resize Mode: Just Resize',
+      'ControlNet 1: "Module: none, Model: test/tiny/controlnet2, Weight: 1, Resize Mode: Just Resize',
+      'Control Mode: Balanced"',
     ]) {
       assert.ok(parameters.includes(part), `the PNG's parameters lack ${JSON.stringify(part)}: ${parameters}`);
     }
@@ -315,6 +319,31 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     assert.equal(await page.getByTestId('prompt').inputValue(), SETTINGS.prompt);
     assert.equal(await page.getByTestId('steps').inputValue(), String(SETTINGS.steps));
     await screenshot(page, 'generate-8-reloaded');
+
+    // "Use these parameters again" reads the PNG's parameters text back: the prompt, the settings
+    // and every unit, whatever was changed since.
+    await set(page, 'prompt', 'something else');
+    await set(page, 'steps', 7);
+    await page.getByTestId('scheduler').selectOption('ddim');
+    const unit2 = page.getByTestId('control-unit').nth(1);
+    await unit2.getByTestId('unit-weight').evaluate((input) => {
+      input.value = '0.3';
+      input.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    await unit2.getByTestId('unit-mode').selectOption('controlnet');
+    await unit2.getByTestId('unit-guess').check();
+    await page.getByTestId('gallery-item').nth(0).getByTestId('gallery-reuse').click();
+    assert.equal(await page.getByTestId('prompt').inputValue(), SETTINGS.prompt);
+    assert.equal(await page.getByTestId('negative-prompt').inputValue(), SETTINGS.negative);
+    assert.equal(await page.getByTestId('steps').inputValue(), String(SETTINGS.steps));
+    assert.equal(await page.getByTestId('seed').inputValue(), String(SETTINGS.seed));
+    assert.equal(await page.getByTestId('scheduler').inputValue(), SETTINGS.scheduler);
+    assert.equal(await page.getByTestId('control-unit').count(), 2);
+    assert.equal(await unit2.getByTestId('unit-weight').inputValue(), '1');
+    assert.equal(await unit2.getByTestId('unit-mode').inputValue(), 'balanced');
+    assert.equal(await unit2.getByTestId('unit-guess').isChecked(), false);
+    assert.equal(await unit2.getByTestId('preprocessor').inputValue(), 'none');
+    assert.equal(await unit2.getByTestId('resize-mode').inputValue(), 'just');
 
     console.log(
       JSON.stringify({

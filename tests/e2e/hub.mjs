@@ -1,9 +1,21 @@
-// A stand-in for the Hugging Face Hub, on 127.0.0.1 and a free port: serves model folders in the
-// Hub's URL layout, `/{owner}/{repo}/resolve/{revision}/{path}`, with what the browser's
-// downloader relies on (HTTP Range requests, HEAD, CORS, the `X-Linked-Etag` SHA-256 the Hub sends
-// for LFS files), and with what a test needs to watch and break it:
+// A stand-in for the Hugging Face Hub, on 127.0.0.1 and a free port, behaving as the real one
+// does where the browser's downloader depends on it:
+//
+//   GET|HEAD /{owner}/{repo}/resolve/{revision}/{path}
+//        → for LFS files (`.safetensors`), 302 to a second origin (the Hub's CDN, here another
+//          port), with `X-Linked-Size` and `X-Linked-Etag` (the SHA-256) on the redirect only, as
+//          the Hub sends them: `fetch()` follows the redirect and never shows them. The CDN
+//          answers with the bytes (HTTP Range requests, HEAD, CORS) and no hash. Other files are
+//          served directly. Pass `redirect: false` for direct answers with the linked headers.
+//   GET  /api/models/{owner}/{repo}/revision/{revision}?blobs=true
+//        → the Hub's JSON API: `{ id, sha, siblings: [{ rfilename, size, lfs: { sha256, size } }] }`,
+//          `lfs` for `.safetensors` files (omitted for all with `hashes: false`: a hub that sends
+//          no SHA-256, whose files the page must report as unverified)
+//
+// and with what a test needs to watch and break it:
 //
 //   GET  /__stats                  → { "<owner>/<repo>/<path>": { bytes, requests, ranges: [...] } }
+//                                    (requests: to `/resolve/`; bytes and ranges: what the CDN served)
 //   POST /__reset                  → clears the counters and every fault
 //   POST /__fault?file=F&kind=K…   → arms a fault for file F (`<owner>/<repo>/<path>`), once:
 //        kind=cut&at=N             the connection is closed after N bytes of the body
@@ -16,7 +28,7 @@
 // serve a multi-gigabyte safetensors file without ever writing it to disk.
 import { createServer } from 'node:http';
 import { createHash } from 'node:crypto';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { join, normalize, resolve } from 'node:path';
 
 const CORS = {
@@ -45,10 +57,11 @@ function parseRange(header, size) {
 }
 
 /** Starts the hub; resolves to { url, stats(), reset(), fault(file, kind, params), close() }. */
-export async function hub({ repos = {}, generated = {} } = {}) {
+export async function hub({ repos = {}, generated = {}, redirect = true, hashes = true } = {}) {
   const stats = new Map();
   const faults = new Map();
-  const hashes = new Map();
+  const hashCache = new Map();
+  let cdnBase;
 
   const counter = (file) => {
     if (!stats.has(file)) stats.set(file, { bytes: 0, requests: 0, ranges: [] });
@@ -80,10 +93,25 @@ export async function hub({ repos = {}, generated = {} } = {}) {
     };
   }
 
+  /** Every file of a repository: [path, source]. */
+  async function files(repo) {
+    const listed = Object.keys(generated[repo] ?? {});
+    const root = repos[repo] && resolve(repos[repo]);
+    const walk = async (dir) => {
+      for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        const full = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(full);
+        else listed.push(full.slice(root.length + 1));
+      }
+    };
+    if (root) await walk(root);
+    return Promise.all(listed.map(async (path) => [path, await source(repo, path)]));
+  }
+
   async function sha256(key, src) {
     if (!src.file) return null; // Generated files: not worth hashing a gigabyte per test.
-    if (!hashes.has(key)) hashes.set(key, createHash('sha256').update(await readFile(src.file)).digest('hex'));
-    return hashes.get(key);
+    if (!hashCache.has(key)) hashCache.set(key, createHash('sha256').update(await readFile(src.file)).digest('hex'));
+    return hashCache.get(key);
   }
 
   const server = createServer(async (request, response) => {
@@ -110,7 +138,27 @@ export async function hub({ repos = {}, generated = {} } = {}) {
         response.writeHead(200, CORS).end('{}');
         return;
       }
-      const match = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(decodeURIComponent(url.pathname));
+      const api = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(decodeURIComponent(url.pathname));
+      if (api) {
+        const [, repo, revision] = api;
+        if (!repos[repo] && !generated[repo]) {
+          response.writeHead(404, { ...CORS, 'content-type': 'application/json' }).end('{"error":"Repository not found"}');
+          return;
+        }
+        const siblings = [];
+        for (const [path, src] of await files(repo)) {
+          const sibling = { rfilename: path, size: src.size };
+          const hash = hashes && path.endsWith('.safetensors') ? await sha256(`${repo}/${path}`, src) : null;
+          if (hash) sibling.lfs = { sha256: hash, size: src.size, pointerSize: 135 };
+          siblings.push(sibling);
+        }
+        response.writeHead(200, { ...CORS, 'content-type': 'application/json' });
+        response.end(JSON.stringify({ id: repo, sha: revision, siblings }));
+        return;
+      }
+      // The CDN's own address for a file: `/__cdn/{owner}/{repo}/{path}`.
+      const cdn = /^\/__cdn\/([^/]+\/[^/]+)\/(.+)$/.exec(decodeURIComponent(url.pathname));
+      const match = cdn ? [null, cdn[1], null, cdn[2]] : /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(decodeURIComponent(url.pathname));
       const src = match && (await source(match[1], match[3]));
       if (!src) {
         response.writeHead(404, CORS).end('not found');
@@ -118,21 +166,32 @@ export async function hub({ repos = {}, generated = {} } = {}) {
       }
       const key = `${match[1]}/${match[3]}`;
       const count = counter(key);
-      count.requests += 1;
       const fault = faults.get(key);
-      if (fault?.kind === 'http500') {
-        faults.delete(key);
-        response.writeHead(500, CORS).end('injected failure');
+      if (!cdn) {
+        count.requests += 1;
+        if (fault?.kind === 'http500') {
+          faults.delete(key);
+          response.writeHead(500, CORS).end('injected failure');
+          return;
+        }
+      }
+      const hash = hashes ? await sha256(key, src) : null;
+      const linked = {
+        'x-linked-size': String(src.size),
+        ...(hash ? { 'x-linked-etag': `"${hash}"` } : {}),
+      };
+      if (redirect && !cdn && match[3].endsWith('.safetensors')) {
+        // The Hub's answer for LFS files: the size and hash on the redirect, the bytes elsewhere.
+        const target = `${cdnBase}/__cdn/${match[1]}/${encodeURI(match[3])}`;
+        response.writeHead(302, { ...CORS, ...linked, location: target, 'cache-control': 'no-store' }).end();
         return;
       }
-      const hash = await sha256(key, src);
       const headers = {
         ...CORS,
         'content-type': 'application/octet-stream',
         'accept-ranges': 'bytes',
         'cache-control': 'no-store',
-        'x-linked-size': String(src.size),
-        ...(hash ? { 'x-linked-etag': `"${hash}"`, etag: `"${hash}"` } : {}),
+        ...(redirect ? {} : { ...linked, ...(hash ? { etag: `"${hash}"` } : {}) }),
       };
       const range = parseRange(request.headers.range, src.size);
       if (range?.unsatisfiable) {
@@ -192,9 +251,13 @@ export async function hub({ repos = {}, generated = {} } = {}) {
       response.end(String(error));
     }
   });
+  // The CDN: the same handler on a second port, so that the redirect crosses origins.
+  const cdnServer = createServer((request, response) => server.emit('request', request, response));
   await new Promise((ready) => server.listen(0, '127.0.0.1', ready));
+  await new Promise((ready) => cdnServer.listen(0, '127.0.0.1', ready));
   const { port } = server.address();
   const base = `http://127.0.0.1:${port}`;
+  cdnBase = `http://127.0.0.1:${cdnServer.address().port}`;
   const post = (path) => fetch(`${base}${path}`, { method: 'POST' }).then((r) => r.json());
   return {
     url: base,
@@ -202,10 +265,15 @@ export async function hub({ repos = {}, generated = {} } = {}) {
     reset: () => post('/__reset'),
     fault: (file, kind, params = {}) => post(`/__fault?${new URLSearchParams({ file, kind, ...params })}`),
     close: () =>
-      new Promise((done) => {
-        server.closeAllConnections?.();
-        server.close(done);
-      }),
+      Promise.all(
+        [server, cdnServer].map(
+          (s) =>
+            new Promise((done) => {
+              s.closeAllConnections?.();
+              s.close(done);
+            }),
+        ),
+      ),
   };
 }
 

@@ -4,7 +4,9 @@
 // estimate; a reload loads from the cache without fetching a weight byte; deleting the repository
 // from the cache view makes the next load download again; and with a storage quota too small for
 // the weights, the page says so, loads them uncached, and still generates. Last, a diffusers folder
-// picked from the disk is imported into the cache and loads with no request to any server.
+// picked from the disk is imported into the cache and loads with no request to any server. The hub
+// behaves as the real one does (weights through a cross-origin redirect, their SHA-256 in its JSON
+// API): every file is verified; a hub that names no SHA-256 gets its weights marked unverified.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -105,6 +107,10 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     assert.equal(Number(await total.getAttribute('value')), max, 'the total reached its end');
     const fetched = await weightBytes();
     assert.ok(fetched > unetSize, `the first load downloaded the weights (${fetched} B)`);
+    // The hub answers as the real one does: the weights through a 302 to another origin, their
+    // SHA-256 only on the redirect (hidden from fetch) and in its JSON API, which the page reads:
+    // every file was checked, none is reported unverified.
+    assert.equal(await page.getByTestId('models-file-unverified').count(), 0, 'every weights file verified');
     console.log(JSON.stringify({ test: 'first load', during, fetched }));
 
     // The cache view lists the repository, its size, and the storage estimate.
@@ -170,6 +176,31 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     await small.close();
   }
 
+  // A hub that names no SHA-256 (no `lfs` in its API, no `X-Linked-Etag`): the weights still load,
+  // and the page says which files could not be verified.
+  const unhashed = await hub({ repos: { 'test/tiny': TINY }, hashes: false });
+  const plain = await launch({ webgpu: true });
+  try {
+    const { page } = plain;
+    await page.goto(site.url);
+    await chooseTiny(page);
+    await set(page, 'models-base-url', unhashed.url);
+    await load(page);
+    const flagged = await page
+      .locator('[data-testid="models-file"]:has([data-testid="models-file-unverified"])')
+      .evaluateAll((rows) => rows.map((row) => row.dataset.file));
+    const weights = ['text_encoder/model', 'unet/diffusion_pytorch_model', 'vae/diffusion_pytorch_model', 'controlnet/diffusion_pytorch_model'];
+    assert.deepEqual(flagged.sort(), weights.map((w) => `test/tiny/${w}.safetensors`).sort(), 'the weights, and only they, are unverified');
+    await screenshot(page, 'models-4-unverified');
+  } catch (error) {
+    await screenshot(plain.page, 'models-unverified-failure').catch(() => {});
+    console.log(plain.logs.slice(-40).join('\n'));
+    throw error;
+  } finally {
+    await plain.close();
+    await unhashed.close();
+  }
+
   // A local folder: imported into the cache, then loaded without the network.
   const local = await launch({ webgpu: true });
   try {
@@ -184,7 +215,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     await load(page);
     const stats = await models.stats();
     assert.deepEqual(Object.keys(stats), [], `an imported folder loads without the network: ${JSON.stringify(stats)}`);
-    await screenshot(page, 'models-4-imported');
+    await screenshot(page, 'models-5-imported');
   } catch (error) {
     await screenshot(local.page, 'models-import-failure').catch(() => {});
     console.log(local.logs.slice(-40).join('\n'));

@@ -111,6 +111,9 @@ pub struct Manifest {
     pub chunk_bytes: u64,
     /// The whole file's SHA-256 (hex), when the server told us or once it has been computed.
     pub sha256: Option<String>,
+    /// Whether `sha256` came from the server (the Hub's API), so that the file was checked
+    /// against it when it was downloaded; `false` for a server that names no hash.
+    pub server_sha256: bool,
     /// Every chunk has been stored and the whole file verified.
     pub complete: bool,
 }
@@ -122,6 +125,7 @@ impl Manifest {
         set(&object, "chunk_bytes", &JsValue::from_f64(self.chunk_bytes as f64));
         set(&object, "sha256", &self.sha256.as_deref().map_or(JsValue::NULL, JsValue::from_str));
         set(&object, "complete", &JsValue::from_bool(self.complete));
+        set(&object, "server_sha256", &JsValue::from_bool(self.server_sha256));
         object
     }
 
@@ -142,6 +146,7 @@ impl Manifest {
             chunk_bytes,
             sha256: get(value, "sha256").as_string(),
             complete: get(value, "complete").as_bool().unwrap_or(false),
+            server_sha256: get(value, "server_sha256").as_bool().unwrap_or(false),
         })
     }
 }
@@ -402,7 +407,7 @@ mod tests {
     }
 
     fn manifest(size: u64, complete: bool) -> Manifest {
-        Manifest { size, chunk_bytes: 16, sha256: None, complete }
+        Manifest { size, chunk_bytes: 16, sha256: None, complete, server_sha256: false }
     }
 
     #[test]

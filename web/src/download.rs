@@ -6,9 +6,12 @@
 //! costs at most the chunk in progress: the download resumes from the last complete chunk with
 //! `Range: bytes=N-`, a few times, with growing pauses. Cached chunks are checked against the
 //! SHA-256 recorded with them; one that does not match is fetched again (that chunk alone). The
-//! whole file is checked against its size and, when the server names it (the Hub's
-//! `X-Linked-Etag` for LFS files), its SHA-256.
+//! whole file is checked against its size and, when the server names it, its SHA-256: the Hub's
+//! JSON API gives it for LFS files ([`repo_files`]), since its `X-Linked-Etag` header is on a
+//! cross-origin redirect that `fetch()` follows without showing it. A file checked against no
+//! server hash is reported as unverified ([`Loaded::verified`]), never passed off as checked.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use js_sys::{Promise, Uint8Array};
@@ -97,6 +100,16 @@ pub struct Loaded {
     /// Whether the file is now complete in the cache.
     pub stored: bool,
     pub sha256: String,
+    /// Whether its SHA-256 was checked against the server's (now, or when it was downloaded).
+    pub verified: bool,
+}
+
+/// What the server says of a file before it is fetched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteFile {
+    pub size: u64,
+    /// The SHA-256 (hex) of LFS files, where the server names it.
+    pub sha256: Option<String>,
 }
 
 /// Where the bytes come from and go.
@@ -106,6 +119,9 @@ pub struct Job<'a> {
     /// `None` loads without caching (no IndexedDB, or the user's choice).
     pub cache: Option<&'a Cache>,
     pub chunk_bytes: u64,
+    /// The size and hash the Hub's API gave, if it did; else a `HEAD` request asks for them
+    /// (whose `X-Linked-*` headers a redirect hides).
+    pub remote: Option<&'a RemoteFile>,
 }
 
 /// The number of chunks of a file and the byte range of chunk `index`.
@@ -143,7 +159,7 @@ pub async fn load_file(
     on_cache_problem: &mut dyn FnMut(&CacheProblem),
     consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Loaded, DownloadError> {
-    let Job { url, key, mut cache, chunk_bytes } = job;
+    let Job { url, key, mut cache, chunk_bytes, remote } = job;
     let chunk_bytes = chunk_bytes.max(1);
     let mut give_up_cache = |cache: &mut Option<&Cache>, error: CacheError, needed: u64, available| {
         on_cache_problem(&CacheProblem { error, needed, available });
@@ -165,8 +181,12 @@ pub async fn load_file(
     let manifest = match known {
         Some(manifest) => manifest,
         None => {
-            let (size, sha256) = head(url).await?;
-            let manifest = Manifest { size, chunk_bytes, sha256, complete: false };
+            let (size, sha256) = match remote {
+                Some(remote) => (remote.size, remote.sha256.clone()),
+                None => head(url).await?,
+            };
+            let server_sha256 = sha256.is_some();
+            let manifest = Manifest { size, chunk_bytes, sha256, complete: false, server_sha256 };
             if let Some(c) = cache {
                 let available = free_space().await;
                 if available.is_some_and(|free| free < size) {
@@ -329,6 +349,7 @@ pub async fn load_file(
             actual: loaded.sha256.clone(),
         });
     }
+    loaded.verified = manifest.server_sha256 && manifest.sha256.is_some();
     if let Some(c) = cache {
         let complete = Manifest { sha256: Some(loaded.sha256.clone()), complete: true, ..manifest };
         match c.put_manifest(key, &complete).await {
@@ -429,6 +450,33 @@ fn size_header(response: &web_sys::Response) -> Option<u64> {
     header("x-linked-size").or_else(|| header("content-length")).and_then(|s| s.trim().parse().ok())
 }
 
+/// What the Hub's JSON API (`{base}/api/models/{repo}/revision/{revision}?blobs=true`) says of
+/// every file of a repository: its size, and the SHA-256 of LFS files. `None` where the server
+/// has no such API (a plain mirror) or it fails: the files then load by `HEAD` and unverified.
+pub async fn repo_files(base_url: &str, repo: &str, revision: &str) -> Option<HashMap<String, RemoteFile>> {
+    let url = format!("{}/api/models/{repo}/revision/{revision}?blobs=true", base_url.trim_end_matches('/'));
+    let response = fetch(&url, "GET", None).await.ok()?;
+    let text = JsFuture::from(response.text().ok()?).await.ok()?.as_string()?;
+    parse_repo_files(&text)
+}
+
+/// The `siblings` of the Hub's model API answer.
+pub fn parse_repo_files(json: &str) -> Option<HashMap<String, RemoteFile>> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let files = value["siblings"]
+        .as_array()?
+        .iter()
+        .filter_map(|sibling| {
+            let path = sibling["rfilename"].as_str()?.to_owned();
+            let lfs = &sibling["lfs"];
+            let size = lfs["size"].as_u64().or_else(|| sibling["size"].as_u64())?;
+            let sha256 = lfs["sha256"].as_str().and_then(sha256_from_etag);
+            Some((path, RemoteFile { size, sha256 }))
+        })
+        .collect();
+    Some(files)
+}
+
 /// A file's size by one `HEAD` request, without retries: for a progress bar's total, where
 /// `None` only costs precision (the download itself retries and reports its own errors).
 pub async fn remote_size(url: &str) -> Option<u64> {
@@ -514,5 +562,20 @@ mod tests {
         assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, 1000)));
         assert_eq!(parse_content_range("bytes */1000"), None);
         assert_eq!(hex(&[0, 15, 255]), "000fff");
+    }
+
+    #[test]
+    fn the_hubs_api_names_sizes_and_lfs_hashes() {
+        let sha = "b".repeat(64);
+        let json = format!(
+            r#"{{"id": "o/r", "siblings": [{{"rfilename": "model_index.json", "size": 541}},
+               {{"rfilename": "unet/w.safetensors", "size": 999, "lfs": {{"sha256": "{sha}", "size": 1000}}}},
+               {{"rfilename": "no-size.txt"}}]}}"#
+        );
+        let files = parse_repo_files(&json).unwrap();
+        assert_eq!(files["model_index.json"], RemoteFile { size: 541, sha256: None });
+        assert_eq!(files["unet/w.safetensors"], RemoteFile { size: 1000, sha256: Some(sha) });
+        assert!(!files.contains_key("no-size.txt"));
+        assert_eq!(parse_repo_files("<html>"), None);
     }
 }

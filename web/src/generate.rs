@@ -7,55 +7,22 @@
 //! before the next step.
 
 use model::burn::prelude::Device;
-use model::pipeline::{
-    self, ControlMode, ControlUnit, Noise, Params, UnitSummary, from_rgb8, latent_preview, to_rgb8,
-};
-use model::scheduler::SchedulerKind;
+use model::pipeline::{ControlUnit, Params, from_rgb8, latent_preview, to_rgb8};
+use model::vocabulary::GenerationParams;
+use model::vocabulary::a1111::{Parameters, UnitText};
 
 use crate::image;
 use crate::load::Models;
-use crate::protocol::{GenerateParams, Resize, Response, UnitParams};
+use crate::protocol::{Response, UnitParams};
 use crate::worker::{now_ms, post};
 
-/// The most steps a generation may take (the schedulers' own limit is the model's training
-/// timesteps, 1000 for SD1.x).
-pub const MAX_STEPS: u32 = 1000;
-
-/// A `Generate` request checked against the loaded models: nothing in it can make the pipeline
-/// panic.
-#[derive(Debug)]
-pub struct Checked {
-    pub params: Params,
-    /// Each unit's control mode, parsed.
-    pub modes: Vec<ControlMode>,
-}
-
-/// Checks a request's parameters and units (`controlnets`: how many ControlNets are loaded).
-/// Messages are meant for the user and name the unit (1-based, as the page shows them).
-pub fn validate(
-    params: &GenerateParams,
-    units: &[UnitParams],
-    controlnets: usize,
-) -> Result<Checked, String> {
-    let scheduler: SchedulerKind = params.scheduler.parse().map_err(|e| format!("{e}"))?;
-    for (name, side) in [("width", params.width), ("height", params.height)] {
-        if !side.is_multiple_of(Resize::MULTIPLE) || !(Resize::MIN_SIDE..=Resize::MAX_SIDE).contains(&side) {
-            return Err(format!(
-                "the image's {name} must be a multiple of {} from {} to {}, not {side}",
-                Resize::MULTIPLE,
-                Resize::MIN_SIDE,
-                Resize::MAX_SIDE
-            ));
-        }
-    }
-    if !(1..=MAX_STEPS).contains(&params.steps) {
-        return Err(format!("the number of steps must be 1 to {MAX_STEPS}, not {}", params.steps));
-    }
-    if !params.guidance.is_finite() {
-        return Err("the guidance scale must be a number".into());
-    }
+/// Checks a request against the loaded models (`controlnets`: how many are loaded) and the
+/// limits every generation shares. Messages are meant for the user and name the unit (1-based,
+/// as the page shows them).
+pub fn validate(params: &GenerationParams, units: &[UnitParams], controlnets: usize) -> Result<(), String> {
+    let settings: Vec<_> = units.iter().map(|unit| unit.settings).collect();
+    params.validate(&settings).map_err(|e| e.to_string())?;
     let pixels = params.width as usize * params.height as usize;
-    let mut modes = Vec::with_capacity(units.len());
     for (i, unit) in units.iter().enumerate() {
         let n = i + 1;
         if unit.controlnet as usize >= controlnets {
@@ -77,51 +44,31 @@ pub fn validate(
                 params.height
             ));
         }
-        modes.push(unit.mode.parse::<ControlMode>().map_err(|e| format!("control unit {n}: {e}"))?);
-        if !(unit.start.is_finite()
-            && unit.end.is_finite()
-            && 0.0 <= unit.start
-            && unit.start <= unit.end
-            && unit.end <= 1.0)
-        {
-            return Err(format!(
-                "control unit {n}: it must start and end within the steps (0 ≤ start ≤ end ≤ 1), not from {} to {}",
-                unit.start, unit.end
-            ));
-        }
-        if !unit.scale.is_finite() {
-            return Err(format!("control unit {n}: the weight must be a number"));
-        }
     }
-    let params = Params {
-        prompt: params.prompt.clone(),
-        negative_prompt: params.negative_prompt.clone(),
-        steps: params.steps as usize,
-        guidance: params.guidance,
-        scheduler,
-        width: params.width as usize,
-        height: params.height as usize,
-        noise: Noise::Seed(u64::from(params.seed)),
-    };
-    Ok(Checked { params, modes })
+    Ok(())
 }
 
 /// A1111's parameters text for a generation with `models`.
-pub fn parameters(models: &Models, checked: &Checked, units: &[UnitParams]) -> String {
-    let summaries: Vec<UnitSummary<'_>> = units
+pub fn parameters(models: &Models, params: &GenerationParams, units: &[UnitParams]) -> String {
+    let units = units
         .iter()
-        .zip(&checked.modes)
-        .map(|(unit, &mode)| UnitSummary {
-            model: models.controlnet_names.get(unit.controlnet as usize).map_or("", String::as_str),
-            image: &unit.label,
-            weight: unit.scale,
-            start: unit.start,
-            end: unit.end,
-            mode,
-            guess_mode: unit.guess_mode,
+        .map(|unit| UnitText {
+            module: unit.module,
+            model: models.controlnet_names.get(unit.controlnet as usize).cloned().unwrap_or_default(),
+            settings: unit.settings,
+            resize: unit.resize,
+            thresholds: unit.thresholds,
         })
         .collect();
-    pipeline::parameters_text(&checked.params, &models.pipeline_name, models.pipeline.precision, &summaries)
+    Parameters {
+        params: params.clone(),
+        has_seed: true,
+        model: models.pipeline_name.clone(),
+        precision: Some(models.pipeline.precision),
+        units,
+        other: Vec::new(),
+    }
+    .to_text()
 }
 
 /// Whether a step's number is one the page gets a preview for: every `every` steps, never the
@@ -135,31 +82,28 @@ pub fn wants_preview(step: u32, total: u32, every: u32) -> bool {
 pub async fn generate(
     id: u32,
     models: &Models,
-    request: &GenerateParams,
+    request: &GenerationParams,
+    preview_every: u32,
     units: &[UnitParams],
     device: &Device,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Response, String> {
-    let checked = validate(request, units, models.controlnets.len())?;
+    validate(request, units, models.controlnets.len())?;
     if cancelled() {
         return Ok(Response::Cancelled { id, step: 0 });
     }
     let started = now_ms();
-    let (width, height) = (checked.params.width, checked.params.height);
+    let (width, height) = (request.width as usize, request.height as usize);
     let control: Vec<ControlUnit<'_>> = units
         .iter()
-        .zip(&checked.modes)
-        .map(|(unit, &mode)| ControlUnit {
+        .map(|unit| ControlUnit {
             controlnet: &models.controlnets[unit.controlnet as usize],
             image: from_rgb8(width, height, &unit.rgb, device),
-            scale: unit.scale,
-            guess_mode: unit.guess_mode,
-            mode,
-            start: unit.start,
-            end: unit.end,
+            settings: unit.settings,
         })
         .collect();
-    let mut run = models.pipeline.start(&checked.params, &control).map_err(|e| e.to_string())?;
+    let params = Params::from(request.clone());
+    let mut run = models.pipeline.start(&params, &control).map_err(|e| e.to_string())?;
     let total = run.total() as u32;
     while !run.is_done() {
         run.step();
@@ -171,7 +115,7 @@ pub async fn generate(
             // The run, its latents and the control images are dropped on return.
             return Ok(Response::Cancelled { id, step });
         }
-        if wants_preview(step, total, request.preview_every) {
+        if wants_preview(step, total, preview_every) {
             let (w, h, rgb) =
                 to_rgb8(latent_preview(run.latents().clone())).await.map_err(|e| e.to_string())?;
             post(&Response::Preview { id, step, width: w as u32, height: h as u32, rgb });
@@ -183,7 +127,7 @@ pub async fn generate(
     let (w, h, rgb) = to_rgb8(image).await.map_err(|e| e.to_string())?;
     let elapsed_ms = now_ms() - started;
 
-    let parameters = parameters(models, &checked, units);
+    let parameters = parameters(models, request, units);
     let png = image::encode_png(w, h, &rgb, &[("parameters", &parameters)])?;
     let thumbnail = image::thumbnail_png(w, h, &rgb)?;
     Ok(Response::Generated {
@@ -200,19 +144,20 @@ pub async fn generate(
 
 #[cfg(test)]
 mod tests {
+    use model::vocabulary::{ControlMode, Preprocessor, ResizeMode, SchedulerKind, UnitSettings};
+
     use super::*;
 
-    fn params() -> GenerateParams {
-        GenerateParams {
+    fn params() -> GenerationParams {
+        GenerationParams {
             prompt: "a tiny cat".into(),
             negative_prompt: String::new(),
             steps: 4,
             guidance: 7.5,
-            scheduler: "unipc".into(),
+            scheduler: SchedulerKind::UniPc,
             width: 64,
             height: 96,
             seed: 42,
-            preview_every: 2,
         }
     }
 
@@ -220,48 +165,40 @@ mod tests {
         UnitParams {
             controlnet: 1,
             rgb: vec![0; 64 * 96 * 3],
-            scale: 0.7,
-            guess_mode: false,
-            mode: "prompt".into(),
-            start: 0.0,
-            end: 0.8,
-            label: "canny".into(),
+            settings: UnitSettings {
+                scale: 0.7,
+                guess_mode: false,
+                mode: ControlMode::PromptMoreImportant,
+                start: 0.0,
+                end: 0.8,
+            },
+            module: Preprocessor::Canny,
+            resize: ResizeMode::Crop,
+            thresholds: Some((100.0, 200.0)),
         }
     }
 
     #[test]
-    fn valid_requests_become_pipeline_params() {
-        let checked = validate(&params(), &[unit()], 2).unwrap();
-        assert_eq!(checked.modes, [ControlMode::PromptMoreImportant]);
-        let p = &checked.params;
-        assert_eq!((p.width, p.height, p.steps, p.scheduler), (64, 96, 4, SchedulerKind::UniPc));
-        assert!(matches!(p.noise, Noise::Seed(42)));
-    }
-
-    #[test]
     fn invalid_requests_are_refused_with_a_reason() {
-        let refused = |params: GenerateParams, units: Vec<UnitParams>, loaded: usize| {
+        assert_eq!(validate(&params(), &[unit()], 2), Ok(()));
+        let refused = |params: GenerationParams, units: Vec<UnitParams>, loaded: usize| {
             validate(&params, &units, loaded).expect_err("refused")
         };
-        let message = refused(GenerateParams { scheduler: "plms".into(), ..params() }, vec![], 0);
-        assert!(message.contains("unknown scheduler `plms`"), "{message}");
-        let message = refused(GenerateParams { width: 100, ..params() }, vec![], 0);
+        // The shared limits (vocabulary's own tests cover each of them).
+        let message = refused(GenerationParams { width: 100, ..params() }, vec![], 0);
         assert!(message.contains("width") && message.contains("100"), "{message}");
-        assert!(refused(GenerateParams { height: 4096, ..params() }, vec![], 0).contains("height"));
-        assert!(refused(GenerateParams { steps: 0, ..params() }, vec![], 0).contains("steps"));
-        assert!(refused(GenerateParams { steps: 1001, ..params() }, vec![], 0).contains("1001"));
-        assert!(refused(GenerateParams { guidance: f64::NAN, ..params() }, vec![], 0).contains("guidance"));
         let message = refused(params(), vec![unit()], 0);
         assert!(message.contains("none is loaded"), "{message}");
         let message = refused(params(), vec![unit()], 1);
         assert!(message.contains("uses ControlNet 2, but only 1"), "{message}");
         let message = refused(params(), vec![UnitParams { rgb: vec![0; 64 * 64 * 3], ..unit() }], 2);
         assert!(message.starts_with("control unit 1: the control map has 12288 bytes"), "{message}");
-        let message = refused(params(), vec![unit(), UnitParams { mode: "loud".into(), ..unit() }], 2);
-        assert!(message.starts_with("control unit 2: unknown control mode `loud`"), "{message}");
-        let message = refused(params(), vec![UnitParams { start: 0.9, ..unit() }], 2);
-        assert!(message.contains("0 ≤ start ≤ end ≤ 1"), "{message}");
-        assert!(refused(params(), vec![UnitParams { scale: f64::INFINITY, ..unit() }], 2).contains("weight"));
+        let late = UnitParams { settings: UnitSettings { start: 0.9, ..unit().settings }, ..unit() };
+        let message = refused(params(), vec![unit(), late], 2);
+        assert!(
+            message.starts_with("control unit 2:") && message.contains("0 ≤ start ≤ end ≤ 1"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -35,7 +35,13 @@ impl Import {
     pub async fn begin(cache: &Cache, key: FileKey, size: u64) -> Result<Self, String> {
         let error = |e| format!("{}: {e}", key.file);
         cache.delete(&key).await.map_err(error)?;
-        let manifest = Manifest { size, chunk_bytes: DEFAULT_CHUNK_BYTES, sha256: None, complete: false };
+        let manifest = Manifest {
+            size,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            sha256: None,
+            complete: false,
+            server_sha256: false,
+        };
         cache.put_manifest(&key, &manifest).await.map_err(error)?;
         Ok(Self { key, size, next: 0, hash: Sha256::new() })
     }
@@ -71,6 +77,7 @@ impl Import {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             sha256: Some(sha256.clone()),
             complete: true,
+            server_sha256: false,
         };
         cache.put_manifest(&self.key, &manifest).await.map_err(|e| format!("{file}: {e}"))?;
         Ok(Imported::Complete { sha256 })

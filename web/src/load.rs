@@ -1,28 +1,26 @@
 //! `LoadPipeline`: Stable Diffusion and its ControlNets from Hub-style servers onto the GPU.
 //!
-//! Every file goes through [`fetch_file`] (the IndexedDB cache, the network where the cache lacks
-//! it, progress messages). Configurations and tokenizer files are small and read whole; weights
-//! stream tensor by tensor onto the device ([`StreamLoader`]), so the wasm heap never holds a
-//! weights file. Configurations are checked against each other as they arrive, so that a wrong
-//! combination (an SD2.x ControlNet, an inpainting UNet, an SDXL repository) is refused before
-//! its weights are downloaded where the order allows, and never reaches the GPU as a shape
-//! mismatch (which would panic, and a panic kills the worker).
+//! The loading itself is the model's ([`model::loader`]: the same order, the same compatibility
+//! rules and the same streaming parser as the CLI's); this module is its source of files
+//! ([`WebFiles`]): every file goes through [`fetch_file`] (the IndexedDB cache, the network where
+//! the cache lacks it, progress messages). Configurations and tokenizer files are small and read
+//! whole; weights stream tensor by tensor onto the device, so the wasm heap never holds a weights
+//! file, and a wrong combination is refused before its weights are downloaded where the order
+//! allows, never reaching the GPU as a shape mismatch (which would panic and kill the worker).
 
-use model::burn::module::Module;
+use std::collections::HashMap;
+
 use model::burn::prelude::Device;
-use model::clip::{self, ClipTextConfig, ClipTextModel};
-use model::config::{ControlNetConfig, UNetConfig};
+use model::loader::{self, ModelFiles};
 use model::pipeline::Pipeline;
-use model::scheduler::SchedulerConfig;
-use model::streaming::StreamLoader;
-use model::tokenizer::ClipTokenizer;
-use model::vae::{self, AutoencoderKL, VaeConfig};
-use model::{ControlNet, Precision, UNet};
+use model::{ControlNet, Precision};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
 use crate::cache::{Cache, CacheError, FileKey};
-use crate::download::{self, CacheProblem, DEFAULT_CHUNK_BYTES, DownloadError, Job, Loaded, Progress};
+use crate::download::{
+    self, CacheProblem, DEFAULT_CHUNK_BYTES, DownloadError, Job, Loaded, Progress, RemoteFile,
+};
 use crate::protocol::{FileLoaded, ModelRef, ModelSet, ModelSource, PlannedFile, Response};
 use crate::worker::{post, wasm_memory};
 
@@ -147,89 +145,56 @@ pub async fn load_pipeline(
 ) -> Result<(Models, Vec<FileLoaded>), String> {
     let sources = std::iter::once(&set.pipeline).chain(&set.controlnets);
     let cache = if sources.clone().any(|m| m.source.cache) { open_cache().await } else { None };
-    post(&Response::LoadPlan { id, files: plan(cache.as_ref(), set).await });
+    let remote = remote_files(sources).await;
+    post(&Response::LoadPlan { id, files: plan(cache.as_ref(), set, &remote).await });
 
-    let mut fetch = Fetcher { id, cache: cache.as_ref(), files: Vec::new() };
+    let mut loaded = Vec::new();
     let p = &set.pipeline;
-    let files = PipelineFiles::new(p);
-    let error_in = |path: &str, e: &dyn std::fmt::Display| format!("{}: {e}", file_label(p, path));
-
-    // 1. What the repository is.
-    let index = fetch.text(p, &files.index).await?;
-    check_model_index(p, &files.index, &index)?;
-
-    // 2. The scheduler's configuration (the sampler itself is chosen per generation).
-    let scheduler = fetch.text(p, &files.scheduler).await?;
-    let scheduler_config =
-        SchedulerConfig::from_json(&scheduler).map_err(|e| error_in(&files.scheduler, &e))?;
-
-    // 3. The tokenizer.
-    let vocab = fetch.text(p, &files.vocab).await?;
-    let merges = fetch.text(p, &files.merges).await?;
-    let tokenizer_config = fetch.optional_text(p, &files.tokenizer_config).await?;
-    let special_tokens = fetch.optional_text(p, &files.special_tokens).await?;
-    let tokenizer =
-        ClipTokenizer::from_files(&vocab, &merges, tokenizer_config.as_deref(), special_tokens.as_deref())
-            .map_err(|e| format!("{}: {e}", file_label(p, &p.path("tokenizer"))))?;
-    drop((vocab, merges));
-
-    // 4. The text encoder.
-    let text_json = fetch.text(p, &files.text_config).await?;
-    let text_config = ClipTextConfig::from_json(&text_json).map_err(|e| error_in(&files.text_config, &e))?;
-    if tokenizer.max_length() > text_config.max_position_embeddings {
-        return Err(format!(
-            "{}: the tokenizer pads prompts to {} tokens, but the text encoder has {} positions",
-            model_name(p),
-            tokenizer.max_length(),
-            text_config.max_position_embeddings
-        ));
-    }
-    let loader = StreamLoader::new(device, precision, clip::REMAPS, clip::IGNORED);
-    let text_encoder =
-        fetch.weights(p, &files.text_weights, loader, || ClipTextModel::new(&text_config, device)).await?;
-
-    // 5. The UNet.
-    let unet_json = fetch.text(p, &files.unet_config).await?;
-    let unet_config = UNetConfig::from_json(&unet_json).map_err(|e| error_in(&files.unet_config, &e))?;
-    check_unet(&file_label(p, &files.unet_config), &unet_config, &text_config)?;
-    let loader = StreamLoader::new(device, precision, &[], &[]);
-    let unet = fetch.weights(p, &files.unet_weights, loader, || UNet::new(&unet_config, device)).await?;
-
-    // 6. The VAE, in f32 when its configuration says so (SD1.5's overflows in f16), exactly as
-    //    `Pipeline::load` does; checkpoints with the old attention names load too.
-    let vae_json = fetch.text(p, &files.vae_config).await?;
-    let vae_config = VaeConfig::from_json(&vae_json).map_err(|e| error_in(&files.vae_config, &e))?;
-    check_vae(&file_label(p, &files.vae_config), &vae_config, &unet_config)?;
-    let vae_precision = if vae_config.force_upcast { Precision::F32 } else { precision };
-    let loader = StreamLoader::new(device, vae_precision, vae::OLD_ATTENTION_REMAPS, &[]);
-    let vae =
-        fetch.weights(p, &files.vae_weights, loader, || AutoencoderKL::new(&vae_config, device)).await?;
-
-    // 7. The ControlNets.
+    let known = |model: &ModelRef| remote.get(&(model.source.repo.clone(), model.source.revision.clone()));
+    let mut files = WebFiles { id, cache: cache.as_ref(), model: p, remote: known(p), loaded: &mut loaded };
+    let pipeline = loader::load_pipeline(&mut files, &model_name(p), precision, device)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut controlnets = Vec::with_capacity(set.controlnets.len());
     for c in &set.controlnets {
-        let (config_path, weights_path) = controlnet_files(c);
-        let json = fetch.text(c, &config_path).await?;
-        let config = ControlNetConfig::from_json(&json)
-            .map_err(|e| format!("{}: {e}", file_label(c, &config_path)))?;
-        check_controlnet(&model_name(c), &config, &unet_config)?;
-        let loader = StreamLoader::new(device, precision, &[], &[]);
-        controlnets.push(fetch.weights(c, &weights_path, loader, || ControlNet::new(&config, device)).await?);
+        let mut files =
+            WebFiles { id, cache: cache.as_ref(), model: c, remote: known(c), loaded: &mut loaded };
+        let controlnet = loader::load_controlnet(&mut files, &model_name(c), &pipeline)
+            .await
+            .map_err(|e| e.to_string())?;
+        controlnets.push(controlnet);
     }
-
-    let pipeline = Pipeline { tokenizer, text_encoder, unet, vae, scheduler_config, precision };
     let models = Models {
         pipeline,
         controlnets,
         pipeline_name: p.source.repo.clone(),
         controlnet_names: set.controlnets.iter().map(model_name).collect(),
     };
-    Ok((models, fetch.files))
+    Ok((models, loaded))
 }
 
-/// The plan: each file's size from the cache's manifest where it has one, else (weights only,
-/// all at once) from a `HEAD` request; small files stay `None`.
-async fn plan(cache: Option<&Cache>, set: &ModelSet) -> Vec<PlannedFile> {
+/// What the Hub's API says of each repository's files (sizes, LFS hashes), by repository and
+/// revision; repositories whose server has no API (an imported folder, a plain mirror) are absent.
+type RemoteFiles = HashMap<(String, String), HashMap<String, RemoteFile>>;
+
+async fn remote_files<'a>(sources: impl Iterator<Item = &'a ModelRef>) -> RemoteFiles {
+    let mut known = RemoteFiles::new();
+    for model in sources {
+        let source = &model.source;
+        let key = (source.repo.clone(), source.revision.clone());
+        if source.base_url == crate::models::LOCAL_BASE_URL || known.contains_key(&key) {
+            continue;
+        }
+        if let Some(files) = download::repo_files(&source.base_url, &source.repo, &source.revision).await {
+            known.insert(key, files);
+        }
+    }
+    known
+}
+
+/// The plan: each file's size from the cache's manifest where it has one, else from the Hub's
+/// API, else (weights only, all at once) from a `HEAD` request; small files stay `None`.
+async fn plan(cache: Option<&Cache>, set: &ModelSet, remote: &RemoteFiles) -> Vec<PlannedFile> {
     let paths = planned_paths(set);
     let mut planned = Vec::with_capacity(paths.len());
     let mut unknown = Vec::new();
@@ -240,13 +205,15 @@ async fn plan(cache: Option<&Cache>, set: &ModelSet) -> Vec<PlannedFile> {
             None => None,
         };
         let chunk_bytes = model.source.chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES);
+        let repo = (model.source.repo.clone(), model.source.revision.clone());
+        let api = remote.get(&repo).and_then(|files| files.get(path));
         planned.push(PlannedFile {
             file: file_label(model, path),
-            size: manifest.as_ref().map(|m| m.size),
+            size: manifest.as_ref().map(|m| m.size).or(api.map(|f| f.size)),
             // A manifest of another chunk size is dropped and the file fetched again.
             cached: manifest.as_ref().is_some_and(|m| m.complete && m.chunk_bytes == chunk_bytes),
         });
-        if manifest.is_none() && *weights {
+        if manifest.is_none() && api.is_none() && *weights {
             unknown.push((i, model.source.url(path)));
         }
     }
@@ -277,123 +244,48 @@ async fn remote_sizes(urls: Vec<String>) -> Vec<Option<u64>> {
     }
 }
 
-/// Checks that `model_index.json` describes a Stable Diffusion 1.x pipeline.
-pub fn check_model_index(pipeline: &ModelRef, path: &str, json: &str) -> Result<(), String> {
-    let name = model_name(pipeline);
-    let not_pipeline = |why: String| format!("{name} is not a diffusers Stable Diffusion pipeline: {why}");
-    let index: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| not_pipeline(format!("{path} is not JSON ({e})")))?;
-    let index = index.as_object().ok_or_else(|| not_pipeline(format!("{path} is not a JSON object")))?;
-    let class = index.get("_class_name").and_then(|c| c.as_str()).unwrap_or_default();
-    if class.contains("XL") || index.contains_key("text_encoder_2") {
-        return Err(format!(
-            "{name} is a Stable Diffusion XL pipeline ({class}); only Stable Diffusion 1.x models run here"
-        ));
-    }
-    // `"safety_checker": [null, null]` is how diffusers writes a component that is absent.
-    let present = |component: &str| {
-        index
-            .get(component)
-            .is_some_and(|v| !v.is_null() && !v.as_array().is_some_and(|a| a.iter().all(|x| x.is_null())))
-    };
-    let missing: Vec<&str> = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
-        .into_iter()
-        .filter(|component| !present(component))
-        .collect();
-    if !missing.is_empty() {
-        return Err(not_pipeline(format!("{path} lists no {}", missing.join(", "))));
-    }
-    Ok(())
-}
-
-/// The UNet must denoise SD1.x's 4-channel latents and attend to this text encoder.
-pub fn check_unet(label: &str, unet: &UNetConfig, text: &ClipTextConfig) -> Result<(), String> {
-    if unet.encoder.in_channels != 4 || unet.out_channels != 4 {
-        return Err(format!(
-            "{label}: a UNet with {} input and {} output channels (an inpainting or other special UNet?); \
-             only text-to-image UNets with 4 latent channels are supported",
-            unet.encoder.in_channels, unet.out_channels
-        ));
-    }
-    if unet.encoder.cross_attention_dim != text.hidden_size {
-        return Err(format!(
-            "{label}: the UNet attends to {}-wide text embeddings, but the text encoder makes {}-wide ones",
-            unet.encoder.cross_attention_dim, text.hidden_size
-        ));
-    }
-    Ok(())
-}
-
-/// The VAE must decode the UNet's latents at the pipeline's 8× scale.
-pub fn check_vae(label: &str, vae: &VaeConfig, unet: &UNetConfig) -> Result<(), String> {
-    if vae.latent_channels != unet.out_channels {
-        return Err(format!(
-            "{label}: the VAE has {} latent channels, the UNet makes {}",
-            vae.latent_channels, unet.out_channels
-        ));
-    }
-    if vae.scale_factor() != 8 {
-        return Err(format!(
-            "{label}: the VAE scales by {}, not 8 as Stable Diffusion 1.x does",
-            vae.scale_factor()
-        ));
-    }
-    Ok(())
-}
-
-/// A ControlNet must be a trainable copy of this UNet's encoder: same inputs, same text width,
-/// same blocks (its residuals are added to the UNet's, shape for shape).
-pub fn check_controlnet(name: &str, controlnet: &ControlNetConfig, unet: &UNetConfig) -> Result<(), String> {
-    let (c, u) = (&controlnet.encoder, &unet.encoder);
-    let differ = |what: &str, theirs: &dyn std::fmt::Debug, ours: &dyn std::fmt::Debug| {
-        Err(format!(
-            "{name} is a ControlNet for another model: its {what} is {theirs:?}, the UNet's {ours:?} \
-             (a ControlNet for SD2.x or SDXL?)"
-        ))
-    };
-    if c.cross_attention_dim != u.cross_attention_dim {
-        return differ("cross_attention_dim", &c.cross_attention_dim, &u.cross_attention_dim);
-    }
-    if c.in_channels != u.in_channels {
-        return differ("in_channels", &c.in_channels, &u.in_channels);
-    }
-    if c.block_out_channels != u.block_out_channels {
-        return differ("block_out_channels", &c.block_out_channels, &u.block_out_channels);
-    }
-    if c.layers_per_block != u.layers_per_block {
-        return differ("layers_per_block", &c.layers_per_block, &u.layers_per_block);
-    }
-    if c.down_block_types != u.down_block_types {
-        return differ("down_block_types", &c.down_block_types, &u.down_block_types);
-    }
-    if controlnet.conditioning_channels != 3 {
-        return Err(format!(
-            "{name} takes {}-channel condition images; only RGB (3) control maps are supported",
-            controlnet.conditioning_channels
-        ));
-    }
-    Ok(())
-}
-
-/// Reads files of a load, keeping how each was loaded.
-struct Fetcher<'a> {
+/// One model's files from its server and the cache, keeping how each was loaded.
+struct WebFiles<'a> {
     id: u32,
     cache: Option<&'a Cache>,
-    files: Vec<FileLoaded>,
+    model: &'a ModelRef,
+    /// What the Hub's API said of the repository's files, where it has an API.
+    remote: Option<&'a HashMap<String, RemoteFile>>,
+    loaded: &'a mut Vec<FileLoaded>,
 }
 
-impl Fetcher<'_> {
-    /// A small text file, whole.
-    async fn text(&mut self, model: &ModelRef, path: &str) -> Result<String, String> {
-        let label = file_label(model, path);
+impl WebFiles<'_> {
+    /// `path` (in the repository) through the cache into `consume`. A downloaded weights file
+    /// that could not be checked against a hash from its server is listed as unverified.
+    async fn fetch(
+        &mut self,
+        path: &str,
+        weights: bool,
+        consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), DownloadError> {
+        let label = file_label(self.model, path);
+        let source = &self.model.source;
+        let remote = self.remote.and_then(|files| files.get(path));
+        let cache = cache_for(self.cache, source);
+        let loaded = fetch_file(self.id, source, cache, path, &label, remote, consume).await?;
+        // A folder imported from the visitor's disk has no server to name a hash.
+        let unverified = weights && !loaded.verified && source.base_url != crate::models::LOCAL_BASE_URL;
+        self.loaded.push(FileLoaded { unverified, ..file_loaded(&label, loaded) });
+        Ok(())
+    }
+}
+
+impl ModelFiles for WebFiles<'_> {
+    fn label(&self, path: &str) -> String {
+        file_label(self.model, &self.model.path(path))
+    }
+
+    async fn read(&mut self, path: &str, optional: bool) -> Result<Option<Vec<u8>>, String> {
+        let path = self.model.path(path);
+        let label = file_label(self.model, &path);
         let mut bytes = Vec::new();
-        let loaded = fetch_file(
-            self.id,
-            &model.source,
-            cache_for(self.cache, &model.source),
-            path,
-            &label,
-            &mut |chunk| {
+        let fetched = self
+            .fetch(&path, false, &mut |chunk| {
                 if bytes.len() + chunk.len() > MAX_SMALL_FILE {
                     return Err(format!(
                         "{label} is over {} MiB: not a configuration or tokenizer file",
@@ -402,69 +294,24 @@ impl Fetcher<'_> {
                 }
                 bytes.extend_from_slice(chunk);
                 Ok(())
-            },
-        )
-        .await
-        .map_err(|e| download_error(model, path, e))?;
-        self.files.push(file_loaded(&label, loaded));
-        String::from_utf8(bytes).map_err(|_| format!("{label} is not UTF-8 text"))
-    }
-
-    /// A small text file the repository may lack (the server answers 404): `None` then.
-    async fn optional_text(&mut self, model: &ModelRef, path: &str) -> Result<Option<String>, String> {
-        let label = file_label(model, path);
-        let mut bytes = Vec::new();
-        let result = fetch_file(
-            self.id,
-            &model.source,
-            cache_for(self.cache, &model.source),
-            path,
-            &label,
-            &mut |chunk| {
-                if bytes.len() + chunk.len() > MAX_SMALL_FILE {
-                    return Err(format!(
-                        "{label} is over {} MiB: not a tokenizer file",
-                        MAX_SMALL_FILE >> 20
-                    ));
-                }
-                bytes.extend_from_slice(chunk);
-                Ok(())
-            },
-        )
-        .await;
-        match result {
-            Ok(loaded) => {
-                self.files.push(file_loaded(&label, loaded));
-                String::from_utf8(bytes).map(Some).map_err(|_| format!("{label} is not UTF-8 text"))
-            }
-            Err(DownloadError::Http { status: 404, .. }) => Ok(None),
-            Err(e) => Err(download_error(model, path, e)),
+            })
+            .await;
+        match fetched {
+            Ok(()) => Ok(Some(bytes)),
+            Err(DownloadError::Http { status: 404, .. }) if optional => Ok(None),
+            Err(e) => Err(download_error(self.model, &path, e)),
         }
     }
 
-    /// A safetensors file streamed onto the device, then assigned to the module `build` makes
-    /// (built only once the file is complete: burn's parameters are lazy until then).
-    async fn weights<M: Module>(
+    async fn stream_weights(
         &mut self,
-        model: &ModelRef,
-        path: &str,
-        mut loader: StreamLoader,
-        build: impl FnOnce() -> M,
-    ) -> Result<M, String> {
-        let label = file_label(model, path);
-        let loaded = fetch_file(
-            self.id,
-            &model.source,
-            cache_for(self.cache, &model.source),
-            path,
-            &label,
-            &mut |chunk| loader.push(chunk).map_err(|e| format!("{label}: {e}")),
-        )
-        .await
-        .map_err(|e| download_error(model, path, e))?;
-        let module = loader.apply(build()).map_err(|e| format!("{label}: {e}"))?;
-        self.files.push(file_loaded(&label, loaded));
-        Ok(module)
+        folder: &str,
+        stem: &str,
+        consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let name = self.model.weights_name(stem);
+        let path = self.model.path(&if folder.is_empty() { name } else { format!("{folder}/{name}") });
+        self.fetch(&path, true, consume).await.map_err(|e| download_error(self.model, &path, e))
     }
 }
 
@@ -528,6 +375,7 @@ pub async fn fetch_file(
     cache: Option<&Cache>,
     path: &str,
     label: &str,
+    remote: Option<&RemoteFile>,
     consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Loaded, DownloadError> {
     let url = source.url(path);
@@ -543,8 +391,13 @@ pub async fn fetch_file(
             return Err(DownloadError::Http { url, status: 404 });
         }
     }
-    let job =
-        Job { url: &url, key: &key, cache, chunk_bytes: source.chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES) };
+    let job = Job {
+        url: &url,
+        key: &key,
+        cache,
+        chunk_bytes: source.chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES),
+        remote,
+    };
     let mut on_progress = |p: Progress| {
         post(&Response::DownloadProgress {
             id,
@@ -585,6 +438,7 @@ pub fn file_loaded(file: &str, loaded: Loaded) -> FileLoaded {
         retries: loaded.retries,
         stored: loaded.stored,
         sha256: loaded.sha256,
+        unverified: false,
     }
 }
 
@@ -641,39 +495,5 @@ mod tests {
         assert_eq!(weights, 5);
         assert_eq!(model_name(&set.controlnets[0]), "test/tiny/controlnet");
         assert_eq!(model_name(&set.controlnets[1]), "lllyasviel/canny");
-    }
-
-    #[test]
-    fn model_index_must_name_an_sd_pipeline() {
-        let p = model("test/tiny", "", None);
-        let fixture = include_str!("../../tests/fixtures/tiny/model_index.json");
-        assert_eq!(check_model_index(&p, "model_index.json", fixture), Ok(()));
-        let controlnet = r#"{"_class_name": "ControlNetModel", "unet": null}"#;
-        let message = check_model_index(&p, "model_index.json", controlnet).unwrap_err();
-        assert!(message.contains("lists no unet, vae, text_encoder, tokenizer, scheduler"), "{message}");
-        let xl =
-            r#"{"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}"#;
-        assert!(check_model_index(&p, "model_index.json", xl).unwrap_err().contains("XL"));
-        let message = check_model_index(&p, "model_index.json", "<html>").unwrap_err();
-        assert!(message.contains("is not JSON"), "{message}");
-    }
-
-    #[test]
-    fn configurations_must_fit_together() {
-        let unet = UNetConfig::sd15();
-        let text = ClipTextConfig::sd15();
-        assert_eq!(check_unet("unet", &unet, &text), Ok(()));
-        assert_eq!(check_vae("vae", &VaeConfig::sd15(), &unet), Ok(()));
-        assert_eq!(check_controlnet("canny", &ControlNetConfig::sd15(), &unet), Ok(()));
-
-        let sd2_text = ClipTextConfig { hidden_size: 1024, ..ClipTextConfig::sd15() };
-        assert!(check_unet("unet", &unet, &sd2_text).unwrap_err().contains("1024"));
-        let mut inpainting = UNetConfig::sd15();
-        inpainting.encoder.in_channels = 9;
-        assert!(check_unet("unet", &inpainting, &text).unwrap_err().contains("9 input"));
-        let mut sd2_controlnet = ControlNetConfig::sd15();
-        sd2_controlnet.encoder.cross_attention_dim = 1024;
-        let message = check_controlnet("sd2 canny", &sd2_controlnet, &unet).unwrap_err();
-        assert!(message.starts_with("sd2 canny is a ControlNet for another model"), "{message}");
     }
 }

@@ -62,6 +62,11 @@ pub const SCRIBBLE: Pinned = Pinned {
 pub const CONTROLNETS: [Pinned; 2] = [CANNY, SCRIBBLE];
 
 impl Pinned {
+    /// Whether the revision is a commit (40 hex digits), not a branch that may move.
+    pub fn is_pinned(&self) -> bool {
+        self.revision.len() == 40 && self.revision.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
     /// This repository's root as a model folder, from `base_url` (the Hub or a mirror).
     pub fn model_ref(&self, base_url: &str, cache: bool) -> ModelRef {
         ModelRef {
@@ -224,6 +229,13 @@ mod tests {
             let parsed = parse_spec(&pinned.spec(), HUB, pinned.variant, true).unwrap();
             assert_eq!(parsed, pinned.model_ref(HUB, true), "{}", pinned.spec());
         }
+    }
+
+    #[test]
+    fn only_commits_count_as_pinned() {
+        assert!(SD15.is_pinned() && CANNY.is_pinned());
+        // The page says so for this one (see the models panel's `models-unpinned`).
+        assert!(!SCRIBBLE.is_pinned());
     }
 
     #[test]

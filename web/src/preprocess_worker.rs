@@ -72,7 +72,7 @@ impl Source {
         invert: bool,
         now: impl Fn() -> f64,
     ) -> Result<PreprocessResponse, String> {
-        resize.validate()?;
+        resize.validate().map_err(|e| e.to_string())?;
         let op = checked(op)?;
         let image = self.image.as_ref().ok_or("no image yet: drop, paste or choose one first")?;
         let started = now();

@@ -8,22 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Compute precision, as the UI chooses it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    F32,
-    F16,
-}
-
-impl Precision {
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-        }
-    }
-}
+pub use vocabulary::{
+    self, ControlMode, GenerationParams, Limits, Precision, Preprocessor, Resize, ResizeMode, SchedulerKind,
+    UnitSettings,
+};
 
 /// UI → worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,8 +41,9 @@ pub enum Request {
     /// then `ModelLoaded` or `Error`. The models stay on the device between generations.
     LoadPipeline { id: u32, models: ModelSet, precision: Precision },
     /// Generate one image with the loaded models. Answered by `GenerateProgress` after every
-    /// step, `Preview` every `preview_every` steps, then `Generated`, `Cancelled` or `Error`.
-    Generate { id: u32, params: GenerateParams, units: Vec<UnitParams> },
+    /// step, `Preview` every `preview_every` steps (0: none), then `Generated`, `Cancelled` or
+    /// `Error`.
+    Generate { id: u32, params: GenerationParams, preview_every: u32, units: Vec<UnitParams> },
     /// Stop generation `id` after the step in progress. Handled as soon as it arrives, never
     /// queued behind the generation it stops; answered by that generation's `Cancelled`.
     Cancel { id: u32 },
@@ -120,44 +109,20 @@ pub struct ModelSet {
     pub controlnets: Vec<ModelRef>,
 }
 
-/// How a generation runs; the models come from `LoadPipeline`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GenerateParams {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub steps: u32,
-    /// Classifier-free guidance; at 1 or below, one UNet pass per step.
-    pub guidance: f64,
-    /// A `model::SchedulerKind` name: `ddim`, `euler`, `euler-a`, `dpmpp-2m`,
-    /// `dpmpp-2m-karras`, `unipc`.
-    pub scheduler: String,
-    /// Multiples of 8.
-    pub width: u32,
-    pub height: u32,
-    /// The initial noise's seed (the same seed gives the same image as `controlnet generate`).
-    pub seed: u32,
-    /// A latent preview every this many steps; 0 for none.
-    pub preview_every: u32,
-}
-
 /// One control unit of a generation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnitParams {
     /// Index into the loaded `ModelSet::controlnets`.
     pub controlnet: u32,
-    /// The control map: `GenerateParams::width × height` RGB, row-major.
+    /// The control map: `GenerationParams::width × height` RGB, row-major.
     #[serde(with = "serde_bytes")]
     pub rgb: Vec<u8>,
-    /// The conditioning scale (A1111's "control weight").
-    pub scale: f64,
-    pub guess_mode: bool,
-    /// A `model::ControlMode` name: `balanced`, `prompt`, `controlnet`.
-    pub mode: String,
-    /// The fraction of the steps where the unit starts and stops acting, in `[0, 1]`.
-    pub start: f64,
-    pub end: f64,
-    /// What made the map (`canny`, `scribble`, a file name…), for the PNG's parameters.
-    pub label: String,
+    pub settings: UnitSettings,
+    /// How the map was made, for the PNG's parameters: the preprocessor (`Scribble` for a
+    /// drawing alone), how the picture was fitted, and Canny's thresholds.
+    pub module: Preprocessor,
+    pub resize: ResizeMode,
+    pub thresholds: Option<(f64, f64)>,
 }
 
 /// Where model files come from, and how they are cached.
@@ -311,6 +276,10 @@ pub struct FileLoaded {
     /// Whether the file is now complete in the cache.
     pub stored: bool,
     pub sha256: String,
+    /// A weights file whose server named no SHA-256 to check it against (only its size and each
+    /// cached chunk's own hash were checked): the page says so.
+    #[serde(default)]
+    pub unverified: bool,
 }
 
 /// One file a load will read.
@@ -387,85 +356,20 @@ pub enum PreprocessOp {
 }
 
 impl PreprocessOp {
-    /// A short name for messages and timings.
-    pub fn label(&self) -> &'static str {
+    /// The preprocessor, without its parameters.
+    pub fn preprocessor(&self) -> Preprocessor {
         match self {
-            PreprocessOp::Canny { .. } => "Canny",
-            PreprocessOp::Scribble => "Scribble",
-            PreprocessOp::Xdog => "Sketch",
-            PreprocessOp::None => "None",
-        }
-    }
-}
-
-/// How the source is fitted to the control map's size (the names are A1111's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResizeMode {
-    /// Stretch to the target size, ignoring the aspect ratio.
-    Just,
-    /// Scale to cover the target and cut off what overflows, centred.
-    Crop,
-    /// Scale to fit inside the target and fill the margins.
-    Fill,
-}
-
-impl ResizeMode {
-    pub const ALL: [ResizeMode; 3] = [ResizeMode::Just, ResizeMode::Crop, ResizeMode::Fill];
-
-    /// The name used in messages, `<select>` values and the `preprocess` crate's `FromStr`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ResizeMode::Just => "just",
-            ResizeMode::Crop => "crop",
-            ResizeMode::Fill => "fill",
+            PreprocessOp::Canny { .. } => Preprocessor::Canny,
+            PreprocessOp::Scribble => Preprocessor::Scribble,
+            PreprocessOp::Xdog => Preprocessor::Xdog,
+            PreprocessOp::None => Preprocessor::None,
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|mode| mode.name() == name)
-    }
-}
-
-/// The control map's size and how the source is fitted to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Resize {
-    pub mode: ResizeMode,
-    pub width: u32,
-    pub height: u32,
-}
-
-impl Resize {
-    /// Stable Diffusion's latents are an eighth of the image: sides must be multiples of 8.
-    pub const MULTIPLE: u32 = 8;
-    pub const MIN_SIDE: u32 = 64;
-    /// 2048² is 16 times SD1.5's native 512²; larger control maps only cost memory.
-    pub const MAX_SIDE: u32 = 2048;
-
-    /// `side` rounded to the nearest multiple of 8 within the allowed range: what the UI makes of
-    /// whatever is typed into a size field.
-    pub fn snap(side: f64) -> u32 {
-        if !side.is_finite() {
-            return 512;
-        }
-        let multiple = f64::from(Self::MULTIPLE);
-        let snapped = (side / multiple).round() * multiple;
-        snapped.clamp(f64::from(Self::MIN_SIDE), f64::from(Self::MAX_SIDE)) as u32
-    }
-
-    /// Refuses sizes the UI would never send: the worker trusts no message.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, side) in [("width", self.width), ("height", self.height)] {
-            if side % Self::MULTIPLE != 0 || !(Self::MIN_SIDE..=Self::MAX_SIDE).contains(&side) {
-                return Err(format!(
-                    "the control map's {name} must be a multiple of {} from {} to {}, not {side}",
-                    Self::MULTIPLE,
-                    Self::MIN_SIDE,
-                    Self::MAX_SIDE
-                ));
-            }
-        }
-        Ok(())
+    /// Its machine name, for messages, timings and the page's `data-op`.
+    pub fn name(&self) -> &'static str {
+        use vocabulary::Named;
+        self.preprocessor().name()
     }
 }
 
@@ -569,22 +473,5 @@ mod tests {
         }
         let op = serde_json::to_string(&PreprocessOp::Canny { low: 1.0, high: 2.0 }).unwrap();
         assert_eq!(op, r#"{"kind":"canny","low":1.0,"high":2.0}"#);
-    }
-
-    #[test]
-    fn sizes_snap_to_multiples_of_eight_within_range() {
-        assert_eq!(Resize::snap(512.0), 512);
-        assert_eq!(Resize::snap(515.0), 512);
-        assert_eq!(Resize::snap(516.0), 520);
-        assert_eq!(Resize::snap(3.0), Resize::MIN_SIDE);
-        assert_eq!(Resize::snap(1e9), Resize::MAX_SIDE);
-        assert_eq!(Resize::snap(f64::NAN), 512);
-        assert!(Resize { mode: ResizeMode::Just, width: 512, height: 2048 }.validate().is_ok());
-        let odd = Resize { mode: ResizeMode::Just, width: 500, height: 512 }.validate().unwrap_err();
-        assert!(odd.contains("width") && odd.contains("500"), "{odd}");
-        assert!(Resize { mode: ResizeMode::Just, width: 512, height: 4096 }.validate().is_err());
-        for mode in ResizeMode::ALL {
-            assert_eq!(ResizeMode::from_name(mode.name()), Some(mode));
-        }
     }
 }

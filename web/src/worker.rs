@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::Promise;
+use model::PrecisionExt;
 use model::burn::prelude::{Device, Tensor as BurnTensor, TensorData};
 use model::burn::tensor::FloatDType;
 use model::streaming::StreamLoader;
@@ -24,7 +25,7 @@ use crate::cache::{self, Cache, FileKey};
 use crate::import::{Import, Imported};
 use crate::load::{self, Models, fetch_file, file_loaded, open_cache};
 use crate::protocol::{
-    GenerateParams, ModelSet, ModelSource, Precision, ProbeOutput, Request, Response, Tensor, UnitParams,
+    GenerationParams, ModelSet, ModelSource, Precision, ProbeOutput, Request, Response, Tensor, UnitParams,
 };
 use crate::{download, generate, message};
 
@@ -112,13 +113,13 @@ impl Worker {
                 let result = self.load_pipeline(id, &models, precision).await;
                 post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
             }
-            Request::Generate { id, params, units } => {
+            Request::Generate { id, params, preview_every, units } => {
                 match self.generations.borrow_mut().get_mut(&id) {
                     Some(state) => *state = Generation::Running,
                     // Cancelled while queued, and already answered.
                     None => return,
                 }
-                let result = self.generate(id, &params, &units).await;
+                let result = self.generate(id, &params, preview_every, &units).await;
                 self.generations.borrow_mut().remove(&id);
                 post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
             }
@@ -190,7 +191,6 @@ impl Worker {
         let started = now_ms();
         // A new set replaces the old one: free its memory before loading anything.
         self.unload();
-        let precision = model_precision(precision);
         if !precision.is_supported_on(&device) {
             return Err(format!(
                 "this GPU cannot compute in {precision} (no shader-f16 support): load in f32"
@@ -204,7 +204,8 @@ impl Worker {
     async fn generate(
         &self,
         id: u32,
-        params: &GenerateParams,
+        params: &GenerationParams,
+        preview_every: u32,
         units: &[UnitParams],
     ) -> Result<Response, String> {
         let cancelled = || self.generations.borrow().get(&id) == Some(&Generation::Cancelling);
@@ -214,7 +215,7 @@ impl Worker {
             .clone()
             .ok_or("no models are loaded: load Stable Diffusion (and any ControlNets) first")?;
         let device = self.device().await?;
-        generate::generate(id, &models, params, units, &device, &cancelled).await
+        generate::generate(id, &models, params, preview_every, units, &device, &cancelled).await
     }
 
     /// Stores one slice of a local file in the cache; offset 0 starts the file (over).
@@ -262,17 +263,18 @@ impl Worker {
         self.unet.borrow_mut().take();
         let cache = if source.cache { open_cache().await } else { None };
         let mut config = Vec::new();
-        let config_loaded = fetch_file(id, source, cache.as_ref(), config_file, config_file, &mut |bytes| {
-            config.extend_from_slice(bytes);
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let config_loaded =
+            fetch_file(id, source, cache.as_ref(), config_file, config_file, None, &mut |bytes| {
+                config.extend_from_slice(bytes);
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
         let config = String::from_utf8(config).map_err(|_| format!("{config_file} is not UTF-8"))?;
         let config = model::config::UNetConfig::from_json(&config).map_err(|e| e.to_string())?;
-        let mut loader = StreamLoader::new(&device, model_precision(precision), &[], &[]);
+        let mut loader = StreamLoader::new(&device, precision, &[], &[]);
         let weights_loaded =
-            fetch_file(id, source, cache.as_ref(), weights_file, weights_file, &mut |bytes| {
+            fetch_file(id, source, cache.as_ref(), weights_file, weights_file, None, &mut |bytes| {
                 loader.push(bytes).map_err(|e| format!("{weights_file}: {e}"))
             })
             .await
@@ -302,7 +304,7 @@ impl Worker {
         let output = {
             let guard = self.unet.borrow();
             let (unet, precision) = guard.as_ref().ok_or("no UNet is loaded")?;
-            let dtype = model_precision(*precision).dtype();
+            let dtype = precision.dtype();
             let sample: BurnTensor<4> = tensor(sample, &device)?.cast(dtype);
             let context: BurnTensor<3> = tensor(context, &device)?.cast(dtype);
             let [batch, ..] = sample.dims();
@@ -327,8 +329,8 @@ impl Worker {
         let device = self.device().await?;
         let started = now_ms();
         let cache = if source.cache { open_cache().await } else { None };
-        let mut loader = StreamLoader::new(&device, model_precision(precision), &[], &[]);
-        let loaded = fetch_file(id, source, cache.as_ref(), file, file, &mut |bytes| {
+        let mut loader = StreamLoader::new(&device, precision, &[], &[]);
+        let loaded = fetch_file(id, source, cache.as_ref(), file, file, None, &mut |bytes| {
             loader.push(bytes).map_err(|e| format!("{file}: {e}"))
         })
         .await
@@ -345,8 +347,7 @@ impl Worker {
     async fn probe(&self, id: u32, precision: Precision) -> Result<Response, String> {
         let device = self.device().await?;
         let started = now_ms();
-        let outputs =
-            model::probe::run(&device, model_precision(precision)).await.map_err(|e| e.to_string())?;
+        let outputs = model::probe::run(&device, precision).await.map_err(|e| e.to_string())?;
         Ok(Response::ProbeDone {
             id,
             precision,
@@ -370,7 +371,7 @@ impl Worker {
             .map_err(|e| format!("could not acquire a WebGPU device: {e}"))?;
         post(&Response::DeviceReady {
             init_ms: now_ms() - started,
-            f16: model::Precision::F16.is_supported_on(&device),
+            f16: Precision::F16.is_supported_on(&device),
         });
         *self.device.borrow_mut() = Some(device.clone());
         Ok(device)
@@ -428,13 +429,6 @@ pub(crate) fn wasm_memory() -> u64 {
         .buffer()
         .unchecked_into::<js_sys::ArrayBuffer>()
         .byte_length() as u64
-}
-
-fn model_precision(precision: Precision) -> model::Precision {
-    match precision {
-        Precision::F32 => model::Precision::F32,
-        Precision::F16 => model::Precision::F16,
-    }
 }
 
 fn scope() -> DedicatedWorkerGlobalScope {

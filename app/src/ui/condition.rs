@@ -13,10 +13,11 @@ use leptos::task::spawn_local;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{Clamped, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web::protocol::{PreprocessOp, PreprocessRequest, PreprocessResponse, Resize, ResizeMode};
+use web::protocol::{PreprocessOp, PreprocessRequest, PreprocessResponse, Preprocessor, Resize, ResizeMode};
 use web_sys::{CanvasRenderingContext2d, ClipboardEvent, DragEvent, File, HtmlCanvasElement, ImageData};
 
 use super::scribble::{self, History, ScribblePad};
+use super::widgets::NamedSelect;
 use crate::gpu::describe_js_error;
 use crate::worker::{Latest, PreprocessWorker, use_preprocess_worker};
 
@@ -24,50 +25,11 @@ use crate::worker::{Latest, PreprocessWorker, use_preprocess_worker};
 /// decoder scales big images down anyway.
 const MAX_FILE_BYTES: f64 = 50.0 * 1024.0 * 1024.0;
 
-/// The preprocessor chosen in the select; `PreprocessOp` adds its parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OpKind {
-    Canny,
-    Scribble,
-    Xdog,
-    None,
-}
-
-impl OpKind {
-    const ALL: [OpKind; 4] = [OpKind::Canny, OpKind::Scribble, OpKind::Xdog, OpKind::None];
-
-    fn value(self) -> &'static str {
-        match self {
-            OpKind::Canny => "canny",
-            OpKind::Scribble => "scribble",
-            OpKind::Xdog => "xdog",
-            OpKind::None => "none",
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            OpKind::Canny => "Canny edges",
-            OpKind::Scribble => "Scribble from line art",
-            OpKind::Xdog => "Sketch from photo (XDoG)",
-            OpKind::None => "None (the image is the control map)",
-        }
-    }
-}
-
-fn resize_label(mode: ResizeMode) -> &'static str {
-    match mode {
-        ResizeMode::Just => "Just resize",
-        ResizeMode::Crop => "Crop and resize",
-        ResizeMode::Fill => "Resize and fill",
-    }
-}
-
 /// The preprocessing settings, each a signal the controls write and the preview request reads.
 /// The control map's size is the generation's, not a setting of its own.
 #[derive(Clone, Copy)]
 struct Settings {
-    op: RwSignal<OpKind>,
+    op: RwSignal<Preprocessor>,
     low: RwSignal<f64>,
     high: RwSignal<f64>,
     mode: RwSignal<ResizeMode>,
@@ -78,24 +40,21 @@ struct Settings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConditionSettings {
-    /// `canny`, `scribble`, `xdog` or `none`.
-    pub preprocessor: String,
+    pub preprocessor: Preprocessor,
     pub low: f64,
     pub high: f64,
-    /// A `ResizeMode` name.
-    pub resize: String,
+    pub resize: ResizeMode,
     pub invert: bool,
 }
 
 impl Default for ConditionSettings {
     fn default() -> Self {
         Self {
-            preprocessor: OpKind::Canny.value().into(),
+            preprocessor: Preprocessor::Canny,
             // ControlNet's Canny defaults.
             low: 100.0,
             high: 200.0,
-            // A1111's default: fill the frame without distorting the photo.
-            resize: ResizeMode::Crop.name().into(),
+            resize: ResizeMode::default(),
             invert: false,
         }
     }
@@ -106,15 +65,10 @@ impl Settings {
         let threshold =
             |value: f64, default: f64| if (1.0..=255.0).contains(&value) { value } else { default };
         Self {
-            op: RwSignal::new(
-                OpKind::ALL
-                    .into_iter()
-                    .find(|kind| kind.value() == saved.preprocessor)
-                    .unwrap_or(OpKind::Canny),
-            ),
+            op: RwSignal::new(saved.preprocessor),
             low: RwSignal::new(threshold(saved.low, 100.0)),
             high: RwSignal::new(threshold(saved.high, 200.0)),
-            mode: RwSignal::new(ResizeMode::from_name(&saved.resize).unwrap_or(ResizeMode::Crop)),
+            mode: RwSignal::new(saved.resize),
             invert: RwSignal::new(saved.invert),
         }
     }
@@ -122,10 +76,10 @@ impl Settings {
     /// The preprocessor with its parameters (tracks the thresholds only for Canny).
     fn op(&self) -> PreprocessOp {
         match self.op.get() {
-            OpKind::Canny => PreprocessOp::Canny { low: self.low.get(), high: self.high.get() },
-            OpKind::Scribble => PreprocessOp::Scribble,
-            OpKind::Xdog => PreprocessOp::Xdog,
-            OpKind::None => PreprocessOp::None,
+            Preprocessor::Canny => PreprocessOp::Canny { low: self.low.get(), high: self.high.get() },
+            Preprocessor::Scribble => PreprocessOp::Scribble,
+            Preprocessor::Xdog => PreprocessOp::Xdog,
+            Preprocessor::None => PreprocessOp::None,
         }
     }
 }
@@ -198,18 +152,41 @@ impl Condition {
     pub fn saved(&self) -> ConditionSettings {
         let Settings { op, low, high, mode, invert } = self.settings;
         ConditionSettings {
-            preprocessor: op.get().value().into(),
+            preprocessor: op.get(),
             low: low.get(),
             high: high.get(),
-            resize: mode.get().name().into(),
+            resize: mode.get(),
             invert: invert.get(),
         }
     }
 
     /// What made the map, for the PNG's parameters and to choose a ControlNet (tracked): the
-    /// preprocessor's name, or `scribble` for a drawing on black.
-    pub fn label(&self) -> &'static str {
-        if self.source.with(Option::is_some) { self.settings.op.get().value() } else { "scribble" }
+    /// preprocessor, or `Scribble` for a drawing on black.
+    pub fn preprocessor(&self) -> Preprocessor {
+        if self.source.with(Option::is_some) { self.settings.op.get() } else { Preprocessor::Scribble }
+    }
+
+    /// How the map was fitted to the image and Canny's thresholds, for the PNG's parameters
+    /// (untracked).
+    pub fn fit_and_thresholds(&self) -> (ResizeMode, Option<(f64, f64)>) {
+        let Settings { op, low, high, mode, .. } = self.settings;
+        let thresholds = (op.get_untracked() == Preprocessor::Canny
+            && self.source.with_untracked(Option::is_some))
+        .then(|| (low.get_untracked(), high.get_untracked()));
+        (mode.get_untracked(), thresholds)
+    }
+
+    /// Puts back settings read from a PNG's parameters ("use these parameters again").
+    pub fn restore(&self, preprocessor: Preprocessor, resize: ResizeMode, thresholds: Option<(f64, f64)>) {
+        let Settings { op, low, high, mode, .. } = self.settings;
+        op.set(preprocessor);
+        mode.set(resize);
+        if let Some((l, h)) =
+            thresholds.filter(|(l, h)| (1.0..=255.0).contains(l) && (1.0..=255.0).contains(h))
+        {
+            low.set(l);
+            high.set(h);
+        }
     }
 
     /// Whether the map at `width × height` can be read now (tracked).
@@ -278,7 +255,7 @@ pub fn ConditionPanel(
     let in_flight_label = StoredValue::new("");
     let dispatch = move |request: PreprocessRequest| {
         if let PreprocessRequest::Process { op, .. } = &request {
-            in_flight_label.set_value(op.label());
+            in_flight_label.set_value(op.name());
         }
         if let Some(worker) = worker_slot.get_value() {
             worker.send(request);
@@ -567,24 +544,9 @@ fn PreprocessControls(settings: Settings) -> impl IntoView {
         <div class="condition-controls">
             <label>
                 "Preprocessor "
-                <select
-                    data-testid="preprocessor"
-                    on:change=move |event| {
-                        let value = event_target_value(&event);
-                        if let Some(kind) = OpKind::ALL.into_iter().find(|kind| kind.value() == value) {
-                            op.set(kind);
-                        }
-                    }
-                >
-                    {OpKind::ALL
-                        .into_iter()
-                        .map(|kind| view! {
-                            <option value=kind.value() selected=move || op.get() == kind>{kind.label()}</option>
-                        })
-                        .collect_view()}
-                </select>
+                <NamedSelect value=op testid="preprocessor" />
             </label>
-            <Show when=move || op.get() == OpKind::Canny>
+            <Show when=move || op.get() == Preprocessor::Canny>
                 <fieldset class="thresholds">
                     <legend>"Canny thresholds"</legend>
                     {threshold(low, "canny-low", "Low ")}
@@ -593,23 +555,7 @@ fn PreprocessControls(settings: Settings) -> impl IntoView {
             </Show>
             <label>
                 "Fit "
-                <select
-                    data-testid="resize-mode"
-                    on:change=move |event| {
-                        if let Some(chosen) = ResizeMode::from_name(&event_target_value(&event)) {
-                            mode.set(chosen);
-                        }
-                    }
-                >
-                    {ResizeMode::ALL
-                        .into_iter()
-                        .map(|choice| view! {
-                            <option value=choice.name() selected=move || mode.get() == choice>
-                                {resize_label(choice)}
-                            </option>
-                        })
-                        .collect_view()}
-                </select>
+                <NamedSelect value=mode testid="resize-mode" />
             </label>
             <label>
                 <input

@@ -10,8 +10,11 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsValue;
 use web_sys::{Blob, BlobPropertyBag, Url};
 
+use web::protocol::vocabulary::a1111::Parameters;
+
 use super::generate::GenSettings;
-use crate::gallery::{GalleryDb, GalleryError, Record, SavedParams};
+use super::units::UnitList;
+use crate::gallery::{GalleryDb, GalleryError, Record};
 use crate::gpu::describe_js_error;
 
 /// A blob URL for PNG bytes (the page's to revoke).
@@ -37,8 +40,9 @@ pub struct Item {
     pub thumb_url: String,
     pub png_url: String,
     pub parameters: String,
-    /// How it was made; `None` when the record's JSON does not read (the image still shows).
-    pub params: Option<SavedParams>,
+    /// How it was made, read back from its parameters text; `None` when that does not read
+    /// (the image still shows).
+    pub params: Option<Parameters>,
     /// Whether it is in IndexedDB; if not, it is shown until the page closes.
     pub saved: bool,
 }
@@ -60,7 +64,7 @@ impl Item {
             thumb_url: blob_url(&record.thumbnail)?,
             png_url: blob_url(&record.png)?,
             parameters: record.parameters.clone(),
-            params: serde_json::from_str(&record.params).ok(),
+            params: Parameters::parse(&record.parameters).ok(),
             saved: true,
         };
         Ok(item)
@@ -98,18 +102,11 @@ impl GalleryState {
     }
 
     /// Shows a new image at once and stores it.
-    pub fn add(&self, png: Uint8Array, thumbnail: Uint8Array, parameters: String, params: SavedParams) {
+    pub fn add(&self, png: Uint8Array, thumbnail: Uint8Array, parameters: String) {
         let created = js_sys::Date::now();
         let id = created.floor().max(self.last_id.get_value() + 1.0);
         self.last_id.set_value(id);
-        let params_json = match serde_json::to_string(&params) {
-            Ok(json) => json,
-            Err(e) => {
-                self.error.set(Some(format!("Could not describe the image's parameters: {e}")));
-                String::new()
-            }
-        };
-        let record = Record { id, created, png, thumbnail, parameters, params: params_json };
+        let record = Record { id, created, png, thumbnail, parameters };
         let item = match Item::from_record(&record) {
             Ok(item) => Item { saved: false, ..item },
             Err(message) => {
@@ -209,7 +206,7 @@ fn save_failure(error: &GalleryError) -> String {
 
 /// The stored images.
 #[component]
-pub fn GalleryPanel(gallery: GalleryState, settings: GenSettings) -> impl IntoView {
+pub fn GalleryPanel(gallery: GalleryState, settings: GenSettings, units: UnitList) -> impl IntoView {
     gallery.load();
     let items = gallery.items;
     view! {
@@ -226,7 +223,7 @@ pub fn GalleryPanel(gallery: GalleryState, settings: GenSettings) -> impl IntoVi
             })}
             <ul class="gallery-items">
                 <For each=move || items.get() key=Item::key let:item>
-                    <GalleryEntry item gallery settings />
+                    <GalleryEntry item gallery settings units />
                 </For>
             </ul>
         </section>
@@ -234,7 +231,7 @@ pub fn GalleryPanel(gallery: GalleryState, settings: GenSettings) -> impl IntoVi
 }
 
 #[component]
-fn GalleryEntry(item: Item, gallery: GalleryState, settings: GenSettings) -> impl IntoView {
+fn GalleryEntry(item: Item, gallery: GalleryState, settings: GenSettings, units: UnitList) -> impl IntoView {
     let id = item.id;
     let file_name = item.file_name();
     let created = js_sys::Date::new(&JsValue::from_f64(item.created))
@@ -267,8 +264,9 @@ fn GalleryEntry(item: Item, gallery: GalleryState, settings: GenSettings) -> imp
                     data-testid="gallery-reuse"
                     disabled=params.is_none()
                     on:click=move |_| {
-                        if let Some(saved) = &params {
-                            settings.apply(&saved.params);
+                        if let Some(parameters) = &params {
+                            settings.apply(parameters);
+                            units.restore(&parameters.units);
                         }
                     }
                 >

@@ -12,30 +12,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::{Clamped, JsCast, JsValue};
 use web::memory::{self, MemoryEstimate};
-use web::protocol::{GenerateParams, Precision, Request, Resize, Response};
+use web::protocol::vocabulary::a1111::Parameters;
+use web::protocol::{GenerationParams, Limits, Precision, Request, Response, SchedulerKind};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData, KeyboardEvent};
 
 use super::gallery::{GalleryState, blob_url, revoke};
 use super::units::UnitList;
-use crate::gallery::SavedParams;
+use super::widgets::NamedSelect;
 use crate::gpu::{AdapterInfo, describe_js_error};
 use crate::session::{GpuSession, is_device_lost};
 
 /// Where the settings are kept: `controlnet.generate.{name}`, as JSON.
 const STORAGE_PREFIX: &str = "controlnet.generate.";
-
-/// The `model::SchedulerKind` names and their labels (A1111's where it has them).
-pub const SCHEDULERS: [(&str, &str); 6] = [
-    ("unipc", "UniPC"),
-    ("ddim", "DDIM"),
-    ("euler", "Euler"),
-    ("euler-a", "Euler a"),
-    ("dpmpp-2m", "DPM++ 2M"),
-    ("dpmpp-2m-karras", "DPM++ 2M Karras"),
-];
-
-const MAX_STEPS: u32 = 150;
-const MAX_GUIDANCE: f64 = 30.0;
 
 /// A setting kept from an earlier visit, if there is one and it still reads.
 pub fn load_setting<T: DeserializeOwned>(name: &str) -> Option<T> {
@@ -70,8 +58,7 @@ pub struct GenSettings {
     pub seed_random: RwSignal<bool>,
     pub steps: RwSignal<u32>,
     pub guidance: RwSignal<f64>,
-    /// A [`SCHEDULERS`] name.
-    pub scheduler: RwSignal<&'static str>,
+    pub scheduler: RwSignal<SchedulerKind>,
     pub width: RwSignal<u32>,
     pub height: RwSignal<u32>,
     /// A preview every this many steps; 0 for none.
@@ -81,19 +68,21 @@ pub struct GenSettings {
 impl GenSettings {
     /// The settings kept from the last visit (defaults where none), saved again on every change.
     pub fn load() -> Self {
-        let size = |name| load_setting::<f64>(name).map_or(512, Resize::snap);
+        let size = |name| load_setting::<f64>(name).map_or(512, Limits::snap_side);
         let settings = Self {
             prompt: RwSignal::new(load_setting("prompt").unwrap_or_default()),
             negative: RwSignal::new(load_setting("negative").unwrap_or_default()),
             seed: RwSignal::new(load_setting("seed").unwrap_or(0)),
             seed_random: RwSignal::new(load_setting("seed-random").unwrap_or(true)),
-            steps: RwSignal::new(load_setting("steps").map_or(20, |steps: u32| steps.clamp(1, MAX_STEPS))),
+            steps: RwSignal::new(
+                load_setting("steps").map_or(20, |steps: u32| steps.clamp(1, Limits::MAX_STEPS)),
+            ),
             guidance: RwSignal::new(
-                load_setting("guidance").filter(|g: &f64| (0.0..=MAX_GUIDANCE).contains(g)).unwrap_or(7.5),
+                load_setting("guidance")
+                    .filter(|g: &f64| (0.0..=Limits::MAX_GUIDANCE).contains(g))
+                    .unwrap_or(7.5),
             ),
-            scheduler: RwSignal::new(
-                load_setting::<String>("scheduler").and_then(|name| scheduler_name(&name)).unwrap_or("unipc"),
-            ),
+            scheduler: RwSignal::new(load_setting("scheduler").unwrap_or_default()),
             width: RwSignal::new(size("width")),
             height: RwSignal::new(size("height")),
             // The latents are read back after every step for the progress anyway, and a preview
@@ -121,40 +110,35 @@ impl GenSettings {
     }
 
     /// The parameters of a run with `seed`.
-    fn params(&self, seed: u32) -> GenerateParams {
-        GenerateParams {
+    fn params(&self, seed: u32) -> GenerationParams {
+        GenerationParams {
             prompt: self.prompt.get_untracked(),
             negative_prompt: self.negative.get_untracked(),
             steps: self.steps.get_untracked(),
             guidance: self.guidance.get_untracked(),
-            scheduler: self.scheduler.get_untracked().into(),
+            scheduler: self.scheduler.get_untracked(),
             width: self.width.get_untracked(),
             height: self.height.get_untracked(),
             seed,
-            preview_every: self.preview_every.get_untracked(),
         }
     }
 
-    /// Puts an earlier run's parameters back ("use these parameters again"), its seed fixed.
-    pub fn apply(&self, params: &GenerateParams) {
+    /// Puts an earlier run's parameters back ("use these parameters again"), its seed fixed;
+    /// values outside the page's limits are brought within them.
+    pub fn apply(&self, parameters: &Parameters) {
+        let params = &parameters.params;
         self.prompt.set(params.prompt.clone());
         self.negative.set(params.negative_prompt.clone());
-        self.seed.set(params.seed);
-        self.seed_random.set(false);
-        self.steps.set(params.steps.clamp(1, MAX_STEPS));
-        if (0.0..=MAX_GUIDANCE).contains(&params.guidance) {
-            self.guidance.set(params.guidance);
+        if parameters.has_seed {
+            self.seed.set(params.seed);
+            self.seed_random.set(false);
         }
-        if let Some(name) = scheduler_name(&params.scheduler) {
-            self.scheduler.set(name);
-        }
-        self.width.set(Resize::snap(f64::from(params.width)));
-        self.height.set(Resize::snap(f64::from(params.height)));
+        self.steps.set(params.steps.clamp(1, Limits::MAX_STEPS));
+        self.guidance.set(params.guidance.clamp(0.0, Limits::MAX_GUIDANCE));
+        self.scheduler.set(params.scheduler);
+        self.width.set(Limits::snap_side(f64::from(params.width)));
+        self.height.set(Limits::snap_side(f64::from(params.height)));
     }
-}
-
-fn scheduler_name(value: &str) -> Option<&'static str> {
-    SCHEDULERS.iter().map(|(name, _)| *name).find(|name| *name == value)
 }
 
 /// A fresh seed, uniformly over `u32`.
@@ -296,8 +280,8 @@ pub fn GeneratePanel(
     let run = RwSignal::new(Run::idle());
     let timing = StoredValue::new(Timing::default());
     let last_seed = RwSignal::new(None::<u32>);
-    // What the gallery keeps of the run in progress.
-    let pending = StoredValue::new(None::<(u32, SavedParams)>);
+    // The seed of the run in progress.
+    let pending = StoredValue::new(None::<(u32, u32)>);
     let finished = RwSignal::new(None::<Finished>);
     let preview_step = RwSignal::new(None::<u32>);
     let preview_canvas = NodeRef::<Canvas>::new();
@@ -355,14 +339,10 @@ pub fn GeneratePanel(
         let Some(models) = session.models.get_untracked() else { return };
         let (width, height) = (settings.width.get_untracked(), settings.height.get_untracked());
         let mut unit_params = Vec::new();
-        let mut saved_units = Vec::new();
         let list = units.units.get_untracked();
         for (index, unit) in list.iter().enumerate().filter(|(_, unit)| unit.enabled.get_untracked()) {
             match unit.params(index, &models, width, height) {
-                Ok((params, saved)) => {
-                    unit_params.push(params);
-                    saved_units.push(saved);
-                }
+                Ok(params) => unit_params.push(params),
                 Err(message) => {
                     run.set(Run::idle().failed(format!("Unit {}: {message}.", index + 1)));
                     return;
@@ -374,17 +354,11 @@ pub fn GeneratePanel(
         last_seed.set(Some(seed));
         let params = settings.params(seed);
         let id = session.next_id();
-        pending.set_value(Some((
-            id,
-            SavedParams {
-                params: params.clone(),
-                units: saved_units,
-                pipeline: Some(models.pipeline.clone()),
-            },
-        )));
+        pending.set_value(Some((id, seed)));
         timing.set_value(Timing::default());
         run.set(Run { id: Some(id), phase: Phase::Running, total: params.steps, ..Run::idle() });
-        session.send(Request::Generate { id, params, units: unit_params });
+        let preview_every = settings.preview_every.get_untracked();
+        session.send(Request::Generate { id, params, preview_every, units: unit_params });
     };
     let cancel = move || {
         let Some(id) = run.with_untracked(|run| (run.phase == Phase::Running).then_some(run.id).flatten())
@@ -433,8 +407,9 @@ pub fn GeneratePanel(
         {
             let png = js_sys::Uint8Array::from(png.as_slice());
             let thumbnail = js_sys::Uint8Array::from(thumbnail.as_slice());
-            let saved = pending.try_update_value(Option::take).flatten().filter(|(pending, _)| pending == id);
-            let seed = saved.as_ref().map_or(0, |(_, saved)| saved.params.seed);
+            let seed = pending.try_update_value(Option::take).flatten().filter(|(pending, _)| pending == id);
+            let stored = seed.is_some();
+            let seed = seed.map_or(0, |(_, seed)| seed);
             match blob_url(&png) {
                 Ok(url) => {
                     let shown = Finished {
@@ -455,8 +430,8 @@ pub fn GeneratePanel(
                     return;
                 }
             }
-            if let Some((_, saved)) = saved {
-                gallery.add(png, thumbnail, parameters.clone(), saved);
+            if stored {
+                gallery.add(png, thumbnail, parameters.clone());
             }
             run.update(|run| {
                 run.phase = Phase::Done;
@@ -638,14 +613,16 @@ fn SettingsFields(
     last_seed: RwSignal<Option<u32>>,
     on_reuse_seed: Callback<()>,
 ) -> impl IntoView {
-    let steps = |typed: f64| typed.is_finite().then(|| typed.round().clamp(1.0, f64::from(MAX_STEPS)) as u32);
-    let side = |typed: f64| Some(Resize::snap(typed));
+    let max_steps = f64::from(Limits::MAX_STEPS);
+    let steps =
+        |typed: f64| typed.is_finite().then(|| typed.round().clamp(1.0, f64::from(Limits::MAX_STEPS)) as u32);
+    let side = |typed: f64| Some(Limits::snap_side(typed));
     let preview_every =
-        |typed: f64| typed.is_finite().then(|| typed.round().clamp(0.0, f64::from(MAX_STEPS)) as u32);
+        |typed: f64| typed.is_finite().then(|| typed.round().clamp(0.0, f64::from(Limits::MAX_STEPS)) as u32);
     let seed = |typed: f64| typed.is_finite().then(|| typed.round().clamp(0.0, f64::from(u32::MAX)) as u32);
     let seed_field = number_field(settings.seed, ("seed", "Seed "), (0.0, f64::from(u32::MAX), 1.0), seed);
     let (min_side, max_side, multiple) =
-        (f64::from(Resize::MIN_SIDE), f64::from(Resize::MAX_SIDE), f64::from(Resize::MULTIPLE));
+        (f64::from(Limits::MIN_SIDE), f64::from(Limits::MAX_SIDE), f64::from(Limits::MULTIPLE));
 
     view! {
         <div class="settings">
@@ -671,21 +648,21 @@ fn SettingsFields(
                     None => "Reuse the last seed".into(),
                 }}
             </button>
-            {number_field(settings.steps, ("steps", "Steps "), (1.0, f64::from(MAX_STEPS), 1.0), steps)}
+            {number_field(settings.steps, ("steps", "Steps "), (1.0, max_steps, 1.0), steps)}
             <label>
                 "Guidance "
                 <input
                     type="number"
                     data-testid="guidance"
                     min="0"
-                    max=MAX_GUIDANCE.to_string()
+                    max=Limits::MAX_GUIDANCE.to_string()
                     step="0.5"
                     prop:value=move || settings.guidance.get().to_string()
                     on:change=move |event| {
                         if let Ok(value) = event_target_value(&event).trim().parse::<f64>()
                             && value.is_finite()
                         {
-                            settings.guidance.set(value.clamp(0.0, MAX_GUIDANCE));
+                            settings.guidance.set(value.clamp(0.0, Limits::MAX_GUIDANCE));
                         }
                         event_target::<web_sys::HtmlInputElement>(&event)
                             .set_value(&settings.guidance.get_untracked().to_string());
@@ -694,28 +671,14 @@ fn SettingsFields(
             </label>
             <label>
                 "Sampler "
-                <select
-                    data-testid="scheduler"
-                    on:change=move |event| {
-                        if let Some(name) = scheduler_name(&event_target_value(&event)) {
-                            settings.scheduler.set(name);
-                        }
-                    }
-                >
-                    {SCHEDULERS
-                        .into_iter()
-                        .map(|(value, label)| view! {
-                            <option value=value selected=move || settings.scheduler.get() == value>{label}</option>
-                        })
-                        .collect_view()}
-                </select>
+                <NamedSelect value=settings.scheduler testid="scheduler" />
             </label>
             {number_field(settings.width, ("width", "Width "), (min_side, max_side, multiple), side)}
             {number_field(settings.height, ("height", "Height "), (min_side, max_side, multiple), side)}
             {number_field(
                 settings.preview_every,
                 ("preview-every", "Preview every "),
-                (0.0, f64::from(MAX_STEPS), 1.0),
+                (0.0, max_steps, 1.0),
                 preview_every,
             )}
         </div>
@@ -791,11 +754,5 @@ mod tests {
         assert!(with_advice("GPU device lost: reason unknown".into()).contains("reload the models"));
         assert!(with_advice("the GPU worker failed: out of memory".into()).contains("reload the models"));
         assert_eq!(with_advice("the prompt is too long".into()), "the prompt is too long");
-    }
-
-    #[test]
-    fn scheduler_names_are_the_models() {
-        assert_eq!(scheduler_name("dpmpp-2m-karras"), Some("dpmpp-2m-karras"));
-        assert_eq!(scheduler_name("DDIM"), None);
     }
 }

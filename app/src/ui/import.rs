@@ -104,6 +104,19 @@ pub fn LocalImport(
             let _ = resolve.call0(&JsValue::UNDEFINED);
         }
     });
+    // A worker that dies never answers: the slice waiting for it ends the import with the reason,
+    // so that the picker works again once the worker is restarted.
+    Effect::new(move || {
+        let Some(reason) = session.failure.get() else { return };
+        let pending: Vec<_> =
+            waiters.try_with_value(|w| w.borrow_mut().drain().collect()).unwrap_or_default();
+        for (_, (resolve, slot)) in pending {
+            let message =
+                format!("the GPU worker stopped during the import ({reason}); restart it and import again");
+            *slot.borrow_mut() = Some(Response::Error { id: None, message });
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }
+    });
     let call = move |request: Request, id: u32| async move {
         let slot = Rc::new(RefCell::new(None));
         let registered = Rc::clone(&slot);

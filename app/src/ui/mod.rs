@@ -9,6 +9,7 @@ mod models;
 mod probe;
 mod scribble;
 mod units;
+mod widgets;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -60,7 +61,7 @@ fn Studio(info: AdapterInfo) -> impl IntoView {
         <ModelsPanel f16 />
         <UnitsPanel units settings />
         <GeneratePanel settings units gallery info />
-        <GalleryPanel gallery settings />
+        <GalleryPanel gallery settings units />
         <details class="panel device-check" data-testid="device-check">
             <summary>"Device check"</summary>
             <ProbePanel f16 />

@@ -433,6 +433,25 @@ pub fn ModelsPanel(
                         })}
                     </select>
                 </label>
+                {move || {
+                    let unpinned: Vec<&str> = settings
+                        .preset
+                        .get()
+                        .controlnets()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|model| !model.is_pinned())
+                        .map(|model| model.label)
+                        .collect();
+                    (!unpinned.is_empty()).then(|| view! {
+                        <p class="hint" data-testid="models-unpinned">
+                            {format!(
+                                "{} is not pinned to a revision: it follows `main`, so what downloads may change.",
+                                unpinned.join(", ")
+                            )}
+                        </p>
+                    })
+                }}
                 <label>
                     "From "
                     <input

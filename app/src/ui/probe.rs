@@ -3,6 +3,7 @@
 //! numbers and the time they took.
 
 use leptos::prelude::*;
+use web::protocol::vocabulary::Named;
 use web::protocol::{Precision, ProbeOutput, Request, Response};
 
 use crate::worker::use_gpu_worker;

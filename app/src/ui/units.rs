@@ -7,19 +7,13 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use web::protocol::UnitParams;
+use web::protocol::vocabulary::a1111::UnitText;
+use web::protocol::{ControlMode, Limits, Preprocessor, UnitParams, UnitSettings};
 
 use super::condition::{Condition, ConditionPanel, ConditionSettings};
 use super::generate::{GenSettings, load_setting, save_setting};
-use crate::gallery::SavedUnit;
+use super::widgets::NamedSelect;
 use crate::session::{GpuSession, LoadedModels};
-
-/// `model::ControlMode` names and A1111's labels for them.
-pub const MODES: [(&str, &str); 3] = [
-    ("balanced", "Balanced"),
-    ("prompt", "My prompt is more important"),
-    ("controlnet", "ControlNet is more important"),
-];
 
 /// One control unit. Cheap to copy: every field is a handle.
 #[derive(Clone, Copy)]
@@ -34,8 +28,7 @@ pub struct Unit {
     /// The fraction of the steps where the unit starts and stops acting.
     pub start: RwSignal<f64>,
     pub end: RwSignal<f64>,
-    /// A [`MODES`] name.
-    pub mode: RwSignal<&'static str>,
+    pub mode: RwSignal<ControlMode>,
     pub guess: RwSignal<bool>,
     pub enabled: RwSignal<bool>,
 }
@@ -49,7 +42,7 @@ struct SavedSettings {
     weight: f64,
     start: f64,
     end: f64,
-    mode: String,
+    mode: ControlMode,
     guess: bool,
     condition: ConditionSettings,
 }
@@ -62,7 +55,7 @@ impl Default for SavedSettings {
             weight: 1.0,
             start: 0.0,
             end: 1.0,
-            mode: MODES[0].0.into(),
+            mode: ControlMode::default(),
             guess: false,
             condition: ConditionSettings::default(),
         }
@@ -76,10 +69,14 @@ impl Unit {
             key,
             condition: Condition::new(&saved.condition),
             controlnet: RwSignal::new(saved.controlnet.clone()),
-            weight: RwSignal::new(if (0.0..=2.0).contains(&saved.weight) { saved.weight } else { 1.0 }),
+            weight: RwSignal::new(if (0.0..=Limits::MAX_CONTROL_WEIGHT).contains(&saved.weight) {
+                saved.weight
+            } else {
+                1.0
+            }),
             start: RwSignal::new(fraction(saved.start, 0.0)),
             end: RwSignal::new(fraction(saved.end, 1.0)),
-            mode: RwSignal::new(mode_name(&saved.mode).unwrap_or(MODES[0].0)),
+            mode: RwSignal::new(saved.mode),
             guess: RwSignal::new(saved.guess),
             enabled: RwSignal::new(saved.enabled),
         }
@@ -93,7 +90,7 @@ impl Unit {
             weight: self.weight.get(),
             start: self.start.get(),
             end: self.end.get(),
-            mode: self.mode.get().into(),
+            mode: self.mode.get(),
             guess: self.guess.get(),
             condition: self.condition.saved(),
         }
@@ -102,58 +99,65 @@ impl Unit {
     /// The loaded ControlNet this unit (the `index`th) uses (tracked); `None` when none is loaded.
     pub fn controlnet_index(&self, index: usize, models: &LoadedModels) -> Option<usize> {
         let chosen = self.controlnet.get();
-        choose_controlnet(chosen.as_deref(), self.condition.label(), index, models)
+        choose_controlnet(chosen.as_deref(), self.condition.preprocessor(), index, models)
     }
 
-    /// What the worker needs for this unit (the `index`th) at `width × height`, and what the
-    /// gallery keeps of it; an error for the user otherwise.
+    /// How this unit steers (untracked).
+    fn settings(&self) -> UnitSettings {
+        UnitSettings {
+            scale: self.weight.get_untracked(),
+            guess_mode: self.guess.get_untracked(),
+            mode: self.mode.get_untracked(),
+            start: self.start.get_untracked(),
+            end: self.end.get_untracked(),
+        }
+    }
+
+    /// What the worker needs for this unit (the `index`th) at `width × height`; an error for
+    /// the user otherwise.
     pub fn params(
         &self,
         index: usize,
         models: &LoadedModels,
         width: u32,
         height: u32,
-    ) -> Result<(UnitParams, SavedUnit), String> {
+    ) -> Result<UnitParams, String> {
         let controlnet = untrack(|| self.controlnet_index(index, models)).ok_or("no ControlNet is loaded")?;
         let rgb = self
             .condition
             .control_map(width, height)?
             .ok_or("it has no control map: drop an image on it or draw on it")?;
-        let label = untrack(|| self.condition.label()).to_owned();
-        let saved = SavedUnit {
-            controlnet: controlnet as u32,
-            controlnet_name: models.controlnets.get(controlnet).cloned(),
-            scale: self.weight.get_untracked(),
-            guess_mode: self.guess.get_untracked(),
-            mode: self.mode.get_untracked().into(),
-            start: self.start.get_untracked(),
-            end: self.end.get_untracked(),
-            label: label.clone(),
-        };
-        let params = UnitParams {
+        let (resize, thresholds) = self.condition.fit_and_thresholds();
+        Ok(UnitParams {
             controlnet: controlnet as u32,
             rgb,
-            scale: saved.scale,
-            guess_mode: saved.guess_mode,
-            mode: saved.mode.clone(),
-            start: saved.start,
-            end: saved.end,
-            label,
-        };
-        Ok((params, saved))
+            settings: self.settings(),
+            module: untrack(|| self.condition.preprocessor()),
+            resize,
+            thresholds,
+        })
+    }
+
+    /// Puts back a unit read from a PNG's parameters; its ControlNet is picked by name.
+    fn restore(&self, text: &UnitText) {
+        let s = &text.settings;
+        self.enabled.set(true);
+        self.controlnet.set(Some(text.model.clone()));
+        self.weight.set(s.scale.clamp(0.0, Limits::MAX_CONTROL_WEIGHT));
+        self.start.set(s.start.clamp(0.0, 1.0));
+        self.end.set(s.end.clamp(0.0, 1.0));
+        self.mode.set(s.mode);
+        self.guess.set(s.guess_mode);
+        self.condition.restore(text.module, text.resize, text.thresholds);
     }
 }
 
-fn mode_name(value: &str) -> Option<&'static str> {
-    MODES.iter().map(|(name, _)| *name).find(|name| *name == value)
-}
-
-/// The ControlNet a unit uses: the one picked, while it is loaded; else the first whose
-/// preprocessor is the unit's (`canny` for Canny edges, `scribble` for a drawing); else the
-/// `index`th unit's turn through the list, so that two units start on different ControlNets.
+/// The ControlNet a unit uses: the one picked, while it is loaded; else the first trained for the
+/// unit's kind of map (Canny edges, or scribbles for a drawing or a sketch); else the `index`th
+/// unit's turn through the list, so that two units start on different ControlNets.
 fn choose_controlnet(
     chosen: Option<&str>,
-    label: &str,
+    preprocessor: Preprocessor,
     index: usize,
     models: &LoadedModels,
 ) -> Option<usize> {
@@ -161,9 +165,12 @@ fn choose_controlnet(
     if count == 0 {
         return None;
     }
+    let kind = preprocessor.control_kind();
     chosen
         .and_then(|name| models.controlnets.iter().position(|loaded| loaded == name))
-        .or_else(|| models.preprocessors.iter().position(|p| p.as_deref() == Some(label)))
+        .or_else(|| {
+            kind.and_then(|kind| models.preprocessors.iter().position(|p| p.as_deref() == Some(kind)))
+        })
         .or(Some(index % count))
 }
 
@@ -217,6 +224,22 @@ impl UnitList {
             && let Some(first) = self.units.with_untracked(|units| units.first().map(|unit| unit.key))
         {
             self.active.set(first);
+        }
+    }
+
+    /// Makes the list the units read from a PNG's parameters: as many units as it names (at
+    /// least one), each with its settings. Their images stay as they are (a PNG does not carry
+    /// its control maps).
+    pub fn restore(&self, texts: &[UnitText]) {
+        while self.units.with_untracked(Vec::len) < texts.len().max(1) {
+            self.add();
+        }
+        let list = self.units.get_untracked();
+        for (i, unit) in list.iter().enumerate() {
+            match texts.get(i) {
+                Some(text) => unit.restore(text),
+                None => unit.enabled.set(false),
+            }
         }
     }
 
@@ -355,21 +378,7 @@ fn UnitView(unit: Unit, units: UnitList, settings: GenSettings) -> impl IntoView
                 {slider(unit.end, "unit-end", "Ending step ", 1.0, 0.01)}
                 <label>
                     "Control mode "
-                    <select
-                        data-testid="unit-mode"
-                        on:change=move |event| {
-                            if let Some(mode) = mode_name(&event_target_value(&event)) {
-                                unit.mode.set(mode);
-                            }
-                        }
-                    >
-                        {MODES
-                            .into_iter()
-                            .map(|(value, label)| view! {
-                                <option value=value selected=move || unit.mode.get() == value>{label}</option>
-                            })
-                            .collect_view()}
-                    </select>
+                    <NamedSelect value=unit.mode testid="unit-mode" />
                 </label>
                 <label title="The ControlNet sees no prompt: it recognises the content from the map alone">
                     <input
@@ -406,15 +415,17 @@ mod tests {
 
     #[test]
     fn the_controlnet_follows_the_pick_then_the_preprocessor_then_the_index() {
+        use Preprocessor::{Canny, Scribble, Xdog};
         let loaded = models(&["canny", "scribble"], &[Some("canny"), Some("scribble")]);
-        assert_eq!(choose_controlnet(None, "canny", 1, &loaded), Some(0));
-        assert_eq!(choose_controlnet(None, "scribble", 0, &loaded), Some(1));
-        assert_eq!(choose_controlnet(Some("canny"), "scribble", 0, &loaded), Some(0), "the pick wins");
-        assert_eq!(choose_controlnet(Some("gone"), "scribble", 0, &loaded), Some(1), "a pick not loaded");
-        assert_eq!(choose_controlnet(None, "xdog", 3, &loaded), Some(1), "3 mod 2");
-        assert_eq!(choose_controlnet(None, "none", 0, &models(&[], &[])), None);
+        assert_eq!(choose_controlnet(None, Canny, 1, &loaded), Some(0));
+        assert_eq!(choose_controlnet(None, Scribble, 0, &loaded), Some(1));
+        assert_eq!(choose_controlnet(Some("canny"), Scribble, 0, &loaded), Some(0), "the pick wins");
+        assert_eq!(choose_controlnet(Some("gone"), Scribble, 0, &loaded), Some(1), "a pick not loaded");
+        assert_eq!(choose_controlnet(None, Xdog, 0, &loaded), Some(1), "a sketch is a scribble");
+        assert_eq!(choose_controlnet(None, Preprocessor::None, 3, &loaded), Some(1), "3 mod 2");
+        assert_eq!(choose_controlnet(None, Preprocessor::None, 0, &models(&[], &[])), None);
         let unknown = models(&["a", "b", "c"], &[None, None, None]);
-        assert_eq!(choose_controlnet(None, "canny", 4, &unknown), Some(1));
+        assert_eq!(choose_controlnet(None, Canny, 4, &unknown), Some(1));
     }
 
     #[test]
@@ -423,7 +434,7 @@ mod tests {
         assert_eq!(saved.weight, 0.5);
         assert!(saved.enabled);
         assert_eq!(saved.end, 1.0);
-        assert_eq!(mode_name("prompt"), Some("prompt"));
-        assert_eq!(mode_name("Prompt"), None);
+        let saved: SavedSettings = serde_json::from_str(r#"{"mode":"prompt"}"#).unwrap();
+        assert_eq!(saved.mode, ControlMode::PromptMoreImportant);
     }
 }

@@ -26,96 +26,26 @@ mod unipc;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
 
 use burn::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-/// The samplers a pipeline can pick, by the names the CLI and the browser use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SchedulerKind {
-    /// `DDIMScheduler`, deterministic (η = 0).
-    Ddim,
-    /// `EulerDiscreteScheduler`.
-    Euler,
-    /// `EulerAncestralDiscreteScheduler`: fresh noise at every step.
-    EulerAncestral,
-    /// `DPMSolverMultistepScheduler` (DPM-Solver++, second order).
-    DpmPp2M,
-    /// `DPMSolverMultistepScheduler` with `use_karras_sigmas=True`.
-    DpmPp2MKarras,
-    /// `UniPCMultistepScheduler` (predictor-corrector, second order).
-    #[default]
-    UniPc,
-}
+pub use vocabulary::SchedulerKind;
 
-impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 6] = [
-        SchedulerKind::Ddim,
-        SchedulerKind::Euler,
-        SchedulerKind::EulerAncestral,
-        SchedulerKind::DpmPp2M,
-        SchedulerKind::DpmPp2MKarras,
-        SchedulerKind::UniPc,
-    ];
-
-    /// The name `FromStr` accepts.
-    pub fn name(self) -> &'static str {
-        match self {
-            SchedulerKind::Ddim => "ddim",
-            SchedulerKind::Euler => "euler",
-            SchedulerKind::EulerAncestral => "euler-a",
-            SchedulerKind::DpmPp2M => "dpmpp-2m",
-            SchedulerKind::DpmPp2MKarras => "dpmpp-2m-karras",
-            SchedulerKind::UniPc => "unipc",
-        }
-    }
-
-    /// The diffusers class this kind reproduces.
-    pub fn class_name(self) -> &'static str {
-        match self {
-            SchedulerKind::Ddim => "DDIMScheduler",
-            SchedulerKind::Euler => "EulerDiscreteScheduler",
-            SchedulerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
-            SchedulerKind::DpmPp2M | SchedulerKind::DpmPp2MKarras => "DPMSolverMultistepScheduler",
-            SchedulerKind::UniPc => "UniPCMultistepScheduler",
-        }
-    }
-
-    /// What the kind means beyond its class, applied on top of the config (as the pipeline's
-    /// `from_config(config, **extra)` does).
-    fn config_extra(self) -> &'static [(&'static str, bool)] {
-        match self {
-            SchedulerKind::DpmPp2MKarras => &[("use_karras_sigmas", true)],
-            _ => &[],
-        }
-    }
-}
-
-impl fmt::Display for SchedulerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for SchedulerKind {
-    type Err = SchedulerError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SchedulerKind::ALL
-            .into_iter()
-            .find(|kind| kind.name() == s)
-            .ok_or_else(|| SchedulerError::UnknownKind(s.to_owned()))
+/// What a kind means beyond its class, applied on top of the config (as the pipeline's
+/// `from_config(config, **extra)` does).
+fn config_extra(kind: SchedulerKind) -> &'static [(&'static str, bool)] {
+    match kind {
+        SchedulerKind::DpmPp2MKarras => &[("use_karras_sigmas", true)],
+        _ => &[],
     }
 }
 
 /// Why a scheduler could not be built.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SchedulerError {
-    /// A scheduler name that is none of [`SchedulerKind::ALL`].
-    UnknownKind(String),
     /// Zero inference steps were asked for.
     ZeroSteps,
     /// More inference steps than the model was trained with, or a spacing that leaves the
@@ -130,10 +60,6 @@ pub enum SchedulerError {
 impl fmt::Display for SchedulerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SchedulerError::UnknownKind(name) => {
-                let names: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
-                write!(f, "unknown scheduler `{name}` (expected one of: {})", names.join(", "))
-            }
             SchedulerError::ZeroSteps => f.write_str("the number of inference steps must be at least 1"),
             SchedulerError::TooManySteps { steps, num_train_timesteps } => write!(
                 f,
@@ -200,7 +126,7 @@ impl SchedulerConfig {
     /// The config as `class` sees it: its own fields, its defaults for the rest.
     fn resolve<T: DeserializeOwned>(&self, kind: SchedulerKind) -> Result<T, SchedulerError> {
         let mut fields = self.fields.clone();
-        for (key, value) in kind.config_extra() {
+        for (key, value) in config_extra(kind) {
             fields.insert((*key).to_owned(), Value::Bool(*value));
         }
         serde_json::from_value(Value::Object(fields))

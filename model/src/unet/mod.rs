@@ -46,11 +46,6 @@ impl ControlResiduals {
             mid: self.mid * factors[factors.len() - 1],
         }
     }
-
-    /// Every residual multiplied by `scale`.
-    pub fn scale(self, scale: f64) -> ControlResiduals {
-        ControlResiduals { down: self.down.into_iter().map(|r| r * scale).collect(), mid: self.mid * scale }
-    }
 }
 
 /// Intermediate results recorded by a forward pass, for debugging and per-layer tests: names as

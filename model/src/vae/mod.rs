@@ -28,7 +28,7 @@ use crate::Precision;
 use crate::nn::ops;
 use crate::nn::resnet::conv1x1;
 use crate::unet::module_dtype;
-use crate::weights::{WeightsError, apply_safetensors_with, read_model_dir};
+use crate::weights::{WeightsError, load_bytes, read_model_dir};
 
 /// The mid-block attention's old key names (diffusers < 0.14 and the published SD1.5 VAE, whose
 /// projections are Linear-shaped `[c, c]`), mapped onto today's. diffusers converts them on load
@@ -130,9 +130,14 @@ pub fn vae_from_bytes(
     device: &Device,
 ) -> Result<AutoencoderKL, WeightsError> {
     let config = VaeConfig::from_json(config_json)?;
-    let mut vae = AutoencoderKL::new(&config, device);
-    apply_safetensors_with(&mut vae, safetensors, precision, OLD_ATTENTION_REMAPS, &[])?;
-    Ok(vae)
+    load_bytes(
+        AutoencoderKL::new(&config, device),
+        &safetensors,
+        precision,
+        device,
+        OLD_ATTENTION_REMAPS,
+        &[],
+    )
 }
 
 /// Loads a VAE from a diffusers folder (`…/vae`), in the precision asked (the pipeline asks for

@@ -27,6 +27,8 @@ pub struct FileRow {
     progress: RwSignal<Option<FileProgress>>,
     /// The load finished without it: an optional file the repository does not have.
     absent: RwSignal<bool>,
+    /// Downloaded weights whose server named no SHA-256 to check them against.
+    unverified: RwSignal<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,7 +40,14 @@ struct FileProgress {
 
 impl FileRow {
     fn new(file: String, planned: Option<u64>, cached: bool) -> Self {
-        Self { file, planned, cached, progress: RwSignal::new(None), absent: RwSignal::new(false) }
+        Self {
+            file,
+            planned,
+            cached,
+            progress: RwSignal::new(None),
+            absent: RwSignal::new(false),
+            unverified: RwSignal::new(false),
+        }
     }
 
     /// Bytes done and the best known size (0 while unknown).
@@ -132,11 +141,14 @@ impl Progress {
         self.rows.with_untracked(|rows| {
             for row in rows {
                 match files.iter().find(|f| f.file == row.file) {
-                    Some(f) => row.progress.set(Some(FileProgress {
-                        bytes: f.size,
-                        total: f.size,
-                        from_cache: f.fetched_bytes == 0,
-                    })),
+                    Some(f) => {
+                        row.progress.set(Some(FileProgress {
+                            bytes: f.size,
+                            total: f.size,
+                            from_cache: f.fetched_bytes == 0,
+                        }));
+                        row.unverified.set(f.unverified);
+                    }
                     // No list at all: trust the progress seen.
                     None if files.is_empty() => {
                         let (_, total) = row.amounts_untracked();
@@ -226,7 +238,7 @@ pub fn ProgressView(progress: Progress) -> impl IntoView {
 
 #[component]
 fn FileRowView(row: FileRow) -> impl IntoView {
-    let FileRow { file, planned, cached, progress, absent } = row;
+    let FileRow { file, planned, cached, progress, absent, unverified } = row;
     let state = move || match progress.get() {
         _ if absent.get() => "absent",
         None if cached => "cached",
@@ -255,6 +267,16 @@ fn FileRowView(row: FileRow) -> impl IntoView {
                 max=move || { let (_, all) = amounts(); (all > 0).then(|| all.to_string()) }
             ></progress>
             <span class="models-file-state">{label}</span>
+            {move || unverified.get().then(|| view! {
+                <span
+                    class="warning"
+                    data-testid="models-file-unverified"
+                    title="The server named no SHA-256 for this file: its size and each cached chunk were checked, \
+                           the whole file could not be."
+                >
+                    "unverified"
+                </span>
+            })}
             <span class="models-file-bytes">
                 {move || {
                     let (done, all) = amounts();

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use model::image_io::{self, Rgb8};
-use model::pipeline::{ControlMode, ControlUnit, Noise, Params, Pipeline, UnitSummary};
+use model::pipeline::{ControlUnit, Params, Pipeline};
 use model::rng::Rng;
-use model::scheduler::SchedulerKind;
-use model::{ControlNet, Precision, npy, weights};
+use model::vocabulary::a1111::{Parameters, UnitText};
+use model::vocabulary::{GenerationParams, Preprocessor, ResizeMode, UnitSettings};
+use model::{ControlNet, Precision, PrecisionExt, npy};
 
 pub const USAGE: &str = "  controlnet generate --model DIR [--controlnet DIR --control IMAGE [--scale S]
       [--control-start A --control-end B] [--control-mode balanced|prompt|controlnet]]...
@@ -25,26 +26,19 @@ pub const USAGE: &str = "  controlnet generate --model DIR [--controlnet DIR --c
 struct UnitArgs {
     dir: PathBuf,
     image: Option<PathBuf>,
-    scale: f64,
-    start: f64,
-    end: f64,
-    mode: ControlMode,
+    settings: UnitSettings,
 }
 
 #[derive(Debug)]
 struct Args {
     model: PathBuf,
     units: Vec<UnitArgs>,
-    guess_mode: bool,
-    prompt: String,
-    negative_prompt: String,
-    steps: usize,
-    guidance: f64,
-    scheduler: SchedulerKind,
-    seed: Option<u64>,
+    /// Everything but the size and the seed, which are settled once the inputs are read.
+    settings: GenerationParams,
+    seed: Option<u32>,
     noise: Option<PathBuf>,
-    width: Option<usize>,
-    height: Option<usize>,
+    width: Option<u32>,
+    height: Option<u32>,
     precision: Option<Precision>,
     backend: String,
     out: PathBuf,
@@ -66,15 +60,11 @@ fn last_unit<'a>(units: &'a mut [UnitArgs], flag: &str) -> Result<&'a mut UnitAr
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = args;
     let (mut model, mut prompt, mut out) = (None, None, None);
+    let mut guess_mode = false;
     let mut parsed = Args {
         model: PathBuf::new(),
         units: Vec::new(),
-        guess_mode: false,
-        prompt: String::new(),
-        negative_prompt: String::new(),
-        steps: 20,
-        guidance: 7.5,
-        scheduler: SchedulerKind::default(),
+        settings: GenerationParams::default(),
         seed: None,
         noise: None,
         width: None,
@@ -87,7 +77,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--guess-mode" => {
-                parsed.guess_mode = true;
+                guess_mode = true;
                 continue;
             }
             "--quiet" => {
@@ -102,21 +92,18 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--controlnet" => parsed.units.push(UnitArgs {
                 dir: PathBuf::from(value),
                 image: None,
-                scale: 1.0,
-                start: 0.0,
-                end: 1.0,
-                mode: ControlMode::Balanced,
+                settings: UnitSettings::default(),
             }),
             "--control" => last_unit(&mut parsed.units, &flag)?.image = Some(PathBuf::from(value)),
-            "--scale" => last_unit(&mut parsed.units, &flag)?.scale = parse(&flag, &value)?,
-            "--control-start" => last_unit(&mut parsed.units, &flag)?.start = parse(&flag, &value)?,
-            "--control-end" => last_unit(&mut parsed.units, &flag)?.end = parse(&flag, &value)?,
-            "--control-mode" => last_unit(&mut parsed.units, &flag)?.mode = parse(&flag, &value)?,
+            "--scale" => last_unit(&mut parsed.units, &flag)?.settings.scale = parse(&flag, &value)?,
+            "--control-start" => last_unit(&mut parsed.units, &flag)?.settings.start = parse(&flag, &value)?,
+            "--control-end" => last_unit(&mut parsed.units, &flag)?.settings.end = parse(&flag, &value)?,
+            "--control-mode" => last_unit(&mut parsed.units, &flag)?.settings.mode = parse(&flag, &value)?,
             "--prompt" => prompt = Some(value),
-            "--negative-prompt" => parsed.negative_prompt = value,
-            "--steps" => parsed.steps = parse(&flag, &value)?,
-            "--guidance" => parsed.guidance = parse(&flag, &value)?,
-            "--scheduler" => parsed.scheduler = parse(&flag, &value)?,
+            "--negative-prompt" => parsed.settings.negative_prompt = value,
+            "--steps" => parsed.settings.steps = parse(&flag, &value)?,
+            "--guidance" => parsed.settings.guidance = parse(&flag, &value)?,
+            "--scheduler" => parsed.settings.scheduler = parse(&flag, &value)?,
             "--seed" => parsed.seed = Some(parse(&flag, &value)?),
             "--noise" => parsed.noise = Some(PathBuf::from(value)),
             "--width" => parsed.width = Some(parse(&flag, &value)?),
@@ -128,12 +115,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     parsed.model = model.ok_or("`--model DIR` is required")?;
-    parsed.prompt = prompt.ok_or("`--prompt TEXT` is required")?;
+    parsed.settings.prompt = prompt.ok_or("`--prompt TEXT` is required")?;
     parsed.out = out.ok_or("`--out OUT.png` is required")?;
     if parsed.seed.is_some() && parsed.noise.is_some() {
         return Err("give `--seed` or `--noise`, not both".into());
     }
-    for (i, unit) in parsed.units.iter().enumerate() {
+    for (i, unit) in parsed.units.iter_mut().enumerate() {
+        unit.settings.guess_mode = guess_mode;
         if unit.image.is_none() {
             return Err(format!(
                 "`--controlnet {}` (unit {}) has no `--control IMAGE`",
@@ -150,30 +138,30 @@ fn read_image(path: &Path) -> Result<Rgb8, String> {
     image_io::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A1111's `parameters` text, which other Stable Diffusion tools read back; models and images
-/// are named by their file names.
-fn parameters_text(args: &Args, params: &Params, precision: Precision) -> String {
+/// A1111's `parameters` text, which other Stable Diffusion tools read back; models are named by
+/// their folders' names, and the condition images, made elsewhere, by the `none` preprocessor.
+fn parameters_text(args: &Args, settings: &GenerationParams, has_seed: bool, precision: Precision) -> String {
     let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let names: Vec<(String, String)> = args
+    let units = args
         .units
         .iter()
-        .map(|unit| (name(&unit.dir), unit.image.as_deref().map(name).unwrap_or_default()))
-        .collect();
-    let units: Vec<UnitSummary<'_>> = args
-        .units
-        .iter()
-        .zip(&names)
-        .map(|(unit, (model, image))| UnitSummary {
-            model,
-            image,
-            weight: unit.scale,
-            start: unit.start,
-            end: unit.end,
-            mode: unit.mode,
-            guess_mode: args.guess_mode,
+        .map(|unit| UnitText {
+            module: Preprocessor::None,
+            model: name(&unit.dir),
+            settings: unit.settings,
+            resize: ResizeMode::Just,
+            thresholds: None,
         })
         .collect();
-    model::pipeline::parameters_text(params, &name(&args.model), precision, &units)
+    Parameters {
+        params: settings.clone(),
+        has_seed,
+        model: name(&args.model),
+        precision: Some(precision),
+        units,
+        other: Vec::new(),
+    }
+    .to_text()
 }
 
 pub fn run(
@@ -197,11 +185,20 @@ pub fn run(
     // diffusers' default size: the first condition image's, rounded down to multiples of 8; 512².
     let (default_w, default_h) =
         images.first().map(|i| (i.width / 8 * 8, i.height / 8 * 8)).unwrap_or((512, 512));
-    let width = args.width.unwrap_or(default_w);
-    let height = args.height.unwrap_or(default_h);
-    if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
-        return Err(format!("the size {width}×{height} must be positive multiples of 8"));
-    }
+    let seed = match (&args.noise, args.seed) {
+        (Some(_), _) => None,
+        (None, Some(seed)) => Some(seed),
+        (None, None) => Some(Rng::fresh_seed()),
+    };
+    let settings = GenerationParams {
+        width: args.width.unwrap_or(default_w as u32),
+        height: args.height.unwrap_or(default_h as u32),
+        seed: seed.unwrap_or_default(),
+        ..args.settings.clone()
+    };
+    let unit_settings: Vec<UnitSettings> = args.units.iter().map(|unit| unit.settings).collect();
+    settings.validate(&unit_settings).map_err(|e| e.to_string())?;
+    let (width, height) = (settings.width as usize, settings.height as usize);
     let noise = match &args.noise {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -232,13 +229,12 @@ pub fn run(
     };
     log(format!("loading {} ({precision}, {})", args.model.display(), args.backend));
     let pipeline = Pipeline::load(&args.model, precision, &device).map_err(|e| e.to_string())?;
+    // Each checked against the pipeline's UNet and VAE before its weights are read: an SD2.x
+    // ControlNet is refused with the message the page shows.
     let controlnets: Vec<ControlNet> = args
         .units
         .iter()
-        .map(|u| {
-            weights::load_controlnet(&u.dir, precision, &device)
-                .map_err(|e| format!("{}: {e}", u.dir.display()))
-        })
+        .map(|u| pipeline.load_controlnet(&u.dir).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let units: Vec<ControlUnit<'_>> = args
         .units
@@ -258,44 +254,26 @@ pub fn run(
             ControlUnit {
                 controlnet,
                 image: model::pipeline::from_rgb8(width, height, &image.pixels, &device),
-                scale: unit.scale,
-                guess_mode: args.guess_mode,
-                mode: unit.mode,
-                start: unit.start,
-                end: unit.end,
+                settings: unit.settings,
             }
         })
         .collect();
 
-    let seed = match (&noise, args.seed) {
-        (Some(_), _) => None,
-        (None, Some(seed)) => Some(seed),
-        (None, None) => Some(Rng::fresh_seed()),
-    };
-    let noise = match (noise, seed) {
-        (Some((shape, values)), _) => {
-            let expected = [1, 4, height / 8, width / 8];
+    let noise = match noise {
+        Some((shape, values)) => {
+            let expected = pipeline.latent_shape(width, height);
             if shape != expected {
                 return Err(format!("the noise is {shape:?}, expected {expected:?} for {width}×{height}"));
             }
-            Noise::Latents(Tensor::from_data(TensorData::new(values, shape), &device))
+            Some(Tensor::from_data(TensorData::new(values, shape), &device))
         }
-        (None, seed) => Noise::Seed(seed.expect("a seed when there is no noise file")),
+        None => None,
     };
-    let params = Params {
-        prompt: args.prompt.clone(),
-        negative_prompt: args.negative_prompt.clone(),
-        steps: args.steps,
-        guidance: args.guidance,
-        scheduler: args.scheduler,
-        width,
-        height,
-        noise,
-    };
+    let params = Params { settings, noise };
     log(format!(
         "loaded in {:.1} s; generating {width}×{height}, {} steps",
         started.elapsed().as_secs_f64(),
-        args.steps
+        params.settings.steps
     ));
     let loop_started = Instant::now();
     let image = pipeline
@@ -316,7 +294,7 @@ pub fn run(
         eprintln!();
     }
     let (w, h, pixels) = model::block_on(model::pipeline::to_rgb8(image)).map_err(|e| e.to_string())?;
-    let parameters = parameters_text(&args, &params, precision);
+    let parameters = parameters_text(&args, &params.settings, seed.is_some(), precision);
     let png = image_io::encode_png(&Rgb8 { width: w, height: h, pixels }, &[("parameters", &parameters)])
         .map_err(|e| e.to_string())?;
     std::fs::write(&args.out, png).map_err(|e| format!("{}: {e}", args.out.display()))?;

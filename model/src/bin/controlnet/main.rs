@@ -25,7 +25,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use model::config::{ControlNetConfig, UNetConfig};
 use model::precision::cast_module;
-use model::{ControlNet, Precision, UNet, bench, probe};
+use model::{ControlNet, Precision, PrecisionExt, UNet, bench, probe};
 
 fn usage() -> String {
     format!("usage:\n{}\n{}\n{USAGE}", generate::USAGE, preprocess::USAGE)
