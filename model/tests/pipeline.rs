@@ -35,6 +35,20 @@ fn psnr(a: &[f32], b: &[f32]) -> f64 {
     10.0 * (1.0 / mse.max(1e-20)).log10()
 }
 
+/// A fixture case's generation settings (its noise is given, so the seed is unused).
+fn case_settings(case: &serde_json::Value) -> GenerationParams {
+    GenerationParams {
+        prompt: case["prompt"].as_str().unwrap().into(),
+        negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
+        steps: case["steps"].as_u64().unwrap() as u32,
+        guidance: case["guidance"].as_f64().unwrap(),
+        scheduler: case["scheduler"].as_str().unwrap().parse().unwrap(),
+        width: case["width"].as_u64().unwrap() as u32,
+        height: case["height"].as_u64().unwrap() as u32,
+        seed: 0,
+    }
+}
+
 fn control_image(path: &str, device: &Device) -> Tensor<4> {
     let bytes = std::fs::read(fixtures().join("tiny").join(path)).unwrap();
     let image = image_io::decode(&bytes).unwrap();
@@ -73,16 +87,7 @@ fn pipelines_equal_diffusers() {
                 })
                 .collect();
             let params = Params {
-                settings: GenerationParams {
-                    prompt: case["prompt"].as_str().unwrap().into(),
-                    negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
-                    steps: case["steps"].as_u64().unwrap() as u32,
-                    guidance: case["guidance"].as_f64().unwrap(),
-                    scheduler: case["scheduler"].as_str().unwrap().parse().unwrap(),
-                    width: case["width"].as_u64().unwrap() as u32,
-                    height: case["height"].as_u64().unwrap() as u32,
-                    seed: 0,
-                },
+                settings: case_settings(&case),
                 noise: Some(pipeline_fixture(&format!("pipe.{name}.noise")).to_device(&device)),
             };
             let mut step_errors = Vec::new();
@@ -235,19 +240,7 @@ fn run_published_case(
     let text = std::fs::read_to_string(fixtures().join("tiny/published_cases.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let case = &json["case"];
-    let params = Params {
-        settings: GenerationParams {
-            prompt: case["prompt"].as_str().unwrap().into(),
-            negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
-            steps: case["steps"].as_u64().unwrap() as u32,
-            guidance: case["guidance"].as_f64().unwrap(),
-            scheduler: case["scheduler"].as_str().unwrap().parse().unwrap(),
-            width: case["width"].as_u64().unwrap() as u32,
-            height: case["height"].as_u64().unwrap() as u32,
-            seed: 0,
-        },
-        noise: Some(published("noise").to_device(device)),
-    };
+    let params = Params { settings: case_settings(case), noise: Some(published("noise").to_device(device)) };
     let unit = ControlUnit {
         controlnet,
         image: control_image(case["image"].as_str().unwrap(), device),
