@@ -109,6 +109,30 @@ async fn load_weights<M: Module>(
     loader.apply(build()).map_err(|error| PipelineError::Weights { component, error })
 }
 
+/// The CLIP tokenizer of a pipeline folder: `vocab.json` and `merges.txt` as SD1.5 publishes
+/// them, else `tokenizer.json` (what transformers 5 writes instead); with
+/// `tokenizer_config.json` and `special_tokens_map.json` where present. The published layout is
+/// asked for first, so that loading SD1.5 asks for no file it lacks (a miss cannot be cached,
+/// and would need the network every time).
+async fn load_tokenizer(files: &mut impl ModelFiles) -> Result<ClipTokenizer, PipelineError> {
+    let vocab = optional_text(files, "tokenizer/vocab.json").await?;
+    let merges = match vocab {
+        Some(_) => optional_text(files, "tokenizer/merges.txt").await?,
+        None => None,
+    };
+    let tokenizer_config = optional_text(files, "tokenizer/tokenizer_config.json").await?;
+    let special_tokens = optional_text(files, "tokenizer/special_tokens_map.json").await?;
+    let (config, special) = (tokenizer_config.as_deref(), special_tokens.as_deref());
+    Ok(match (vocab, merges) {
+        (Some(vocab), Some(merges)) => ClipTokenizer::from_files(&vocab, &merges, config, special)?,
+        _ => ClipTokenizer::from_tokenizer_json(
+            &text(files, "tokenizer/tokenizer.json").await?,
+            config,
+            special,
+        )?,
+    })
+}
+
 /// Loads a Stable Diffusion 1.x pipeline computing in `precision`.
 pub async fn load_pipeline(
     files: &mut impl ModelFiles,
@@ -125,13 +149,7 @@ pub async fn load_pipeline(
         SchedulerConfig::from_json(&text(files, "scheduler/scheduler_config.json").await?)?;
 
     // 3. The tokenizer.
-    let vocab = text(files, "tokenizer/vocab.json").await?;
-    let merges = text(files, "tokenizer/merges.txt").await?;
-    let tokenizer_config = optional_text(files, "tokenizer/tokenizer_config.json").await?;
-    let special_tokens = optional_text(files, "tokenizer/special_tokens_map.json").await?;
-    let tokenizer =
-        ClipTokenizer::from_files(&vocab, &merges, tokenizer_config.as_deref(), special_tokens.as_deref())?;
-    drop((vocab, merges));
+    let tokenizer = load_tokenizer(files).await?;
 
     // 4. The text encoder.
     let path = "text_encoder/config.json";
@@ -301,5 +319,71 @@ pub fn load_controlnet_dir(path: &Path, pipeline: &Pipeline) -> Result<ControlNe
             crate::block_on(load_single_file_controlnet(&mut files, &stem.to_string_lossy(), &name, pipeline))
         }
         _ => crate::block_on(load_controlnet(&mut Folder::new(path, pipeline.precision), &name, pipeline)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Files held in memory, by path.
+    struct Memory(HashMap<String, Vec<u8>>);
+
+    impl ModelFiles for Memory {
+        fn label(&self, path: &str) -> String {
+            path.to_owned()
+        }
+
+        async fn read(&mut self, path: &str, optional: bool) -> Result<Option<Vec<u8>>, String> {
+            match self.0.get(path) {
+                Some(bytes) => Ok(Some(bytes.clone())),
+                None if optional => Ok(None),
+                None => Err(format!("{path} does not exist")),
+            }
+        }
+
+        async fn stream_weights(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+        ) -> Result<(), String> {
+            Err("no weights here".into())
+        }
+    }
+
+    #[test]
+    fn a_tokenizer_json_alone_loads_as_the_published_files_do() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/tokenizer");
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        let (vocab, merges) = (read("vocab.json"), read("merges.txt"));
+        let configs = ["tokenizer_config.json", "special_tokens_map.json"]
+            .map(|name| (format!("tokenizer/{name}"), read(name).into_bytes()));
+        let published: HashMap<String, Vec<u8>> = [
+            ("tokenizer/vocab.json".to_owned(), vocab.clone().into_bytes()),
+            ("tokenizer/merges.txt".to_owned(), merges.clone().into_bytes()),
+        ]
+        .into_iter()
+        .chain(configs.clone())
+        .collect();
+        // transformers 5's form: the same vocabulary and merges in one tokenizer.json.
+        let merge_lines: Vec<&str> =
+            merges.lines().filter(|l| !l.starts_with("#version") && !l.is_empty()).collect();
+        let vocab_json: serde_json::Value = serde_json::from_str(&vocab).unwrap();
+        let json = serde_json::json!({"model": {"type": "BPE", "vocab": vocab_json, "merges": merge_lines}});
+        let single: HashMap<String, Vec<u8>> =
+            std::iter::once(("tokenizer/tokenizer.json".to_owned(), json.to_string().into_bytes()))
+                .chain(configs)
+                .collect();
+
+        let a = crate::block_on(load_tokenizer(&mut Memory(published))).unwrap();
+        let b = crate::block_on(load_tokenizer(&mut Memory(single))).unwrap();
+        for prompt in ["a tiny cat", "A photo of an astronaut, riding a horse!", ""] {
+            assert_eq!(a.encode(prompt), b.encode(prompt), "{prompt:?}");
+        }
+        let missing = crate::block_on(load_tokenizer(&mut Memory(HashMap::new()))).err().unwrap().to_string();
+        assert!(missing.contains("tokenizer/tokenizer.json does not exist"), "{missing}");
     }
 }
