@@ -18,7 +18,7 @@ use burn::tensor::{DType, FloatDType};
 
 use crate::Precision;
 use crate::PrecisionExt;
-use crate::weights::{WeightsError, remap_patterns};
+use crate::weights::{WeightsError, remap, remap_patterns};
 
 /// The most header bytes we accept (SD checkpoints have ~100 KiB headers).
 const MAX_HEADER_BYTES: u64 = 100 << 20;
@@ -297,10 +297,6 @@ impl StreamLoader {
         }
     }
 
-    fn module_path(&self, key: &str) -> String {
-        self.remaps.iter().fold(key.to_owned(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned())
-    }
-
     /// Feeds the next chunk of the file; complete tensors go to the device at once. Tensors
     /// matching the `ignored` patterns are passed over unread, whatever their dtype; any other
     /// tensor that is not floating-point is an error.
@@ -323,10 +319,7 @@ impl StreamLoader {
             // Hand the upload to the device now: backends hold written data until their queue
             // is flushed, and in a browser that memory is the wasm heap, which never shrinks.
             device.flush().map_err(|e| WeightsError::Format(format!("the device failed: {e:?}")))?;
-            let path = remaps
-                .iter()
-                .fold(t.info.name.clone(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned());
-            tensors.insert(path, (t.info.shape.clone(), tensor));
+            tensors.insert(remap(remaps, &t.info.name), (t.info.shape.clone(), tensor));
             Ok(())
         })
     }
@@ -358,7 +351,7 @@ impl StreamLoader {
 
     /// The module path a checkpoint key loads into.
     pub fn path_of(&self, key: &str) -> String {
-        self.module_path(key)
+        remap(&self.remaps, key)
     }
 }
 

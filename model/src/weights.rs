@@ -39,7 +39,12 @@ pub fn module_path(checkpoint_key: &str) -> String {
 /// ones (so that an extra map may produce diffusers' own names, which the shared remaps then
 /// bring to this crate's module paths).
 pub fn module_path_with<S: AsRef<str>>(extra: &[(S, S)], checkpoint_key: &str) -> String {
-    remap_patterns(extra)
+    remap(&remap_patterns(extra), checkpoint_key)
+}
+
+/// Applies compiled remaps ([`remap_patterns`]) to a checkpoint key, in order.
+pub fn remap(patterns: &[(regex::Regex, String)], checkpoint_key: &str) -> String {
+    patterns
         .iter()
         .fold(checkpoint_key.to_owned(), |key, (re, to)| re.replace(&key, to.as_str()).into_owned())
 }
