@@ -4,7 +4,7 @@
 //! any SD1.x checkpoint's config loads as published; fields we do not use are ignored, and values
 //! we cannot honour are refused by [`UNetConfig::validate`] with a message naming them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// An error in a `config.json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +19,7 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// A per-block value that configs write either once or once per block.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum PerBlock {
     One(usize),
@@ -100,7 +100,7 @@ fn default_three() -> usize {
 
 /// The encoder half that the UNet and the ControlNet share: what `conv_in`, the time embedding,
 /// the down blocks and the mid block are built from.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct EncoderConfig {
     #[serde(default = "default_in_channels")]
     pub in_channels: usize,
@@ -151,7 +151,7 @@ pub struct EncoderConfig {
 }
 
 /// `unet/config.json` of a diffusers `UNet2DConditionModel`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct UNetConfig {
     #[serde(flatten)]
     pub encoder: EncoderConfig,
@@ -166,7 +166,7 @@ pub struct UNetConfig {
 }
 
 /// `config.json` of a diffusers `ControlNetModel`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct ControlNetConfig {
     #[serde(flatten)]
     pub encoder: EncoderConfig,
@@ -366,6 +366,20 @@ impl ControlNetConfig {
         }
     }
 }
+
+/// A `config.json` as diffusers writes it for `class` (`ControlNetModel`, `UNet2DConditionModel`):
+/// the fields of `config`, the class name, and the diffusers version the fixtures are made with.
+pub fn to_diffusers_json<T: Serialize>(config: &T, class: &str) -> String {
+    let mut value = serde_json::to_value(config).expect("configs serialize");
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.insert("_class_name".into(), class.into());
+        fields.insert("_diffusers_version".into(), DIFFUSERS_VERSION.into());
+    }
+    serde_json::to_string_pretty(&value).expect("JSON") + "\n"
+}
+
+/// The diffusers version whose layout the checkpoints written here follow (the fixtures').
+pub const DIFFUSERS_VERSION: &str = "0.42.1";
 
 fn serde_json_from_str<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, ConfigError> {
     serde_json::from_str(json).map_err(|e| ConfigError(format!("invalid config.json: {e}")))

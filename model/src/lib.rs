@@ -20,10 +20,13 @@ pub mod pipeline;
 pub mod precision;
 pub mod probe;
 pub mod rng;
+pub mod save;
 pub mod scheduler;
 pub mod single_file;
 pub mod streaming;
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod unet;
 pub mod vae;
 pub mod weights;

@@ -49,6 +49,23 @@ impl Rng {
         ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in `0..n` (`n > 0`), by rejection, so without bias.
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0, "an empty range");
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let x = self.next_u64();
+            if x < zone {
+                return x % n;
+            }
+        }
+    }
+
     /// A standard normal deviate.
     pub fn normal(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {

@@ -404,16 +404,7 @@ impl ModuleMapper for Assign {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         // The last entry is the parameter, with the type of the module holding it (as burn-store's
         // PyTorch adapter sees it): linear weights are [in, out] here, norms say gamma/beta.
-        let (name, holder) = self.path.last().cloned().expect("a parameter has a name");
-        let transpose = holder.ends_with("Linear") && name == "weight";
-        let leaf = match (holder.ends_with("Norm"), name.as_str()) {
-            (true, "gamma") => "weight".to_owned(),
-            (true, "beta") => "bias".to_owned(),
-            _ => name,
-        };
-        let mut path: Vec<&str> = self.path[..self.path.len() - 1].iter().map(|(n, _)| n.as_str()).collect();
-        path.push(&leaf);
-        let path = path.join(".");
+        let (path, transpose) = crate::save::torch_path(&self.path);
         let Some((shape, tensor)) = self.tensors.remove(&path) else {
             self.missing.push(path);
             return param;

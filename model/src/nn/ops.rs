@@ -10,7 +10,6 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear};
 use burn::prelude::*;
-#[cfg(not(feature = "kernels"))]
 use burn::tensor::activation::silu;
 
 /// `conv.forward(x)`.
@@ -21,8 +20,9 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         x,
         |x| {
             #[cfg(feature = "kernels")]
-            return crate::kernels::conv_module(conv, x);
-            #[cfg(not(feature = "kernels"))]
+            if !under_autodiff(&x, &conv.weight.val()) {
+                return crate::kernels::conv_module(conv, x);
+            }
             conv.forward(x)
         },
     )
@@ -35,8 +35,9 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
         x,
         |x| {
             #[cfg(feature = "kernels")]
-            return crate::kernels::group_norm_module(norm, x, false);
-            #[cfg(not(feature = "kernels"))]
+            if !under_autodiff(&x, &x) {
+                return crate::kernels::group_norm_module(norm, x, false);
+            }
             norm.forward(x)
         },
     )
@@ -49,8 +50,9 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
         x,
         |x| {
             #[cfg(feature = "kernels")]
-            return crate::kernels::group_norm_module(norm, x, true);
-            #[cfg(not(feature = "kernels"))]
+            if !under_autodiff(&x, &x) {
+                return crate::kernels::group_norm_module(norm, x, true);
+            }
             silu(norm.forward(x))
         },
     )
@@ -70,8 +72,9 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
         v,
         |v| {
             #[cfg(feature = "kernels")]
-            return crate::kernels::attention(q, k, v);
-            #[cfg(not(feature = "kernels"))]
+            if !under_autodiff(&q, &v) {
+                return crate::kernels::attention(q, k, v);
+            }
             super::attention::attention(q, k, v)
         },
     )
@@ -91,4 +94,12 @@ fn profiled<const D: usize, const E: usize>(
         let _ = class;
         op(input)
     }
+}
+
+/// Whether a computation is recorded for autodiff (a training step): the hand-written kernels
+/// are forward-only, so burn's ops, which have backward passes, run instead. A module's weights
+/// on the autodiff device record even where the input does not.
+#[cfg(feature = "kernels")]
+fn under_autodiff<const A: usize, const B: usize>(x: &Tensor<A>, weight: &Tensor<B>) -> bool {
+    x.is_autodiff() || weight.is_autodiff()
 }

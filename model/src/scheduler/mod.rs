@@ -134,6 +134,17 @@ impl SchedulerConfig {
     }
 }
 
+/// The training schedule `DDPMScheduler.add_noise` uses (what `train_controlnet.py` noises
+/// latents with): `alphas_cumprod` of the config's betas, one per training timestep. Refuses by
+/// name what training here does not implement (v-prediction, zero-SNR rescaling).
+pub fn training_alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f64>, SchedulerError> {
+    const CLASS: &str = "DDPMScheduler";
+    let train: TrainConfig = serde_json::from_value(Value::Object(config.fields.clone()))
+        .map_err(|e| SchedulerError::Config { class: CLASS, message: e.to_string() })?;
+    train.check(CLASS)?;
+    Ok(train.alphas_cumprod())
+}
+
 /// Parses JSON as Python's `json` module writes it: `NaN`, `Infinity` and `-Infinity` outside
 /// strings become the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (which the scheduler
 /// configs read back as numbers). diffusers' saved configs and our fixtures contain them.

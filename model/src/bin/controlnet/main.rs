@@ -5,19 +5,24 @@
 //!     … --out OUT.png          (see `controlnet --help`)
 //! controlnet preprocess canny|scribble|xdog IN OUT.png [--low L --high H]
 //!     [--resize-mode just|crop|fill --width W --height H] [--invert]
+//! controlnet train controlnet --model DIR --data DIR --out DIR [--resume] [--steps N] …
 //! controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
+//! controlnet bench-train [--backend cpu|wgpu] --unet-config FILE [--latent L] [--batch B] …
 //! controlnet bench-step [--backend wgpu|cpu] [--precision f16|f32] [--width W] [--height H]
 //!     [--batch B] [--iterations N] [--unet-config FILE] [--controlnet-config FILE]
 //!     [--kernels fast|reference]
 //! ```
 //! `generate` runs the whole pipeline on a diffusers folder and writes a PNG that carries its
 //! parameters. `preprocess` turns a picture into a control map (Canny edges, scribble from line
-//! art, XDoG sketch), optionally fitted to a size first. `probe` runs the device probe (see `model::probe`) and prints its results as one JSON object.
+//! art, XDoG sketch), optionally fitted to a size first. `train controlnet` trains a ControlNet
+//! on a Fill50K-layout folder with the paper's recipe (`model::train`). `probe` runs the device probe (see `model::probe`) and prints its results as one JSON object.
 //! `bench-step` times one ControlNet + UNet step (SD1.5-sized models with random weights unless
 //! other configs are given) and prints the figures as one JSON object per line.
 
+mod bench_train;
 mod generate;
 mod preprocess;
+mod train;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -28,7 +33,13 @@ use model::precision::cast_module;
 use model::{ControlNet, Precision, PrecisionExt, UNet, bench, probe};
 
 fn usage() -> String {
-    format!("usage:\n{}\n{}\n{USAGE}", generate::USAGE, preprocess::USAGE)
+    format!(
+        "usage:\n{}\n{}\n{}\n{USAGE}\n{}",
+        generate::USAGE,
+        preprocess::USAGE,
+        train::USAGE,
+        bench_train::USAGE
+    )
 }
 
 const USAGE: &str = "  controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
@@ -91,6 +102,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
     match args.next().as_deref() {
         Some("generate") => generate::run(args, device),
         Some("preprocess") => preprocess::run(args),
+        Some("train") => train::run(args, device),
         Some("probe") => probe_command(Options::parse(args, &["--backend", "--precision"])?),
         Some("bench-step") => bench_command(Options::parse(
             args,
@@ -106,6 +118,10 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 "--kernels",
             ],
         )?),
+        Some("bench-train") => bench_train::run(
+            Options::parse(args, &["--backend", "--unet-config", "--latent", "--batch", "--iterations"])?,
+            device,
+        ),
         Some("-h" | "--help") => {
             println!("{}", usage());
             Ok(())
