@@ -28,6 +28,9 @@ impl Limits {
     pub const MAX_CONTROL_WEIGHT: f64 = 2.0;
     /// Canny's thresholds (on 8-bit gradients).
     pub const MAX_THRESHOLD: f64 = 255.0;
+    /// ControlNet's (and A1111's) Canny thresholds, `(low, high)`: the page's defaults and the
+    /// shapes world's Canny maps.
+    pub const CANNY_THRESHOLDS: (f64, f64) = (100.0, 200.0);
 
     /// `side` rounded to the nearest multiple of 8 within the allowed range: what the page
     /// makes of whatever is typed into a size field.

@@ -13,7 +13,9 @@ use leptos::task::spawn_local;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{Clamped, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web::protocol::{PreprocessOp, PreprocessRequest, PreprocessResponse, Preprocessor, Resize, ResizeMode};
+use web::protocol::{
+    Limits, PreprocessOp, PreprocessRequest, PreprocessResponse, Preprocessor, Resize, ResizeMode,
+};
 use web_sys::{CanvasRenderingContext2d, ClipboardEvent, DragEvent, File, HtmlCanvasElement, ImageData};
 
 use super::scribble::{self, History, ScribblePad};
@@ -51,9 +53,8 @@ impl Default for ConditionSettings {
     fn default() -> Self {
         Self {
             preprocessor: Preprocessor::Canny,
-            // ControlNet's Canny defaults.
-            low: 100.0,
-            high: 200.0,
+            low: Limits::CANNY_THRESHOLDS.0,
+            high: Limits::CANNY_THRESHOLDS.1,
             resize: ResizeMode::default(),
             invert: false,
         }
@@ -66,8 +67,8 @@ impl Settings {
             |value: f64, default: f64| if (1.0..=255.0).contains(&value) { value } else { default };
         Self {
             op: RwSignal::new(saved.preprocessor),
-            low: RwSignal::new(threshold(saved.low, 100.0)),
-            high: RwSignal::new(threshold(saved.high, 200.0)),
+            low: RwSignal::new(threshold(saved.low, Limits::CANNY_THRESHOLDS.0)),
+            high: RwSignal::new(threshold(saved.high, Limits::CANNY_THRESHOLDS.1)),
             mode: RwSignal::new(saved.resize),
             invert: RwSignal::new(saved.invert),
         }

@@ -6,6 +6,8 @@
 //! controlnet preprocess canny|scribble|xdog IN OUT.png [--low L --high H]
 //!     [--resize-mode just|crop|fill --width W --height H] [--invert]
 //! controlnet train controlnet --model DIR --data DIR --out DIR [--resume] [--steps N] …
+//! controlnet world make --out DIR [--count N] [--seed S] [--size PX] [--condition canny|scribble]
+//! controlnet world vocab --out DIR [--max-length N]
 //! controlnet probe [--backend cpu|wgpu] [--precision f32|f16]
 //! controlnet bench-train [--backend cpu|wgpu] --unet-config FILE [--latent L] [--batch B] …
 //! controlnet bench-step [--backend wgpu|cpu] [--precision f16|f32] [--width W] [--height H]
@@ -15,7 +17,8 @@
 //! `generate` runs the whole pipeline on a diffusers folder and writes a PNG that carries its
 //! parameters. `preprocess` turns a picture into a control map (Canny edges, scribble from line
 //! art, XDoG sketch), optionally fitted to a size first. `train controlnet` trains a ControlNet
-//! on a Fill50K-layout folder with the paper's recipe (`model::train`). `probe` runs the device probe (see `model::probe`) and prints its results as one JSON object.
+//! on a Fill50K-layout folder with the paper's recipe (`model::train`). `world make` writes such a
+//! folder from the shapes world (the `world` crate), `world vocab` its tokenizer. `probe` runs the device probe (see `model::probe`) and prints its results as one JSON object.
 //! `bench-step` times one ControlNet + UNet step (SD1.5-sized models with random weights unless
 //! other configs are given) and prints the figures as one JSON object per line.
 
@@ -23,6 +26,7 @@ mod bench_train;
 mod generate;
 mod preprocess;
 mod train;
+mod world;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -34,10 +38,11 @@ use model::{ControlNet, Precision, PrecisionExt, UNet, bench, probe};
 
 fn usage() -> String {
     format!(
-        "usage:\n{}\n{}\n{}\n{USAGE}\n{}",
+        "usage:\n{}\n{}\n{}\n{}\n{USAGE}\n{}",
         generate::USAGE,
         preprocess::USAGE,
         train::USAGE,
+        world::USAGE,
         bench_train::USAGE
     )
 }
@@ -103,6 +108,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         Some("generate") => generate::run(args, device),
         Some("preprocess") => preprocess::run(args),
         Some("train") => train::run(args, device),
+        Some("world") => world::run(args),
         Some("probe") => probe_command(Options::parse(args, &["--backend", "--precision"])?),
         Some("bench-step") => bench_command(Options::parse(
             args,
