@@ -146,6 +146,28 @@ fn a_fresh_shapes_pipeline_generates_and_trains() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(run.join("checkpoint/unet/diffusion_pytorch_model.safetensors").is_file());
+    // `world eval` runs the held-out set through it and reports the three measures.
+    let out = controlnet(&[
+        "world",
+        "eval",
+        "--model",
+        dir.to_str().unwrap(),
+        "--count",
+        "2",
+        "--steps",
+        "2",
+        "--size",
+        "64",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(report["examples"], 2);
+    for measure in ["edge_f1", "coverage_iou", "colour_accuracy"] {
+        let value = report[measure].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&value), "{measure} {value}");
+    }
+    assert!(stdout.contains("| base model alone | 2 |"), "{stdout}");
     for d in [dir, again, data, run] {
         std::fs::remove_dir_all(d).unwrap();
     }

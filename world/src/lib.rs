@@ -10,9 +10,11 @@
 //! the CLI writes them to a folder ([`dataset::write`], `controlnet world make`), the browser's
 //! worker makes them on the fly, and both get the same bytes (only `f64` arithmetic and `libm`).
 //! [`vocab`] makes the small BPE vocabulary of the world's words, in CLIP's file format;
-//! [`shapes`] holds the architecture of the models trained on the world.
+//! [`shapes`] holds the architecture of the models trained on the world; [`eval`] measures how
+//! well a generated image follows its caption and condition.
 
 pub mod dataset;
+pub mod eval;
 pub mod palette;
 mod raster;
 mod rng;

@@ -108,7 +108,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         Some("generate") => generate::run(args, device),
         Some("preprocess") => preprocess::run(args),
         Some("train") => train::run(args, device),
-        Some("world") => world::run(args),
+        Some("world") => world::run(args, device),
         Some("probe") => probe_command(Options::parse(args, &["--backend", "--precision"])?),
         Some("bench-step") => bench_command(Options::parse(
             args,

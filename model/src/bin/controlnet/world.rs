@@ -24,14 +24,38 @@ use crate::Options;
 pub const USAGE: &str =
     "  controlnet world make --out DIR [--count N] [--seed S] [--size PX] [--condition canny|scribble]
   controlnet world vocab --out DIR [--max-length N]
-  controlnet world init --out DIR [--seed S]";
+  controlnet world init --out DIR [--seed S]
+  controlnet world eval --model DIR [--controlnet DIR --condition canny|scribble [--scale S]]
+      [--count N] [--seed S] [--steps N] [--size PX] [--backend cpu|wgpu]";
 
-pub fn run(mut args: impl Iterator<Item = String>) -> Result<(), String> {
+pub fn run(
+    mut args: impl Iterator<Item = String>,
+    device: impl Fn(&str) -> Result<burn::prelude::Device, String>,
+) -> Result<(), String> {
     match args.next().as_deref() {
         Some("make") => make(Options::parse(args, &["--out", "--count", "--seed", "--size", "--condition"])?),
         Some("vocab") => vocab(Options::parse(args, &["--out", "--max-length"])?),
         Some("init") => init(Options::parse(args, &["--out", "--seed"])?),
-        Some(other) => Err(format!("unknown world command `{other}` (make, vocab or init)\nusage:\n{USAGE}")),
+        Some("eval") => eval(
+            Options::parse(
+                args,
+                &[
+                    "--model",
+                    "--controlnet",
+                    "--condition",
+                    "--scale",
+                    "--count",
+                    "--seed",
+                    "--steps",
+                    "--size",
+                    "--backend",
+                ],
+            )?,
+            device,
+        ),
+        Some(other) => {
+            Err(format!("unknown world command `{other}` (make, vocab, init or eval)\nusage:\n{USAGE}"))
+        }
         None => Err(format!("usage:\n{USAGE}")),
     }
 }
@@ -154,5 +178,96 @@ fn init(options: Options) -> Result<(), String> {
         write(&dir.join(path), bytes)?;
     }
     println!("the shapes pipeline, fresh (seed {seed}), in {}", dir.display());
+    Ok(())
+}
+
+/// The world seed of the held-out examples: far from the seeds training folders are made with.
+const HELD_OUT_SEED: u64 = 1_000_000;
+
+/// Generates held-out examples of the world (their captions, and their condition maps through the
+/// ControlNet) and prints how well the images follow them (`world::eval`): one JSON line and one
+/// row of the README's table.
+fn eval(
+    options: Options,
+    device: impl Fn(&str) -> Result<burn::prelude::Device, String>,
+) -> Result<(), String> {
+    use model::pipeline::{ControlUnit, Params, Pipeline, from_rgb8, to_rgb8};
+    use model::vocabulary::{GenerationParams, SchedulerKind, UnitSettings};
+
+    let model = options.path("--model").ok_or_else(|| format!("`--model` is required\nusage:\n{USAGE}"))?;
+    let controlnet_dir = options.path("--controlnet");
+    let condition: Condition = options.get("--condition", Condition::Canny)?;
+    let scale: f64 = options.get("--scale", 1.0)?;
+    let count: u64 = options.get("--count", 50)?;
+    let seed: u64 = options.get("--seed", HELD_OUT_SEED)?;
+    let steps: u32 = options.get("--steps", 20)?;
+    let size: usize = options.get("--size", world::DEFAULT_SIZE)?;
+    let backend: String = options.get("--backend", "cpu".to_owned())?;
+    let device = device(&backend)?;
+    let pipeline = Pipeline::load(Path::new(model), Precision::F32, &device).map_err(|e| e.to_string())?;
+    let controlnet = controlnet_dir
+        .map(|dir| pipeline.load_controlnet(Path::new(dir)))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+
+    let (mut f1, mut iou, mut right, mut shapes) = (0.0, 0.0, 0usize, 0usize);
+    let started = Instant::now();
+    for index in 0..count {
+        let example = world::Example::make(seed, index, size);
+        let map = example.condition(condition, seed, index);
+        let settings = GenerationParams {
+            prompt: example.caption.clone(),
+            steps,
+            scheduler: SchedulerKind::UniPc,
+            width: size as u32,
+            height: size as u32,
+            seed: index as u32,
+            ..GenerationParams::default()
+        };
+        let units: Vec<ControlUnit> = controlnet
+            .iter()
+            .map(|controlnet| {
+                let rgb = map.to_rgb();
+                ControlUnit {
+                    controlnet,
+                    image: from_rgb8(rgb.width, rgb.height, &rgb.pixels, &device),
+                    settings: UnitSettings { scale, ..UnitSettings::default() },
+                }
+            })
+            .collect();
+        let image = pipeline
+            .generate(&Params::from(settings), &units, |_| std::ops::ControlFlow::Continue(()))
+            .map_err(|e| e.to_string())?;
+        let (width, height, pixels) = model::block_on(to_rgb8(image)).map_err(|e| e.to_string())?;
+        let output = world::RgbImage { width, height, pixels };
+        let canny = example.condition(Condition::Canny, seed, index);
+        f1 += world::eval::edge_f1(&output, &canny, 2).f1;
+        iou += world::eval::coverage_iou(&output, &example.scene);
+        let named = world::eval::colours(&output, &example.scene);
+        right += named.iter().zip(&example.scene.shapes).filter(|(got, shape)| **got == shape.colour).count();
+        shapes += named.len();
+        eprint!(
+            "\r{}/{count} images, {:.1} s each   ",
+            index + 1,
+            started.elapsed().as_secs_f64() / (index + 1) as f64
+        );
+    }
+    eprintln!();
+    let n = count.max(1) as f64;
+    let what = match controlnet_dir {
+        Some(dir) => format!("{} ControlNet {dir}, scale {scale}", condition.name()),
+        None => "base model alone".to_owned(),
+    };
+    let report = serde_json::json!({
+        "kind": "world_eval", "what": what, "examples": count, "seed": seed, "steps": steps, "size": size,
+        "edge_f1": f1 / n, "coverage_iou": iou / n, "colour_accuracy": right as f64 / shapes.max(1) as f64,
+    });
+    println!("{report}");
+    println!(
+        "| {what} | {count} | {:.3} | {:.3} | {:.1} % |",
+        f1 / n,
+        iou / n,
+        100.0 * right as f64 / shapes.max(1) as f64
+    );
     Ok(())
 }
