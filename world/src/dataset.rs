@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use vocabulary::Limits;
 
 use crate::{Condition, Example};
 
@@ -40,10 +41,11 @@ struct Line<'a> {
 /// Writes the examples of `spec` to `dir` (created if missing), calling `progress(done)` after
 /// each.
 pub fn write(dir: &Path, spec: Spec, mut progress: impl FnMut(u64)) -> std::io::Result<()> {
-    if !(8..=2048).contains(&spec.size) {
+    let largest = Limits::MAX_SIDE as usize;
+    if !(8..=largest).contains(&spec.size) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("size {} is outside 8..=2048", spec.size),
+            format!("size {} is outside 8..={largest}", spec.size),
         ));
     }
     std::fs::create_dir_all(dir.join("source"))?;

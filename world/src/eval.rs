@@ -21,8 +21,9 @@ pub struct EdgeScore {
     pub f1: f64,
 }
 
-/// `mask` grown by `reach` pixels (a square neighbourhood), on a `width`-wide image.
-fn grow(mask: &[bool], width: usize, reach: usize) -> Vec<bool> {
+/// `mask` grown by `reach` pixels (a square neighbourhood), on a `width`-wide image: every pixel
+/// within `reach` of a set one, on each axis.
+pub fn grow(mask: &[bool], width: usize, reach: usize) -> Vec<bool> {
     let height = mask.len() / width;
     let mut out = vec![false; mask.len()];
     for (i, _) in mask.iter().enumerate().filter(|(_, on)| **on) {

@@ -42,7 +42,8 @@ mod tests {
         let files = crate::vocab::files(max_length);
         let vocab: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&files.vocab_json).unwrap();
-        assert_eq!(text["vocab_size"].as_u64().unwrap() as usize, vocab.len());
+        assert_eq!(files.vocab_size, vocab.len());
+        assert_eq!(text["vocab_size"].as_u64().unwrap() as usize, files.vocab_size);
         assert_eq!(text["bos_token_id"], vocab[crate::vocab::BOS]);
         assert_eq!(text["eos_token_id"], vocab[crate::vocab::EOS]);
         let unet: serde_json::Value = serde_json::from_str(config("unet/config.json")).unwrap();

@@ -18,6 +18,8 @@ pub const EOS: &str = "<|endoftext|>";
 
 /// The four files of a diffusers `tokenizer/` folder.
 pub struct TokenizerFiles {
+    /// How many tokens `vocab.json` holds (the text encoder's `vocab_size`).
+    pub vocab_size: usize,
     pub vocab_json: String,
     pub merges_txt: String,
     pub tokenizer_config_json: String,
@@ -92,6 +94,7 @@ pub fn files(max_length: usize) -> TokenizerFiles {
     tokens.extend(symbols.iter().map(|c| format!("{c}</w>")));
     tokens.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
     tokens.extend([BOS.to_owned(), EOS.to_owned()]);
+    let vocab_size = tokens.len();
     let vocab: serde_json::Map<String, serde_json::Value> =
         tokens.into_iter().enumerate().map(|(id, token)| (token, id.into())).collect();
     let mut merges_txt = String::from("#version: 0.2\n");
@@ -121,6 +124,7 @@ pub fn files(max_length: usize) -> TokenizerFiles {
     let pretty =
         |value: &serde_json::Value| serde_json::to_string_pretty(value).expect("JSON values serialise");
     TokenizerFiles {
+        vocab_size,
         vocab_json: pretty(&serde_json::Value::Object(vocab)),
         merges_txt,
         tokenizer_config_json: pretty(&config),

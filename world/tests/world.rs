@@ -2,6 +2,7 @@
 //! caption says what the image shows, the condition maps lie on the shapes' outlines, and a
 //! written folder is a Fill50K folder.
 
+use world::eval::grow;
 use world::palette::{MIN_CONTRAST, distance};
 use world::{Background, Condition, Example, Kind, PALETTE, Scene, masks, render};
 
@@ -128,23 +129,7 @@ fn near_edges(scene: &Scene, reach: usize) -> Vec<bool> {
             })
         })
         .collect();
-    grow(&edge, reach)
-}
-
-/// `mask` grown by `reach` pixels (a square neighbourhood).
-fn grow(mask: &[bool], reach: usize) -> Vec<bool> {
-    let (n, r) = (SIZE as isize, reach as isize);
-    (0..SIZE * SIZE)
-        .map(|i| {
-            let (x, y) = ((i % SIZE) as isize, (i / SIZE) as isize);
-            (-r..=r).any(|dy| {
-                (-r..=r).any(|dx| {
-                    let (nx, ny) = (x + dx, y + dy);
-                    (0..n).contains(&nx) && (0..n).contains(&ny) && mask[(ny * n + nx) as usize]
-                })
-            })
-        })
-        .collect()
+    grow(&edge, SIZE, reach)
 }
 
 #[test]
@@ -192,7 +177,7 @@ fn conditions_trace_the_outlines() {
 
 /// The pixels with ink (≥ 128), grown by `reach`.
 fn dilate(pixels: &[u8], reach: usize) -> Vec<bool> {
-    grow(&pixels.iter().map(|&p| p >= 128).collect::<Vec<_>>(), reach)
+    grow(&pixels.iter().map(|&p| p >= 128).collect::<Vec<_>>(), SIZE, reach)
 }
 
 #[test]

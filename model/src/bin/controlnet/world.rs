@@ -124,9 +124,7 @@ fn write_tokenizer(dir: &Path, max_length: usize) -> Result<usize, String> {
     ] {
         write(&dir.join(name), text.as_bytes())?;
     }
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&files.vocab_json).map_err(|e| e.to_string())?;
-    Ok(vocab.len())
+    Ok(files.vocab_size)
 }
 
 /// The shapes pipeline with fresh weights (burn's initialisation, seeded), in diffusers' layout.
