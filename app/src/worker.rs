@@ -19,7 +19,7 @@ use crate::gpu::describe_js_error;
 pub trait Protocol: 'static {
     type Request: Serialize + Send + Sync + 'static;
     type Response: DeserializeOwned + 'static;
-    /// The script Trunk generates for the worker binary (`data-loader-shim`).
+    /// The worker's loader script (in `public/`; `.ci/site` puts it beside the bindings).
     const SCRIPT: &'static str;
     /// The worker's name in messages.
     const NAME: &'static str;

@@ -15,8 +15,8 @@ const TYPES = {
   '.webmanifest': 'application/manifest+json',
 };
 
-/** Serves `root`; resolves to { url, close }. */
-export async function serve(root) {
+/** Serves `root` on `port` (0: a free one); resolves to { url, close }. */
+export async function serve(root, port = 0) {
   root = resolve(root);
   const server = createServer(async (request, response) => {
     try {
@@ -37,10 +37,9 @@ export async function serve(root) {
       response.writeHead(404).end('not found');
     }
   });
-  await new Promise((ready) => server.listen(0, '127.0.0.1', ready));
-  const { port } = server.address();
+  await new Promise((ready) => server.listen(port, '127.0.0.1', ready));
   return {
-    url: `http://127.0.0.1:${port}/`,
+    url: `http://127.0.0.1:${server.address().port}/`,
     close: () => new Promise((done) => server.close(done)),
   };
 }

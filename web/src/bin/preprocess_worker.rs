@@ -1,5 +1,5 @@
-//! The preprocessing worker's entry point; Trunk builds it as a Web Worker (`data-type="worker"`,
-//! feature `preprocess-worker`, without burn).
+//! The preprocessing worker's entry point: `.ci/site` builds it (feature `preprocess-worker`,
+//! without burn) and `public/preprocess_worker_loader.js` starts it in a Web Worker.
 
 fn main() {
     web::preprocess_worker::start();

@@ -1,4 +1,5 @@
-//! The GPU worker's entry point; Trunk builds it as a Web Worker (`data-type="worker"`).
+//! The GPU worker's entry point: `.ci/site` builds it for wasm-bindgen's `no-modules` target and
+//! `public/worker_loader.js` starts it in a Web Worker.
 
 fn main() {
     web::worker::start();
