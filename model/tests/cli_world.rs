@@ -172,3 +172,109 @@ fn a_fresh_shapes_pipeline_generates_and_trains() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// The recipe end to end at its smoke size (every stage, a step or two): the exported folders
+/// are what the site serves (fp16 weights beside their configs), the logs and the contact sheet
+/// come with them, and a second run finds every stage done.
+#[test]
+fn the_recipe_runs_every_stage() {
+    let dir = scratch("recipe");
+    let out =
+        controlnet(&["world", "recipe", "--out", dir.to_str().unwrap(), "--preset", "smoke", "--seed", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for stage in [
+        "world make",
+        "world init",
+        "train vae",
+        "world assemble",
+        "train base",
+        "train controlnet",
+        "world export",
+    ] {
+        assert!(stderr.contains(&format!("controlnet {stage} ")), "no `{stage}` in:\n{stderr}");
+    }
+    let shapes = dir.join("shapes");
+    for file in [
+        "pipeline/model_index.json",
+        "pipeline/unet/diffusion_pytorch_model.fp16.safetensors",
+        "pipeline/text_encoder/model.fp16.safetensors",
+        "pipeline/vae/diffusion_pytorch_model.fp16.safetensors",
+        "pipeline/tokenizer/vocab.json",
+        "controlnet-canny/diffusion_pytorch_model.fp16.safetensors",
+        "controlnet-scribble/config.json",
+        "logs/base/log.jsonl",
+        "logs/controlnet-scribble/log.jsonl",
+        "sheet.png",
+    ] {
+        assert!(shapes.join(file).is_file(), "{file} missing");
+    }
+    for unwanted in
+        ["pipeline/unet/diffusion_pytorch_model.safetensors", "pipeline/optimizer.bpk", "pipeline/state.json"]
+    {
+        assert!(!shapes.join(unwanted).exists(), "{unwanted} is not for the site");
+    }
+    // The assembled VAE's scale was measured, not SD1.5's.
+    let vae: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shapes.join("pipeline/vae/config.json")).unwrap()).unwrap();
+    assert_ne!(vae["scaling_factor"].as_f64().unwrap(), 0.18215);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("recipe.json")).unwrap()).unwrap();
+    assert_eq!(summary["preset"], "smoke");
+
+    let again =
+        controlnet(&["world", "recipe", "--out", dir.to_str().unwrap(), "--preset", "smoke", "--seed", "5"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("done already: controlnet world export"), "{stderr}");
+    assert!(stderr.contains("--resume"), "training stages continue from their checkpoints: {stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With no `--model`, `generate` uses the built-in shapes models from the source tree: a
+/// `--control` alone steers with their Canny ControlNet, `--controlnet scribble` with the
+/// scribble one, and the image is the world's size.
+#[test]
+fn generate_defaults_to_the_built_in_models() {
+    let dir = scratch("built-in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = world::Example::make(1_000_000, 0, 64);
+    let map = dir.join("map.png");
+    std::fs::write(
+        &map,
+        preprocess::encode_png(&example.condition(world::Condition::Canny, 1_000_000, 0).to_rgb()),
+    )
+    .unwrap();
+    let mut images = Vec::new();
+    for named in [None, Some("canny"), Some("scribble")] {
+        let out = dir.join(format!("{}.png", named.unwrap_or("implied")));
+        let mut args = Vec::new();
+        if let Some(name) = named {
+            args.extend(["--controlnet", name]);
+        }
+        let (map, out_text) = (map.to_str().unwrap(), out.to_str().unwrap());
+        args.extend(["--control", map, "--prompt", &example.caption, "--steps", "2", "--seed", "1"]);
+        args.extend(["--backend", "cpu", "--quiet", "--out", out_text]);
+        let run = controlnet(&[&["generate"][..], &args].concat());
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let image = image::open(&out).unwrap().to_rgb8();
+        assert_eq!(image.dimensions(), (64, 64));
+        images.push(image.into_raw());
+    }
+    assert_eq!(images[0], images[1], "a --control alone is the Canny ControlNet's");
+    assert_ne!(images[1], images[2], "scribble is another ControlNet");
+
+    let refused = controlnet(&[
+        "generate",
+        "--model",
+        "tests/fixtures/tiny",
+        "--control",
+        map.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--out",
+        "x.png",
+    ]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("must follow a `--controlnet DIR`"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -29,6 +29,17 @@ impl RgbImage {
         self.pixels.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 0xff]).collect()
     }
 
+    /// Copies `tile` in with its top-left corner at `(x, y)` (clipped at the edges): contact
+    /// sheets of examples and results.
+    pub fn paste(&mut self, tile: &RgbImage, x: usize, y: usize) {
+        let columns = tile.width.min(self.width.saturating_sub(x));
+        for row in 0..tile.height.min(self.height.saturating_sub(y)) {
+            let from = row * tile.width * 3;
+            let to = ((y + row) * self.width + x) * 3;
+            self.pixels[to..to + columns * 3].copy_from_slice(&tile.pixels[from..from + columns * 3]);
+        }
+    }
+
     /// Black ↔ white: `255 - v` for every channel.
     pub fn inverted(&self) -> Self {
         Self { width: self.width, height: self.height, pixels: self.pixels.iter().map(|&v| !v).collect() }
@@ -65,5 +76,19 @@ mod tests {
         assert_eq!(rgb.inverted().pixels, vec![254, 253, 252]);
         assert_eq!(rgb.to_rgba(), vec![1, 2, 3, 255]);
         assert_eq!(RgbImage::filled(2, 1, [9, 8, 7]).pixels, vec![9, 8, 7, 9, 8, 7]);
+    }
+
+    #[test]
+    fn paste_places_and_clips() {
+        let mut sheet = RgbImage::filled(3, 2, [0, 0, 0]);
+        let tile = RgbImage { width: 2, height: 2, pixels: (1..=12).collect() };
+        sheet.paste(&tile, 2, 1);
+        // Only the tile's top-left pixel lands inside, at (2, 1).
+        let mut expected = vec![0; 18];
+        expected[15..18].copy_from_slice(&[1, 2, 3]);
+        assert_eq!(sheet.pixels, expected);
+        sheet.paste(&tile, 0, 0);
+        assert_eq!(&sheet.pixels[..6], &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(&sheet.pixels[9..15], &[7, 8, 9, 10, 11, 12]);
     }
 }

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
+import { open as openPage, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -23,10 +24,11 @@ after(async () => {
   await server?.close();
 });
 
-/** Opens the page and waits for the condition panel. */
+/** Opens the page and waits for the built-in models (whose load sets the size) and the
+ *  condition panel. */
 async function open() {
   const browser = await launch({ webgpu: true });
-  await browser.page.goto(server.url);
+  await openPage(browser.page, server.url);
   await browser.page.getByTestId('condition-panel').waitFor({ timeout: TIMEOUT_MS });
   return browser;
 }
@@ -74,18 +76,6 @@ async function pixels(page, testid) {
     }
     return { width: canvas.width, height: canvas.height, total: data.length / 4, white, black, painted, hash };
   });
-}
-
-/** Polls `read` until `ok` holds of its value; returns the value. */
-async function until(read, ok, what, timeout = TIMEOUT_MS) {
-  const deadline = Date.now() + timeout;
-  let value;
-  while (Date.now() < deadline) {
-    value = await read();
-    if (ok(value)) return value;
-    await new Promise((done) => setTimeout(done, 100));
-  }
-  throw new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(value)}`);
 }
 
 const previewId = (page) => page.getByTestId('preview-time').getAttribute('data-id');

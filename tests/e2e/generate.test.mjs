@@ -17,6 +17,7 @@ import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { ARTIFACTS, launch, screenshot } from './browser.mjs';
+import { TIMEOUT_MS, generate, open, psnr, set, state, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -24,8 +25,6 @@ const CLI = process.env.CONTROLNET_CLI ?? resolve(ROOT, 'target', 'debug', 'cont
 const TINY = resolve(ROOT, 'tests', 'fixtures', 'tiny');
 const EDGES = resolve(TINY, 'control', 'edges_64x64.png');
 const SCRIBBLE = resolve(TINY, 'control', 'scribble_64x64.png');
-// SwiftShader computes on the 2 CPU cores that also run everything else.
-const TIMEOUT_MS = 180_000;
 // The issue's bar: the browser's image and the native one agree to 40 dB PSNR (8-bit).
 const MIN_PSNR_DB = 40;
 
@@ -68,18 +67,6 @@ async function native(name, units) {
   return readFile(out);
 }
 
-/** Polls `read` until `ok` holds of its value; returns the value. */
-async function until(read, ok, what, timeout = TIMEOUT_MS) {
-  const deadline = Date.now() + timeout;
-  let value;
-  while (Date.now() < deadline) {
-    value = await read();
-    if (ok(value)) return value;
-    await new Promise((done) => setTimeout(done, 100));
-  }
-  throw new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(value)}`);
-}
-
 /** Drops a file on `zone` as a browser would: dragenter, dragover, drop, with a DataTransfer. */
 async function drop(zone, bytes, name, type = 'image/png') {
   await zone.evaluate(
@@ -92,34 +79,6 @@ async function drop(zone, bytes, name, type = 'image/png') {
     },
     { base64: Buffer.from(bytes).toString('base64'), name, type },
   );
-}
-
-/** PSNR in dB between the page's result image and a PNG (decoded by the browser, exactly). */
-async function psnr(page, png) {
-  return page.getByTestId('result-image').evaluate(async (img, base64) => {
-    const decode = async (blob) => {
-      const bitmap = await createImageBitmap(blob);
-      const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-      const context = canvas.getContext('2d');
-      context.drawImage(bitmap, 0, 0);
-      return context.getImageData(0, 0, bitmap.width, bitmap.height);
-    };
-    const ours = await decode(await (await fetch(img.src)).blob());
-    const theirs = await decode(new Blob([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))]));
-    if (ours.width !== theirs.width || ours.height !== theirs.height) {
-      return { error: `${ours.width}×${ours.height} vs ${theirs.width}×${theirs.height}` };
-    }
-    let sum = 0;
-    let n = 0;
-    for (let i = 0; i < ours.data.length; i += 4) {
-      for (let c = 0; c < 3; c++) {
-        sum += (ours.data[i + c] - theirs.data[i + c]) ** 2;
-        n++;
-      }
-    }
-    const mse = sum / n;
-    return { db: mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse), mse, width: ours.width };
-  }, Buffer.from(png).toString('base64'));
 }
 
 /** A PNG's tEXt chunks, by keyword. */
@@ -139,29 +98,6 @@ function pngText(bytes) {
   return texts;
 }
 
-const state = (page) => page.getByTestId('generate-progress').getAttribute('data-state');
-
-/** Clicks Generate and waits for the run to end in `want`; returns the steps the page reported. */
-async function generate(page, want = 'done') {
-  // Record every step the progress shows, however fast they come.
-  await page.getByTestId('generate-progress').evaluate((element) => {
-    window.__steps = [];
-    new MutationObserver(() => window.__steps.push(Number(element.getAttribute('data-step')))).observe(element, {
-      attributes: true,
-      attributeFilter: ['data-step'],
-    });
-  });
-  const before = await page.getByTestId('result-image').getAttribute('src').catch(() => null);
-  await page.getByTestId('generate').click();
-  await until(() => state(page), (s) => s === 'running', 'the run to start');
-  const end = await until(() => state(page), (s) => s !== 'running', 'the run to end');
-  assert.equal(end, want, `the run ended ${end}: ${await page.getByTestId('generate-error').textContent().catch(() => '')}`);
-  if (want === 'done') {
-    await until(() => page.getByTestId('result-image').getAttribute('src'), (src) => src && src !== before, 'a new image');
-  }
-  return page.evaluate(() => window.__steps);
-}
-
 /** Saves a picture of the page from the top of the first element to the bottom of the last. */
 async function shot(page, [first, last], name) {
   // In the document's coordinates, which a full-page clip uses (a bounding box is the viewport's).
@@ -178,12 +114,6 @@ async function shot(page, [first, last], name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true, clip: { x: 0, y, width, height } });
 }
 
-/** Sets an input's value as typing would. */
-async function set(page, testid, value) {
-  await page.getByTestId(testid).fill(String(value));
-  await page.getByTestId(testid).dispatchEvent('change');
-}
-
 test('load, generate, cancel, two units, gallery across a reload', { timeout: 15 * 60_000 }, async () => {
   const [oneUnit, twoUnits] = [
     await native('one-unit', [['controlnet', EDGES]]),
@@ -192,7 +122,7 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
   const browser = await launch({ webgpu: true });
   const { page } = browser;
   try {
-    await page.goto(site.url);
+    await open(page, site.url);
 
     // Models: the tiny pipeline and both ControlNets, from the test hub.
     await page.getByTestId('models-preset').selectOption('custom');

@@ -14,12 +14,12 @@ import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { launch, screenshot } from './browser.mjs';
+import { TIMEOUT_MS, modelsState, open, set, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
 const TINY = resolve(ROOT, 'tests', 'fixtures', 'tiny');
 const UNET = 'test/tiny/unet/diffusion_pytorch_model.safetensors';
-const TIMEOUT_MS = 180_000;
 
 let site;
 let models;
@@ -33,22 +33,6 @@ after(async () => {
   await site?.close();
 });
 
-async function until(read, ok, what, timeout = TIMEOUT_MS) {
-  const deadline = Date.now() + timeout;
-  let value;
-  while (Date.now() < deadline) {
-    value = await read();
-    if (ok(value)) return value;
-    await new Promise((done) => setTimeout(done, 100));
-  }
-  throw new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(value)}`);
-}
-
-async function set(page, testid, value) {
-  await page.getByTestId(testid).fill(String(value));
-  await page.getByTestId(testid).dispatchEvent('change');
-}
-
 /** Fills the panel for the tiny pipeline + its first ControlNet. */
 async function chooseTiny(page) {
   await page.getByTestId('models-preset').selectOption('custom');
@@ -58,12 +42,11 @@ async function chooseTiny(page) {
   await page.getByTestId('models-variant').selectOption('none');
 }
 
-const status = (page) => page.getByTestId('models-status').getAttribute('data-state');
 
 /** Clicks Load and waits for the models to be loaded. */
 async function load(page) {
   await page.getByTestId('models-load').click();
-  const end = await until(() => status(page), (s) => s === 'loaded' || s === 'error', 'the load');
+  const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the load');
   assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
 }
 
@@ -80,7 +63,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
   const browser = await launch({ webgpu: true });
   const { page, context } = browser;
   try {
-    await page.goto(site.url);
+    await open(page, site.url);
     await chooseTiny(page);
     await models.reset();
     // The UNet's weights arrive slowly enough (~4 s) to watch the progress while they do.
@@ -97,7 +80,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
       'a rate and a time left',
     );
     await screenshot(page, 'models-1-loading');
-    const end = await until(() => status(page), (s) => s === 'loaded' || s === 'error', 'the first load');
+    const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the first load');
     assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
     for (const file of ['test/tiny/model_index.json', 'test/tiny/text_encoder/model.safetensors', 'test/tiny/controlnet/diffusion_pytorch_model.safetensors']) {
       assert.equal(await page.locator(`[data-testid="models-file"][data-file="${file}"]`).count(), 1, file);
@@ -148,7 +131,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     const cdp = await small.context.newCDPSession(small.page);
     await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.url.replace(/\/$/, ''), quotaSize: 64 << 10 });
     const { page } = small;
-    await page.goto(site.url);
+    await open(page, site.url);
     await chooseTiny(page);
     await load(page);
     const warning = await page.getByTestId('models-cache-warning').textContent();
@@ -182,7 +165,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
   const plain = await launch({ webgpu: true });
   try {
     const { page } = plain;
-    await page.goto(site.url);
+    await open(page, site.url);
     await chooseTiny(page);
     await set(page, 'models-base-url', unhashed.url);
     await load(page);
@@ -205,7 +188,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
   const local = await launch({ webgpu: true });
   try {
     const { page } = local;
-    await page.goto(site.url);
+    await open(page, site.url);
     await page.getByTestId('import-folder').setInputFiles(TINY);
     await page.getByTestId('import-done').waitFor({ timeout: TIMEOUT_MS });
     assert.equal(await page.getByTestId('models-pipeline').inputValue(), 'local/tiny');

@@ -6,6 +6,7 @@
 //! `{base_url}/{repo}/resolve/{revision}/{path}`.
 
 use crate::protocol::{ModelRef, ModelSource};
+use vocabulary::shapes;
 
 /// The Hugging Face Hub.
 pub const HUB: &str = "https://huggingface.co";
@@ -61,6 +62,19 @@ pub const SCRIBBLE: Pinned = Pinned {
 /// The ControlNets the page offers.
 pub const CONTROLNETS: [Pinned; 2] = [CANNY, SCRIBBLE];
 
+/// The shapes models (`vocabulary::shapes`: a pipeline and two ControlNets the project trained
+/// on its own world), part of the site: it serves them in the Hub's layout under
+/// [`shapes::SITE_HUB`], so they load like any model, with no network beyond the site.
+pub const SHAPES: Pinned = Pinned {
+    label: "Shapes world (built in)",
+    repo: shapes::REPO,
+    revision: shapes::REVISION,
+    variant: Some("fp16"),
+    preprocessor: None,
+    // Pipeline 10.4 MB and two ControlNets of 3.9 MB (fp16), configs and tokenizer.
+    approx_bytes: 18_100_000,
+};
+
 impl Pinned {
     /// Whether the revision is a commit (40 hex digits), not a branch that may move.
     pub fn is_pinned(&self) -> bool {
@@ -80,6 +94,11 @@ impl Pinned {
             subfolder: String::new(),
             variant: self.variant.map(str::to_owned),
         }
+    }
+
+    /// A folder of this repository (`""`: its root), from `base_url`.
+    pub fn folder_ref(&self, base_url: &str, subfolder: &str, cache: bool) -> ModelRef {
+        ModelRef { subfolder: subfolder.to_owned(), ..self.model_ref(base_url, cache) }
     }
 
     /// This repository as a spec [`parse_spec`] reads: `owner/name@revision`.
@@ -229,6 +248,47 @@ mod tests {
             let parsed = parse_spec(&pinned.spec(), HUB, pinned.variant, true).unwrap();
             assert_eq!(parsed, pinned.model_ref(HUB, true), "{}", pinned.spec());
         }
+    }
+
+    /// The names point at the files the site serves: the repository's folders under
+    /// `public/{SITE_HUB}` at the revision, each with its config and fp16 weights.
+    #[test]
+    fn the_shapes_models_are_in_the_site() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(shapes::source_dir());
+        let pipeline = SHAPES.folder_ref("http://127.0.0.1:1/hub", shapes::PIPELINE, false);
+        assert_eq!(
+            pipeline.source.url(&pipeline.path("model_index.json")),
+            format!(
+                "http://127.0.0.1:1/hub/{}/resolve/{}/pipeline/model_index.json",
+                SHAPES.repo, SHAPES.revision
+            )
+        );
+        let mut bytes = 0;
+        for file in [
+            "pipeline/model_index.json",
+            "pipeline/unet/diffusion_pytorch_model.fp16.safetensors",
+            "pipeline/vae/diffusion_pytorch_model.fp16.safetensors",
+            "pipeline/text_encoder/model.fp16.safetensors",
+            "pipeline/tokenizer/vocab.json",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(shapes::CONTROLNETS.iter().flat_map(|(folder, _)| {
+            [format!("{folder}/config.json"), format!("{folder}/diffusion_pytorch_model.fp16.safetensors")]
+        })) {
+            let path = root.join(&file);
+            bytes += std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len();
+        }
+        // The stated size is the weights' within 5 %, and the whole stays within the site's 20 MB.
+        let stated = SHAPES.approx_bytes as f64;
+        assert!((bytes as f64 - stated).abs() < 0.05 * stated, "{bytes} bytes against {stated}");
+        assert!(bytes < 20_000_000);
+        let unet: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("pipeline/unet/config.json")).unwrap()).unwrap();
+        let vae: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("pipeline/vae/config.json")).unwrap()).unwrap();
+        let levels = vae["block_out_channels"].as_array().unwrap().len() as u32;
+        assert_eq!(unet["sample_size"].as_u64().unwrap() as u32 * (1 << (levels - 1)), shapes::SIDE);
     }
 
     #[test]

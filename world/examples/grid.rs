@@ -21,11 +21,7 @@ fn main() {
             example.condition(Condition::Scribble, 0, column as u64).to_rgb(),
         ];
         for (row, tile) in rows.iter().enumerate() {
-            for y in 0..SIZE {
-                let from = y * SIZE * 3;
-                let to = ((row * (SIZE + GAP) + y) * width + column * (SIZE + GAP)) * 3;
-                grid.pixels[to..to + SIZE * 3].copy_from_slice(&tile.pixels[from..from + SIZE * 3]);
-            }
+            grid.paste(tile, column * (SIZE + GAP), row * (SIZE + GAP));
         }
         println!("{column}: {}", example.caption);
     }

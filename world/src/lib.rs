@@ -29,7 +29,7 @@ pub use scene::{Background, Kind, Scene, Shape};
 use vocabulary::Limits;
 
 /// The side the world is made at unless asked otherwise (the shipped models' resolution).
-pub const DEFAULT_SIZE: usize = 128;
+pub const DEFAULT_SIZE: usize = 64;
 
 /// Which condition map a ControlNet of the world learns from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

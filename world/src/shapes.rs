@@ -4,7 +4,7 @@
 //!
 //! | model | config | parameters | fp16 |
 //! |---|---|---|---|
-//! | VAE | 4 levels (32, 64, 64, 64), 1 layer each: 128² images ↔ 16² × 4 latents | 1.25 M | 2.5 MB |
+//! | VAE | 4 levels (32, 64, 64, 64), 1 layer each: 64² images ↔ 8² × 4 latents | 1.25 M | 2.5 MB |
 //! | text encoder | CLIP, 3 layers, width 64, 4 heads, 32 positions, the world's 608 tokens | 0.19 M | 0.4 MB |
 //! | UNet | levels (32, 64, 96, 96), 1 layer each, cross-attention 64 | 3.71 M | 7.4 MB |
 //! | ControlNet ×2 | `from_unet` | 1.92 M each | 7.7 MB |

@@ -22,6 +22,7 @@ use gpu_status::{GpuStatus, NoWebGpu};
 use models::ModelsPanel;
 use probe::ProbePanel;
 use units::{UnitList, UnitsPanel};
+use web::protocol::vocabulary::shapes;
 
 /// The page: what the GPU offers, then (with WebGPU) the models, the control units, the prompt
 /// and settings, the result and the gallery; the device check last.
@@ -51,9 +52,10 @@ pub fn App() -> impl IntoView {
 /// generates) starts here, once, and only where there is an adapter to use.
 #[component]
 fn Studio(info: AdapterInfo) -> impl IntoView {
-    GpuSession::provide();
+    let session = GpuSession::provide();
     let f16 = info.shader_f16;
     let settings = GenSettings::load();
+    follow_native_size(session, settings);
     let units = UnitList::load();
     let gallery = GalleryState::new();
     view! {
@@ -67,4 +69,31 @@ fn Studio(info: AdapterInfo) -> impl IntoView {
             <ProbePanel f16 />
         </details>
     }
+}
+
+/// The shapes models make 64² images of their world: when they load, the size follows (and an
+/// empty prompt gets one of the world's captions); when other models replace them, the size goes
+/// back to Stable Diffusion's 512² if it was still theirs.
+fn follow_native_size(session: GpuSession, settings: GenSettings) {
+    Effect::watch(
+        move || session.models.with(|models| models.as_ref().map(|m| m.pipeline.clone())),
+        move |pipeline, _, _| {
+            let Some(pipeline) = pipeline else { return };
+            let side = |side: u32| {
+                settings.width.set(side);
+                settings.height.set(side);
+            };
+            if pipeline == shapes::REPO {
+                side(shapes::SIDE);
+                if settings.prompt.with_untracked(|p| p.trim().is_empty()) {
+                    settings.prompt.set(shapes::PROMPT.to_owned());
+                }
+            } else if settings.width.get_untracked() == shapes::SIDE
+                && settings.height.get_untracked() == shapes::SIDE
+            {
+                side(512);
+            }
+        },
+        false,
+    );
 }

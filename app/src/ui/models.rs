@@ -2,16 +2,19 @@
 //! where, and the load's progress; what this browser has stored; and the way back from a crashed
 //! worker.
 //!
-//! Nothing loads on its own: the first load is a download of several gigabytes, so it is the
-//! user's choice. The settings survive a reload (in `localStorage`), and a load that completed
-//! is offered again with one click (it then comes from the cache).
+//! The shapes models (part of the site, 18 MB) load on their own when the page opens with them
+//! chosen, as it does the first time; nothing else does: Stable Diffusion is a download of
+//! several gigabytes, so it is the user's choice. The settings survive a reload (in
+//! `localStorage`), and a load that completed is offered again with one click (it then comes
+//! from the cache).
 
 mod cache;
 mod format;
 mod progress;
 
 use leptos::prelude::*;
-use web::models::{CANNY, HUB, Pinned, SCRIBBLE, SD15, parse_base_url, parse_spec};
+use web::models::{CANNY, HUB, Pinned, SCRIBBLE, SD15, SHAPES, parse_base_url, parse_spec};
+use web::protocol::vocabulary::{Named, shapes};
 use web::protocol::{FileLoaded, ModelRef, ModelSet, Precision, Request, Response};
 
 use super::import::{FolderKind, ImportedFolder, LocalImport};
@@ -22,6 +25,7 @@ use progress::{Progress, ProgressView};
 /// What the preset select offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Preset {
+    Shapes,
     Canny,
     Scribble,
     Both,
@@ -29,10 +33,11 @@ enum Preset {
 }
 
 impl Preset {
-    const ALL: [Preset; 4] = [Preset::Canny, Preset::Scribble, Preset::Both, Preset::Custom];
+    const ALL: [Preset; 5] = [Preset::Shapes, Preset::Canny, Preset::Scribble, Preset::Both, Preset::Custom];
 
     fn value(self) -> &'static str {
         match self {
+            Preset::Shapes => "shapes",
             Preset::Canny => "canny",
             Preset::Scribble => "scribble",
             Preset::Both => "both",
@@ -46,6 +51,7 @@ impl Preset {
 
     fn label(self) -> &'static str {
         match self {
+            Preset::Shapes => "Shapes world, built in (18 MB): Canny and Scribble ControlNets",
             Preset::Canny => "SD 1.5 + Canny ControlNet",
             Preset::Scribble => "SD 1.5 + Scribble ControlNet",
             Preset::Both => "SD 1.5 + Canny and Scribble ControlNets",
@@ -53,9 +59,11 @@ impl Preset {
         }
     }
 
-    /// The pinned ControlNets, in the order generation indexes them; `None` for custom.
+    /// The pinned ControlNets, in the order generation indexes them; `None` for custom and
+    /// for the shapes models (one repository of folders).
     fn controlnets(self) -> Option<&'static [Pinned]> {
         match self {
+            Preset::Shapes => None,
             Preset::Canny => Some(&[CANNY]),
             Preset::Scribble => Some(&[SCRIBBLE]),
             Preset::Both => Some(&[CANNY, SCRIBBLE]),
@@ -79,9 +87,10 @@ struct Settings {
 }
 
 impl Settings {
-    /// The saved settings, or the defaults: SD 1.5 + Canny from the Hub, cached.
+    /// The saved settings, or the defaults: the shapes models from the site; for the other
+    /// presets, the Hub, cached.
     fn restore() -> Self {
-        let preset = stored("preset").and_then(|v| Preset::from_value(&v)).unwrap_or(Preset::Canny);
+        let preset = stored("preset").and_then(|v| Preset::from_value(&v)).unwrap_or(Preset::Shapes);
         let variant = stored("variant").filter(|v| v == "fp16" || v == "none");
         Self {
             preset: RwSignal::new(preset),
@@ -106,9 +115,25 @@ impl Settings {
 
     /// What the settings ask to load, or why they cannot be loaded.
     fn choice(&self) -> Result<Choice, String> {
+        let preset = self.preset.get();
+        if preset == Preset::Shapes {
+            // From the site itself, which is always at hand: nothing to keep in the cache.
+            let base_url = site_hub()?;
+            return Ok(Choice {
+                models: ModelSet {
+                    pipeline: SHAPES.folder_ref(&base_url, shapes::PIPELINE, false),
+                    controlnets: shapes::CONTROLNETS
+                        .iter()
+                        .map(|(folder, _)| SHAPES.folder_ref(&base_url, folder, false))
+                        .collect(),
+                },
+                label: format!("{} + Canny and Scribble ControlNets", SHAPES.label),
+                preprocessors: shapes::CONTROLNETS.iter().map(|(_, p)| Some(p.name().to_owned())).collect(),
+                approx_bytes: Some(SHAPES.approx_bytes),
+            });
+        }
         let base_url = self.base_url.with(|url| parse_base_url(url))?;
         let cache = self.cache.get();
-        let preset = self.preset.get();
         if let Some(controlnets) = preset.controlnets() {
             let labels: Vec<&str> = controlnets.iter().map(|c| c.label).collect();
             return Ok(Choice {
@@ -177,6 +202,15 @@ impl Choice {
     fn key(&self) -> String {
         serde_json::to_string(&self.models).unwrap_or_default()
     }
+}
+
+/// The address the site serves its own models from: [`shapes::SITE_HUB`] beside the page.
+fn site_hub() -> Result<String, String> {
+    let page =
+        web_sys::window().and_then(|w| w.location().href().ok()).ok_or("the page's address is unknown")?;
+    let url = web_sys::Url::new_with_base(shapes::SITE_HUB, &page)
+        .map_err(|_| format!("no {}/ beside {page}", shapes::SITE_HUB))?;
+    Ok(url.href().trim_end_matches('/').to_owned())
 }
 
 /// A model's name on the page: its repository, and its folder if not the root.
@@ -379,8 +413,15 @@ pub fn ModelsPanel(
         false,
     );
 
+    // The shapes models are part of the site: with them chosen (the first visit's default), the
+    // page opens ready to generate. Requests wait for the worker to start.
+    if settings.preset.get_untracked() == Preset::Shapes {
+        load();
+    }
+
     let loading = move || state.with(|s| matches!(s, LoadState::Loading { .. }));
     let custom = move || settings.preset.get() == Preset::Custom;
+    let from_hub = move || settings.preset.get() != Preset::Shapes;
     let choice = Memo::new(move |_| settings.choice());
     let again = move || {
         let current = choice.with(|c| c.as_ref().ok().map(Choice::key));
@@ -452,7 +493,7 @@ pub fn ModelsPanel(
                         </p>
                     })
                 }}
-                <label>
+                <label style:display=move || if from_hub() { "" } else { "none" }>
                     "From "
                     <input
                         type="url"
@@ -465,7 +506,10 @@ pub fn ModelsPanel(
                 <Show when=custom>
                     <CustomModels settings />
                 </Show>
-                <label class="models-cache-choice">
+                <label
+                    class="models-cache-choice"
+                    style:display=move || if from_hub() { "" } else { "none" }
+                >
                     <input
                         type="checkbox"
                         data-testid="models-cache"
@@ -477,6 +521,10 @@ pub fn ModelsPanel(
             </div>
             <p class="hint">
                 {move || match choice.get() {
+                    Ok(Choice { approx_bytes: Some(bytes), .. }) if !from_hub() => format!(
+                        "They come with this page ({} from this site): no other download.",
+                        format::bytes(bytes)
+                    ),
                     Ok(Choice { approx_bytes: Some(bytes), .. }) => format!(
                         "About {} to download the first time; {}",
                         format::bytes(bytes),

@@ -87,7 +87,12 @@ impl History {
 /// Brush diameters offered, in control-map pixels.
 const BRUSH_MIN: f64 = 1.0;
 const BRUSH_MAX: f64 = 64.0;
-const BRUSH_DEFAULT: f64 = 8.0;
+
+/// The brush until the visitor picks one: 1.6 % of the map's width (8 px at 512, a pen's
+/// stroke; the shapes world's scribbles are 1.2–3.5 %), at least 2 px.
+fn default_brush(width: u32) -> f64 {
+    (0.016 * f64::from(width)).round().clamp(2.0, BRUSH_MAX)
+}
 
 /// The drawing canvas over `children` (the control map), and its tools. `width` × `height` is
 /// the control map's size: the canvas has as many pixels.
@@ -102,7 +107,16 @@ pub fn ScribblePad(
     children: Children,
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
-    let brush = RwSignal::new(BRUSH_DEFAULT);
+    let brush = RwSignal::new(default_brush(width.get_untracked()));
+    // The default follows the map's size (the shapes models draw at 64², SD at 512²) until the
+    // visitor moves the slider.
+    let brush_chosen = RwSignal::new(false);
+    Effect::new(move || {
+        let width = width.get();
+        if !brush_chosen.get_untracked() {
+            brush.set(default_brush(width));
+        }
+    });
     let eraser = RwSignal::new(false);
     // The stroke being drawn and the pointer drawing it; other pointers are ignored meanwhile.
     let current = StoredValue::new(None::<(i32, Stroke)>);
@@ -206,6 +220,7 @@ pub fn ScribblePad(
                     on:input=move |event| {
                         if let Ok(size) = event_target_value(&event).parse::<f64>() {
                             brush.set(size.clamp(BRUSH_MIN, BRUSH_MAX));
+                            brush_chosen.set(true);
                         }
                     }
                 />

@@ -10,16 +10,24 @@ use model::image_io::{self, Rgb8};
 use model::pipeline::{ControlUnit, Params, Pipeline};
 use model::rng::Rng;
 use model::vocabulary::a1111::{Parameters, UnitText};
-use model::vocabulary::{GenerationParams, Preprocessor, ResizeMode, UnitSettings};
+use model::vocabulary::{GenerationParams, Named, Preprocessor, ResizeMode, UnitSettings};
 use model::{ControlNet, Precision, PrecisionExt, npy};
 
-pub const USAGE: &str = "  controlnet generate --model DIR [--controlnet DIR --control IMAGE [--scale S]
+pub const USAGE: &str =
+    "  controlnet generate [--model DIR] [[--controlnet DIR|canny|scribble] --control IMAGE [--scale S]
       [--control-start A --control-end B] [--control-mode balanced|prompt|controlnet]]...
       [--guess-mode] --prompt TEXT
       [--negative-prompt TEXT] [--steps N] [--guidance G]
       [--scheduler ddim|euler|euler-a|dpmpp-2m|dpmpp-2m-karras|unipc]
       [--seed N | --noise NOISE.npy] [--width W --height H]
-      [--precision f32|f16] [--backend wgpu|cpu] --out OUT.png [--quiet]";
+      [--precision f32|f16] [--backend wgpu|cpu] --out OUT.png [--quiet]
+      (no --model: the built-in shapes models, whose ControlNets are named canny and scribble;
+      a --control with no --controlnet before it uses canny)";
+
+/// The shapes models in the source tree this CLI was built from (`vocabulary::shapes`).
+fn shapes_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(model::vocabulary::shapes::source_dir())
+}
 
 /// One `--controlnet` and the options that follow it.
 #[derive(Debug)]
@@ -61,6 +69,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = args;
     let (mut model, mut prompt, mut out) = (None, None, None);
     let mut guess_mode = false;
+    // A `--control` with no `--controlnet` before it: the built-in Canny ControlNet.
+    let mut implied_unit = false;
     let mut parsed = Args {
         model: PathBuf::new(),
         units: Vec::new(),
@@ -94,7 +104,17 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
                 image: None,
                 settings: UnitSettings::default(),
             }),
-            "--control" => last_unit(&mut parsed.units, &flag)?.image = Some(PathBuf::from(value)),
+            "--control" => {
+                if parsed.units.is_empty() {
+                    implied_unit = true;
+                    parsed.units.push(UnitArgs {
+                        dir: PathBuf::from(Preprocessor::Canny.name()),
+                        image: None,
+                        settings: UnitSettings::default(),
+                    });
+                }
+                last_unit(&mut parsed.units, &flag)?.image = Some(PathBuf::from(value))
+            }
             "--scale" => last_unit(&mut parsed.units, &flag)?.settings.scale = parse(&flag, &value)?,
             "--control-start" => last_unit(&mut parsed.units, &flag)?.settings.start = parse(&flag, &value)?,
             "--control-end" => last_unit(&mut parsed.units, &flag)?.settings.end = parse(&flag, &value)?,
@@ -114,7 +134,22 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown option `{other}`\nusage:\n{USAGE}")),
         }
     }
-    parsed.model = model.ok_or("`--model DIR` is required")?;
+    match model {
+        Some(_) if implied_unit => return Err("`--control` must follow a `--controlnet DIR`".into()),
+        Some(model) => parsed.model = model,
+        None => {
+            // The built-in models, their ControlNets by the preprocessor they were trained with.
+            let shapes = shapes_dir();
+            parsed.model = shapes.join(model::vocabulary::shapes::PIPELINE);
+            for unit in &mut parsed.units {
+                let name = unit.dir.to_string_lossy();
+                let folder = name.parse().ok().and_then(model::vocabulary::shapes::controlnet_for);
+                if let Some(folder) = folder.filter(|_| !unit.dir.exists()) {
+                    unit.dir = shapes.join(folder);
+                }
+            }
+        }
+    }
     parsed.settings.prompt = prompt.ok_or("`--prompt TEXT` is required")?;
     parsed.out = out.ok_or("`--out OUT.png` is required")?;
     if parsed.seed.is_some() && parsed.noise.is_some() {

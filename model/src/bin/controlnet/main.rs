@@ -25,6 +25,7 @@
 mod bench_train;
 mod generate;
 mod preprocess;
+mod recipe;
 mod train;
 mod world;
 

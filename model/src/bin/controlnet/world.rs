@@ -25,6 +25,9 @@ pub const USAGE: &str =
     "  controlnet world make --out DIR [--count N] [--seed S] [--size PX] [--condition canny|scribble]
   controlnet world vocab --out DIR [--max-length N]
   controlnet world init --out DIR [--seed S]
+  controlnet world assemble --model DIR --vae DIR --data DIR --out DIR [--count N]
+  controlnet world export --model DIR --canny DIR --scribble DIR --out DIR [--examples N] [--steps N]
+  controlnet world recipe --out DIR [--seed S] [--preset full|smoke] [--backend cpu|wgpu]
   controlnet world eval --model DIR [--controlnet DIR --condition canny|scribble [--scale S]]
       [--count N] [--seed S] [--steps N] [--size PX] [--backend cpu|wgpu]";
 
@@ -36,6 +39,16 @@ pub fn run(
         Some("make") => make(Options::parse(args, &["--out", "--count", "--seed", "--size", "--condition"])?),
         Some("vocab") => vocab(Options::parse(args, &["--out", "--max-length"])?),
         Some("init") => init(Options::parse(args, &["--out", "--seed"])?),
+        Some("assemble") => {
+            assemble(Options::parse(args, &["--model", "--vae", "--data", "--out", "--count"])?)
+        }
+        Some("export") => export(Options::parse(
+            args,
+            &["--model", "--canny", "--scribble", "--out", "--examples", "--steps"],
+        )?),
+        Some("recipe") => {
+            crate::recipe::run(Options::parse(args, &["--out", "--seed", "--preset", "--backend"])?)
+        }
         Some("eval") => eval(
             Options::parse(
                 args,
@@ -53,9 +66,9 @@ pub fn run(
             )?,
             device,
         ),
-        Some(other) => {
-            Err(format!("unknown world command `{other}` (make, vocab, init or eval)\nusage:\n{USAGE}"))
-        }
+        Some(other) => Err(format!(
+            "unknown world command `{other}` (make, vocab, init, assemble, export, recipe or eval)\nusage:\n{USAGE}"
+        )),
         None => Err(format!("usage:\n{USAGE}")),
     }
 }
@@ -189,8 +202,7 @@ fn eval(
     options: Options,
     device: impl Fn(&str) -> Result<burn::prelude::Device, String>,
 ) -> Result<(), String> {
-    use model::pipeline::{ControlUnit, Params, Pipeline, from_rgb8, to_rgb8};
-    use model::vocabulary::{GenerationParams, SchedulerKind, UnitSettings};
+    use model::pipeline::Pipeline;
 
     let model = options.path("--model").ok_or_else(|| format!("`--model` is required\nusage:\n{USAGE}"))?;
     let controlnet_dir = options.path("--controlnet");
@@ -213,31 +225,9 @@ fn eval(
     for index in 0..count {
         let example = world::Example::make(seed, index, size);
         let map = example.condition(condition, seed, index);
-        let settings = GenerationParams {
-            prompt: example.caption.clone(),
-            steps,
-            scheduler: SchedulerKind::UniPc,
-            width: size as u32,
-            height: size as u32,
-            seed: index as u32,
-            ..GenerationParams::default()
-        };
-        let units: Vec<ControlUnit> = controlnet
-            .iter()
-            .map(|controlnet| {
-                let rgb = map.to_rgb();
-                ControlUnit {
-                    controlnet,
-                    image: from_rgb8(rgb.width, rgb.height, &rgb.pixels, &device),
-                    settings: UnitSettings { scale, ..UnitSettings::default() },
-                }
-            })
-            .collect();
-        let image = pipeline
-            .generate(&Params::from(settings), &units, |_| std::ops::ControlFlow::Continue(()))
-            .map_err(|e| e.to_string())?;
-        let (width, height, pixels) = model::block_on(to_rgb8(image)).map_err(|e| e.to_string())?;
-        let output = world::RgbImage { width, height, pixels };
+        let rgb = map.to_rgb();
+        let control = controlnet.as_ref().map(|controlnet| (controlnet, &rgb, scale));
+        let output = generate(&pipeline, &example.caption, control, size, index as u32, steps)?;
         let canny = example.condition(Condition::Canny, seed, index);
         f1 += world::eval::edge_f1(&output, &canny, 2).f1;
         iou += world::eval::coverage_iou(&output, &example.scene);
@@ -267,5 +257,200 @@ fn eval(
         iou / n,
         100.0 * right as f64 / shapes.max(1) as f64
     );
+    Ok(())
+}
+
+/// One image of the world's size from a caption (and a control map through a ControlNet at a
+/// scale): `steps` UniPC steps, guidance as the page's default, `seed`.
+fn generate(
+    pipeline: &model::pipeline::Pipeline,
+    caption: &str,
+    control: Option<(&model::ControlNet, &world::RgbImage, f64)>,
+    size: usize,
+    seed: u32,
+    steps: u32,
+) -> Result<world::RgbImage, String> {
+    use model::pipeline::{ControlUnit, Params, from_rgb8, to_rgb8};
+    use model::vocabulary::{GenerationParams, SchedulerKind, UnitSettings};
+
+    let device = pipeline.device();
+    let settings = GenerationParams {
+        prompt: caption.to_owned(),
+        steps,
+        scheduler: SchedulerKind::UniPc,
+        width: size as u32,
+        height: size as u32,
+        seed,
+        ..GenerationParams::default()
+    };
+    let units: Vec<ControlUnit> = control
+        .iter()
+        .map(|(controlnet, map, scale)| ControlUnit {
+            controlnet,
+            image: from_rgb8(map.width, map.height, &map.pixels, &device),
+            settings: UnitSettings { scale: *scale, ..UnitSettings::default() },
+        })
+        .collect();
+    let image = pipeline
+        .generate(&Params::from(settings), &units, |_| std::ops::ControlFlow::Continue(()))
+        .map_err(|e| e.to_string())?;
+    let (width, height, pixels) = model::block_on(to_rgb8(image)).map_err(|e| e.to_string())?;
+    Ok(world::RgbImage { width, height, pixels })
+}
+
+fn required<'a>(options: &'a Options, flag: &str) -> Result<&'a Path, String> {
+    options.path(flag).map(Path::new).ok_or_else(|| format!("`{flag}` is required\nusage:\n{USAGE}"))
+}
+
+/// Every file under `from`, copied to `to` with the same relative paths.
+fn copy_tree(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<(), String> {
+    let entries = std::fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| format!("cannot read {}: {e}", from.display()))?.path();
+        let target = to.join(path.file_name().expect("a named entry"));
+        if path.is_dir() {
+            copy_tree(&path, &target, keep)?;
+        } else if keep(&path) {
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            write(&target, &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// How many training images `world assemble` encodes to measure the latents' spread.
+const SCALE_IMAGES: usize = 256;
+
+/// A pipeline folder from `--model` with the VAE trained in `--vae`, its `scaling_factor` set to
+/// 1 / the standard deviation of the latents of the first training images (what Stable
+/// Diffusion's 0.18215 is, measured on its VAE): the UNet then learns latents of unit variance.
+fn assemble(options: Options) -> Result<(), String> {
+    use model::vae::vae_from_bytes;
+
+    let (model, vae_dir, data) =
+        (required(&options, "--model")?, required(&options, "--vae")?, required(&options, "--data")?);
+    let dir = out(&options)?;
+    let count: usize = options.get("--count", SCALE_IMAGES)?;
+    // Training state (optimiser moments, step) stays behind: the folder is a model.
+    let model_files = |path: &Path| {
+        path.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.ends_with(".bpk") && n != "state.json")
+    };
+    copy_tree(model, &dir, &model_files)?;
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    let weights = read(&vae_dir.join(model::train::checkpoint::WEIGHTS))?;
+    let config_text = String::from_utf8(read(&vae_dir.join(model::train::checkpoint::CONFIG))?)
+        .map_err(|e| format!("{}: {e}", vae_dir.display()))?;
+    let device = burn::prelude::Device::flex();
+    let vae =
+        vae_from_bytes(&config_text, weights.clone(), Precision::F32, &device).map_err(|e| e.to_string())?;
+    let spec: serde_json::Value = serde_json::from_slice(&read(&data.join("world.json"))?)
+        .map_err(|e| format!("{}: {e}", data.join("world.json").display()))?;
+    let size = spec["size"].as_u64().ok_or_else(|| format!("{}: no size", data.display()))? as usize;
+    let dataset = model::train::data::Dataset::open(data, size).map_err(|e| e.to_string())?;
+    let count = count.min(dataset.len());
+    let (mut sum, mut squares, mut n) = (0.0f64, 0.0f64, 0usize);
+    for start in (0..count).step_by(16) {
+        let indices: Vec<usize> = (start..(start + 16).min(count)).collect();
+        let batch = dataset.batch(&indices, &device).map_err(|e| e.to_string())?;
+        let (mean, _) = vae.encode(batch.images);
+        let values: Vec<f32> = mean.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        sum += values.iter().map(|&v| v as f64).sum::<f64>();
+        squares += values.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+        n += values.len();
+    }
+    let variance = squares / n as f64 - (sum / n as f64).powi(2);
+    let scaling_factor = 1.0 / variance.sqrt();
+    if !scaling_factor.is_finite() {
+        return Err(format!("the latents of {} do not vary: the VAE is degenerate", data.display()));
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&config_text).map_err(|e| format!("{}: {e}", vae_dir.display()))?;
+    config["scaling_factor"] = scaling_factor.into();
+    write(
+        &dir.join("vae").join(model::train::checkpoint::CONFIG),
+        &serde_json::to_vec_pretty(&config).expect("JSON"),
+    )?;
+    write(&dir.join("vae").join(model::train::checkpoint::WEIGHTS), &weights)?;
+    println!(
+        "{}: the VAE of {} with scaling_factor {scaling_factor:.5} (latent std {:.4} over {count} images)",
+        dir.display(),
+        vae_dir.display(),
+        variance.sqrt()
+    );
+    Ok(())
+}
+
+/// The trained models as the site serves them: fp16 weights only, beside their configs and the
+/// tokenizer — `OUT/pipeline/` (a diffusers pipeline folder, variant `fp16`),
+/// `OUT/controlnet-canny/` and `OUT/controlnet-scribble/` — and `OUT/sheet.png`, held-out
+/// examples generated with the exported files (columns: one example each; rows: the Canny map,
+/// the Canny ControlNet's image, the scribble, the scribble ControlNet's image, the caption
+/// alone; `--examples` of them, `--steps` each).
+fn export(options: Options) -> Result<(), String> {
+    use model::pipeline::Pipeline;
+
+    let (model, canny, scribble) =
+        (required(&options, "--model")?, required(&options, "--canny")?, required(&options, "--scribble")?);
+    let dir = out(&options)?;
+    let examples: u64 = options.get("--examples", 8)?;
+    let steps: u32 = options.get("--steps", 20)?;
+    let device = burn::prelude::Device::flex();
+    let pipeline = Pipeline::load(model, Precision::F32, &device).map_err(|e| e.to_string())?;
+    let configs = |path: &Path| {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        name.ends_with(".json") && name != "state.json" || name.ends_with(".txt")
+    };
+    copy_tree(model, &dir.join("pipeline"), &configs)?;
+    let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
+    let half = |module_bytes: Vec<u8>, path: &str| write(&dir.join("pipeline").join(path), &module_bytes);
+    half(
+        model::block_on(to_safetensors(&pipeline.unet, Precision::F16, &metadata)),
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+    )?;
+    half(
+        model::block_on(to_safetensors(&pipeline.text_encoder, Precision::F16, &metadata)),
+        "text_encoder/model.fp16.safetensors",
+    )?;
+    half(
+        model::block_on(to_safetensors(&pipeline.vae, Precision::F16, &metadata)),
+        "vae/diffusion_pytorch_model.fp16.safetensors",
+    )?;
+    let controlnet_files = |path: &Path| {
+        path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n == model::train::checkpoint::CONFIG || n == model::train::checkpoint::WEIGHTS_FP16
+        })
+    };
+    copy_tree(canny, &dir.join("controlnet-canny"), &controlnet_files)?;
+    copy_tree(scribble, &dir.join("controlnet-scribble"), &controlnet_files)?;
+
+    // The contact sheet, from what was just written (fp16 weights, computed in f32).
+    let pipeline =
+        Pipeline::load(&dir.join("pipeline"), Precision::F32, &device).map_err(|e| e.to_string())?;
+    let nets = [
+        pipeline.load_controlnet(&dir.join("controlnet-canny")).map_err(|e| e.to_string())?,
+        pipeline.load_controlnet(&dir.join("controlnet-scribble")).map_err(|e| e.to_string())?,
+    ];
+    let size = pipeline.unet.config.sample_size.unwrap_or(8) * pipeline.latent_scale();
+    const GAP: usize = 2;
+    let columns = examples.max(1) as usize;
+    let mut sheet = world::RgbImage::filled(columns * (size + GAP) - GAP, 5 * (size + GAP) - GAP, [255; 3]);
+    for index in 0..examples {
+        let example = world::Example::make(HELD_OUT_SEED, index, size);
+        let x = index as usize * (size + GAP);
+        for (row, (condition, net)) in
+            [Condition::Canny, Condition::Scribble].into_iter().zip(&nets).enumerate()
+        {
+            let map = example.condition(condition, HELD_OUT_SEED, index).to_rgb();
+            let image =
+                generate(&pipeline, &example.caption, Some((net, &map, 1.0)), size, index as u32, steps)?;
+            sheet.paste(&map, x, 2 * row * (size + GAP));
+            sheet.paste(&image, x, (2 * row + 1) * (size + GAP));
+        }
+        let alone = generate(&pipeline, &example.caption, None, size, index as u32, steps)?;
+        sheet.paste(&alone, x, 4 * (size + GAP));
+        println!("{index}: {}", example.caption);
+    }
+    write(&dir.join("sheet.png"), &::preprocess::encode_png(&sheet))?;
+    println!("the shapes models (fp16) and their contact sheet in {}", dir.display());
     Ok(())
 }

@@ -1,0 +1,97 @@
+// What the e2e tests do to the page, as a visitor would: wait for it, type, draw, generate, and
+// compare its result with an image made natively.
+import assert from 'node:assert/strict';
+
+// SwiftShader computes on the 2 CPU cores that also run everything else.
+export const TIMEOUT_MS = 180_000;
+
+/** Polls `read` until `ok` holds of its value; returns the value. */
+export async function until(read, ok, what, timeout = TIMEOUT_MS) {
+  const deadline = Date.now() + timeout;
+  let value;
+  while (Date.now() < deadline) {
+    value = await read();
+    if (ok(value)) return value;
+    await new Promise((done) => setTimeout(done, 100));
+  }
+  throw new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(value)}`);
+}
+
+/** PSNR in dB between the page's result image and a PNG (decoded by the browser, exactly). */
+export async function psnr(page, png) {
+  return page.getByTestId('result-image').evaluate(async (img, base64) => {
+    const decode = async (blob) => {
+      const bitmap = await createImageBitmap(blob);
+      const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+      const context = canvas.getContext('2d');
+      context.drawImage(bitmap, 0, 0);
+      return context.getImageData(0, 0, bitmap.width, bitmap.height);
+    };
+    const ours = await decode(await (await fetch(img.src)).blob());
+    const theirs = await decode(new Blob([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))]));
+    if (ours.width !== theirs.width || ours.height !== theirs.height) {
+      return { error: `${ours.width}×${ours.height} vs ${theirs.width}×${theirs.height}` };
+    }
+    let sum = 0;
+    let n = 0;
+    for (let i = 0; i < ours.data.length; i += 4) {
+      for (let c = 0; c < 3; c++) {
+        sum += (ours.data[i + c] - theirs.data[i + c]) ** 2;
+        n++;
+      }
+    }
+    const mse = sum / n;
+    return { db: mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse), mse, width: ours.width };
+  }, Buffer.from(png).toString('base64'));
+}
+
+export const state = (page) => page.getByTestId('generate-progress').getAttribute('data-state');
+
+/** Clicks Generate and waits for the run to end in `want`; returns the steps the page reported. */
+export async function generate(page, want = 'done', timeout = TIMEOUT_MS) {
+  // Record every step the progress shows, however fast they come.
+  await page.getByTestId('generate-progress').evaluate((element) => {
+    window.__steps = [];
+    new MutationObserver(() => window.__steps.push(Number(element.getAttribute('data-step')))).observe(element, {
+      attributes: true,
+      attributeFilter: ['data-step'],
+    });
+  });
+  const before = await page.getByTestId('result-image').getAttribute('src').catch(() => null);
+  await page.getByTestId('generate').click();
+  await until(() => state(page), (s) => s === 'running', 'the run to start');
+  const end = await until(() => state(page), (s) => s !== 'running', 'the run to end', timeout);
+  assert.equal(end, want, `the run ended ${end}: ${await page.getByTestId('generate-error').textContent().catch(() => '')}`);
+  if (want === 'done') {
+    await until(() => page.getByTestId('result-image').getAttribute('src'), (src) => src && src !== before, 'a new image');
+  }
+  return page.evaluate(() => window.__steps);
+}
+
+/** Sets an input's value as typing would. */
+export async function set(page, testid, value) {
+  await page.getByTestId(testid).fill(String(value));
+  await page.getByTestId(testid).dispatchEvent('change');
+}
+
+
+/** Draws a stroke with the mouse through `points` (fractions of the scribble canvas): pointer
+ *  events, as a hand on the pad makes them. */
+export async function stroke(page, points, canvas = page.getByTestId('scribble-canvas')) {
+  await canvas.scrollIntoViewIfNeeded();
+  const box = await canvas.boundingBox();
+  const at = ([x, y]) => [box.x + x * box.width, box.y + y * box.height];
+  await page.mouse.move(...at(points[0]));
+  await page.mouse.down();
+  for (const point of points.slice(1)) await page.mouse.move(...at(point), { steps: 8 });
+  await page.mouse.up();
+}
+
+export const modelsState = (page) => page.getByTestId('models-status').getAttribute('data-state');
+
+/** Opens the page and waits for what it loads by itself (the built-in shapes models). */
+export async function open(page, url) {
+  await page.goto(url);
+  const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the built-in models');
+  assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+}
