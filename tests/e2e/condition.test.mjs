@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { open as openPage, until } from './page.mjs';
+import { open as openPage, set, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -30,6 +30,9 @@ async function open() {
   const browser = await launch({ webgpu: true });
   await openPage(browser.page, server.url);
   await browser.page.getByTestId('condition-panel').waitFor({ timeout: TIMEOUT_MS });
+  // Stable Diffusion's size: the maps here are photos' (the built-in models chose 64²).
+  await set(browser.page, 'width', 512);
+  await set(browser.page, 'height', 512);
   return browser;
 }
 

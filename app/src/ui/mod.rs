@@ -73,8 +73,10 @@ fn Studio(info: AdapterInfo) -> impl IntoView {
 
 /// The shapes models make 64² images of their world: when they load, the size follows (and an
 /// empty prompt gets one of the world's captions); when other models replace them, the size goes
-/// back to Stable Diffusion's 512² if it was still theirs.
+/// back to Stable Diffusion's 512² if it was still theirs. Reloading the same models (after a
+/// worker restart) changes nothing.
 fn follow_native_size(session: GpuSession, settings: GenSettings) {
+    let last = StoredValue::new(None::<String>);
     Effect::watch(
         move || session.models.with(|models| models.as_ref().map(|m| m.pipeline.clone())),
         move |pipeline, _, _| {
@@ -83,16 +85,19 @@ fn follow_native_size(session: GpuSession, settings: GenSettings) {
                 settings.width.set(side);
                 settings.height.set(side);
             };
+            let was_shapes = last.with_value(|last| last.as_deref() == Some(shapes::REPO));
             if pipeline == shapes::REPO {
                 side(shapes::SIDE);
                 if settings.prompt.with_untracked(|p| p.trim().is_empty()) {
                     settings.prompt.set(shapes::PROMPT.to_owned());
                 }
-            } else if settings.width.get_untracked() == shapes::SIDE
+            } else if was_shapes
+                && settings.width.get_untracked() == shapes::SIDE
                 && settings.height.get_untracked() == shapes::SIDE
             {
                 side(512);
             }
+            last.set_value(Some(pipeline.clone()));
         },
         false,
     );
