@@ -279,8 +279,9 @@ pub fn run(options: Options) -> Result<(), String> {
     }
     // The runs' logs and sample images beside the models they made.
     let export = &groups.last().and_then(|g| g.last()).expect("stages").out;
-    for run in ["vae", "base", "controlnet-canny", "controlnet-scribble"] {
-        let (from, to) = (out.join(run), export.join("logs").join(run));
+    for run in groups.iter().flatten().filter(|stage| stage.training) {
+        let from = &run.out;
+        let to = export.join("logs").join(from.file_name().expect("a named folder"));
         std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
         let log = from.join("log.jsonl");
         std::fs::copy(&log, to.join("log.jsonl"))

@@ -388,7 +388,11 @@ fn assemble(options: Options) -> Result<(), String> {
 /// alone; `--examples` of them, `--steps` each).
 fn export(options: Options) -> Result<(), String> {
     use model::pipeline::Pipeline;
+    use model::vocabulary::{Preprocessor, shapes};
 
+    // The folders the page and the CLI load, by the names they load them by.
+    let folder = |p: Preprocessor| shapes::controlnet_for(p).expect("a shapes ControlNet");
+    let (canny_folder, scribble_folder) = (folder(Preprocessor::Canny), folder(Preprocessor::Scribble));
     let (model, canny, scribble) =
         (required(&options, "--model")?, required(&options, "--canny")?, required(&options, "--scribble")?);
     let dir = out(&options)?;
@@ -400,9 +404,10 @@ fn export(options: Options) -> Result<(), String> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         name.ends_with(".json") && name != "state.json" || name.ends_with(".txt")
     };
-    copy_tree(model, &dir.join("pipeline"), &configs)?;
+    copy_tree(model, &dir.join(shapes::PIPELINE), &configs)?;
     let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
-    let half = |module_bytes: Vec<u8>, path: &str| write(&dir.join("pipeline").join(path), &module_bytes);
+    let half =
+        |module_bytes: Vec<u8>, path: &str| write(&dir.join(shapes::PIPELINE).join(path), &module_bytes);
     half(
         model::block_on(to_safetensors(&pipeline.unet, Precision::F16, &metadata)),
         "unet/diffusion_pytorch_model.fp16.safetensors",
@@ -420,15 +425,15 @@ fn export(options: Options) -> Result<(), String> {
             n == model::train::checkpoint::CONFIG || n == model::train::checkpoint::WEIGHTS_FP16
         })
     };
-    copy_tree(canny, &dir.join("controlnet-canny"), &controlnet_files)?;
-    copy_tree(scribble, &dir.join("controlnet-scribble"), &controlnet_files)?;
+    copy_tree(canny, &dir.join(canny_folder), &controlnet_files)?;
+    copy_tree(scribble, &dir.join(scribble_folder), &controlnet_files)?;
 
     // The contact sheet, from what was just written (fp16 weights, computed in f32).
     let pipeline =
-        Pipeline::load(&dir.join("pipeline"), Precision::F32, &device).map_err(|e| e.to_string())?;
+        Pipeline::load(&dir.join(shapes::PIPELINE), Precision::F32, &device).map_err(|e| e.to_string())?;
     let nets = [
-        pipeline.load_controlnet(&dir.join("controlnet-canny")).map_err(|e| e.to_string())?,
-        pipeline.load_controlnet(&dir.join("controlnet-scribble")).map_err(|e| e.to_string())?,
+        pipeline.load_controlnet(&dir.join(canny_folder)).map_err(|e| e.to_string())?,
+        pipeline.load_controlnet(&dir.join(scribble_folder)).map_err(|e| e.to_string())?,
     ];
     let size = pipeline.unet.config.sample_size.unwrap_or(8) * pipeline.latent_scale();
     const GAP: usize = 2;
