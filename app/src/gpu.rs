@@ -3,6 +3,7 @@
 use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
+use web::protocol::Backend;
 
 /// What this browser offers.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +21,8 @@ pub enum GpuSupport {
 /// The adapter's identity and the limits that matter for Stable Diffusion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdapterInfo {
+    /// WebGPU, or the CPU where the browser offers no adapter.
+    pub backend: Backend,
     pub vendor: String,
     pub architecture: String,
     pub device: String,
@@ -35,6 +38,23 @@ pub struct AdapterInfo {
 }
 
 impl AdapterInfo {
+    /// burn's CPU backend in the GPU worker's WebAssembly: f32 only, and one allocation can be
+    /// at most 2 GiB (wasm32's `isize::MAX`).
+    pub fn cpu() -> Self {
+        const WASM_MAX_ALLOCATION: f64 = 2.0 * 1024.0 * 1024.0 * 1024.0;
+        Self {
+            backend: Backend::Cpu,
+            vendor: String::new(),
+            architecture: String::new(),
+            device: String::new(),
+            description: "this device's CPU, one thread, through WebAssembly".to_owned(),
+            is_fallback: false,
+            max_buffer_size: WASM_MAX_ALLOCATION,
+            max_storage_buffer_binding_size: WASM_MAX_ALLOCATION,
+            shader_f16: false,
+        }
+    }
+
     /// A one-line name for the adapter, from whichever fields the browser fills in.
     pub fn name(&self) -> String {
         let parts: Vec<&str> = [&self.description, &self.vendor, &self.architecture, &self.device]
@@ -73,6 +93,7 @@ async fn try_detect() -> Result<GpuSupport, JsValue> {
     let features = get(&adapter, "features")?;
     let has: Function = get(&features, "has")?.dyn_into()?;
     Ok(GpuSupport::Available(AdapterInfo {
+        backend: Backend::WebGpu,
         vendor: string(&info, "vendor"),
         architecture: string(&info, "architecture"),
         device: string(&info, "device"),

@@ -3,6 +3,7 @@
 
 mod gallery;
 mod gpu;
+mod pwa;
 mod session;
 mod ui;
 mod worker;

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
-use web::protocol::{Precision, Request, Response};
+use web::protocol::{Backend, Precision, Request, Response};
 
 use crate::worker::{GpuWorker, use_gpu_worker};
 
@@ -45,11 +45,13 @@ pub struct LoadedModels {
 }
 
 impl GpuSession {
-    /// Spawns the worker and makes the session available to the components below.
-    pub fn provide() -> Self {
+    /// Spawns the worker, computing on `backend`, and makes the session available to the
+    /// components below.
+    pub fn provide(backend: Backend) -> Self {
         let listeners: Listeners = StoredValue::new(SendWrapper::new(RefCell::new(Vec::new())));
         let failure = RwSignal::new(None::<String>);
         let worker = use_gpu_worker(
+            backend,
             move |response| {
                 // Clone the list first: a listener may add or remove listeners.
                 let current: Vec<Listener> =

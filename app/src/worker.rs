@@ -10,16 +10,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web::protocol::{PreprocessRequest, PreprocessResponse, Request, Response};
+use web::protocol::{Backend, PreprocessRequest, PreprocessResponse, Request, Response};
 use web_sys::{Event, MessageEvent, Worker};
 
 use crate::gpu::describe_js_error;
 
 /// A worker's script and protocol.
 pub trait Protocol: 'static {
-    type Request: Serialize + Send + Sync + 'static;
+    type Request: Clone + Serialize + Send + Sync + 'static;
     type Response: DeserializeOwned + 'static;
-    /// The worker's loader script (in `public/`; `.ci/site` puts it beside the bindings).
+    /// The worker's loader script (`public/worker_loader.js`, one for both: the query names the
+    /// bindings it loads; `.ci/site` puts it beside them).
     const SCRIPT: &'static str;
     /// The worker's name in messages.
     const NAME: &'static str;
@@ -46,7 +47,7 @@ pub struct Preprocess;
 impl Protocol for Preprocess {
     type Request = PreprocessRequest;
     type Response = PreprocessResponse;
-    const SCRIPT: &'static str = "./preprocess_worker_loader.js";
+    const SCRIPT: &'static str = "./worker_loader.js?bindings=preprocess_worker";
     const NAME: &'static str = "preprocessing worker";
     fn is_ready(response: &PreprocessResponse) -> bool {
         matches!(response, PreprocessResponse::Ready)
@@ -74,6 +75,9 @@ struct State<R> {
     worker: Option<SendWrapper<Worker>>,
     /// Requests held back until the worker says it is ready.
     pending: Option<Vec<R>>,
+    /// Sent first to every worker started, before anything held back (the GPU worker's
+    /// `UseBackend`).
+    greeting: Option<R>,
     /// The worker's `onmessage` and `onerror`, kept so that a restarted worker gets the same
     /// ones (and dropped with the handle, after the worker is terminated).
     handlers: Option<SendWrapper<Handlers>>,
@@ -123,10 +127,11 @@ impl<P: Protocol> WorkerHandle<P> {
         }
     }
 
-    /// The worker is listening: send what was held back.
+    /// The worker is listening: send the greeting, then what was held back.
     fn ready(&self) {
+        let greeting = self.state.with_value(|state| state.greeting.clone());
         let pending = self.state.try_update_value(|state| state.pending.take()).flatten();
-        for request in pending.unwrap_or_default() {
+        for request in greeting.into_iter().chain(pending.unwrap_or_default()) {
             self.post(&request);
         }
     }
@@ -159,13 +164,14 @@ impl<P: Protocol> WorkerHandle<P> {
     }
 }
 
-/// Spawns the GPU worker. `on_response` sees every message it sends; `on_failure` hears of a
-/// worker that could not start or crashed.
+/// Spawns the GPU worker, computing on `backend`. `on_response` sees every message it sends;
+/// `on_failure` hears of a worker that could not start or crashed.
 pub fn use_gpu_worker(
+    backend: Backend,
     on_response: impl Fn(Response) + 'static,
     on_failure: impl Fn(String) + Send + Sync + 'static,
 ) -> GpuWorker {
-    use_worker::<Gpu>(on_response, on_failure)
+    use_worker::<Gpu>(Some(Request::UseBackend { backend }), on_response, on_failure)
 }
 
 /// Spawns the preprocessing worker; as [`use_gpu_worker`].
@@ -173,16 +179,17 @@ pub fn use_preprocess_worker(
     on_response: impl Fn(PreprocessResponse) + 'static,
     on_failure: impl Fn(String) + Send + Sync + 'static,
 ) -> PreprocessWorker {
-    use_worker::<Preprocess>(on_response, on_failure)
+    use_worker::<Preprocess>(None, on_response, on_failure)
 }
 
 fn use_worker<P: Protocol>(
+    greeting: Option<P::Request>,
     on_response: impl Fn(P::Response) + 'static,
     on_failure: impl Fn(String) + Send + Sync + 'static,
 ) -> WorkerHandle<P> {
     let on_failure = Callback::new(on_failure);
     let handle = WorkerHandle::<P> {
-        state: StoredValue::new(State { worker: None, pending: Some(Vec::new()), handlers: None }),
+        state: StoredValue::new(State { worker: None, pending: Some(Vec::new()), greeting, handlers: None }),
         on_failure,
     };
 

@@ -269,16 +269,153 @@ fn bad_input_is_a_one_line_error() {
         (vec!["generate", "--model", &tiny, "--scale", "2", "--prompt", "x", "--out", &out], "--controlnet"),
     ];
     for (args, needle) in cases {
-        let output = controlnet(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-        // Progress lines may come first; the error is the last line, and the only one so marked.
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("controlnet: ")).collect();
-        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().last(), Some(errors[0]), "{args:?}: {stderr}");
-        assert!(errors[0].contains(needle), "{args:?}: `{needle}` not in: {stderr}");
-        println!("{}", errors[0]);
+        one_line_error(&args, needle);
     }
     assert!(!Path::new(&out).exists(), "nothing written on error");
+}
+
+/// `args` fail with exit status 1 and one line, the last, that names the error (`needle`); no
+/// panic.
+fn one_line_error(args: &[&str], needle: &str) {
+    let output = controlnet(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    // Progress lines may come first; the error is the last line, and the only one so marked.
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("controlnet: ")).collect();
+    assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{args:?}: {stderr}");
+    assert!(errors[0].contains(needle), "{args:?}: `{needle}` not in: {stderr}");
+    println!("{}", errors[0]);
+}
+
+/// A copy of a fixture folder, to break one file of it.
+fn copy_of(name: &str, to: &Path) -> String {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    copy(&fixtures().join(name), to);
+    to.to_string_lossy().into_owned()
+}
+
+/// A `.npy` file of `shape` with `descr` (`<f4`, `<f8`, `<i4`…), its data zeros.
+fn npy(path: &Path, descr: &str, shape: &[usize], item_bytes: usize) {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.resize(bytes.len() + shape.iter().product::<usize>() * item_bytes, 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Broken weights, configs of the wrong kind, an SDXL ControlNet, a huge or unreadable image, a
+/// noise file of the wrong shape or dtype: each a one-line error, exit status 1, nothing written.
+#[test]
+fn broken_files_are_a_one_line_error() {
+    let dir = out_dir().join("broken");
+    let out_path = dir.join("never.png");
+    let out = out_path.to_string_lossy().into_owned();
+    let edges = fixture("tiny/control/edges_64x64.png");
+    let cn = fixture("tiny/controlnet");
+    let base = |model: &str| -> Vec<String> {
+        ["generate", "--model", model, "--prompt", "x", "--steps", "1", "--backend", "cpu", "--out", &out]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    let run = |args: Vec<String>, needle: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        one_line_error(&args, needle);
+    };
+
+    // The UNet's weights cut in half.
+    let truncated = copy_of("tiny", &dir.join("truncated"));
+    let unet = Path::new(&truncated).join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&unet).unwrap();
+    std::fs::write(&unet, &bytes[..bytes.len() / 2]).unwrap();
+    run(base(&truncated), "unet");
+    // A header length beyond the file.
+    let corrupt = copy_of("tiny", &dir.join("corrupt"));
+    let vae = Path::new(&corrupt).join("vae/diffusion_pytorch_model.safetensors");
+    let mut bytes = std::fs::read(&vae).unwrap();
+    bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&vae, bytes).unwrap();
+    run(base(&corrupt), "vae");
+    // The VAE's config where the UNet's belongs.
+    let swapped = copy_of("tiny", &dir.join("swapped"));
+    std::fs::copy(fixtures().join("tiny/vae/config.json"), Path::new(&swapped).join("unet/config.json"))
+        .unwrap();
+    run(base(&swapped), "unet");
+    // An SDXL ControlNet (2048-wide text embeddings, text_time embeddings).
+    let sdxl = dir.join("sdxl-controlnet");
+    std::fs::create_dir_all(&sdxl).unwrap();
+    let config = std::fs::read_to_string(fixtures().join("tiny/controlnet/config.json")).unwrap();
+    let config = config.replace("\"cross_attention_dim\": 16", "\"cross_attention_dim\": 2048");
+    std::fs::write(sdxl.join("config.json"), config).unwrap();
+    std::fs::copy(
+        fixtures().join("tiny/controlnet/diffusion_pytorch_model.safetensors"),
+        sdxl.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let with_control = |controlnet: &str, control: &str| {
+        let mut args = base(&fixture("tiny"));
+        args.extend(["--controlnet", controlnet, "--control", control].map(str::to_owned));
+        args
+    };
+    run(with_control(&sdxl.to_string_lossy(), &edges), "is a ControlNet for another model");
+    // A control "image" that is a folder, and a 20000 × 20000 PNG (its header alone).
+    run(with_control(&cn, &dir.to_string_lossy()), &dir.to_string_lossy());
+    let huge = dir.join("huge.png");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let ihdr: Vec<u8> =
+        [b"IHDR".as_slice(), &20000u32.to_be_bytes(), &20000u32.to_be_bytes(), &[8, 2, 0, 0, 0]].concat();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    // A first, short data chunk and the end: enough for a decoder to read the header's size.
+    for chunk in [[b"IDAT".as_slice(), &[0x78, 0x9c, 0x03, 0x00]].concat(), b"IEND".to_vec()] {
+        png.extend((chunk.len() as u32 - 4).to_be_bytes());
+        png.extend(&chunk);
+        png.extend(crc32(&chunk).to_be_bytes());
+    }
+    std::fs::write(&huge, png).unwrap();
+    run(with_control(&cn, &huge.to_string_lossy()), "20000");
+    // Noise of the wrong shape, and of the wrong dtype.
+    for (name, descr, shape, item, needle) in [
+        ("shape.npy", "<f4", vec![1, 4, 4, 4], 4, "the noise is [1, 4, 4, 4]"),
+        ("dtype.npy", "<i4", vec![1, 4, 8, 8], 4, "i4"),
+    ] {
+        let path = dir.join(name);
+        npy(&path, descr, &shape, item);
+        let mut args = base(&fixture("tiny"));
+        args.extend(["--noise", &path.to_string_lossy()].map(str::to_owned));
+        run(args, needle);
+    }
+    assert!(!out_path.exists(), "nothing written on error");
+}
+
+/// PNG's CRC-32 (ISO 3309), for a chunk written by hand.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
 }

@@ -14,7 +14,7 @@ import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { TIMEOUT_MS, modelsState, open, set, until } from './page.mjs';
+import { TIMEOUT_MS, chooseTiny as chooseTinyFrom, modelsState, open, set, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -34,13 +34,7 @@ after(async () => {
 });
 
 /** Fills the panel for the tiny pipeline + its first ControlNet. */
-async function chooseTiny(page) {
-  await page.getByTestId('models-preset').selectOption('custom');
-  await set(page, 'models-base-url', models.url);
-  await set(page, 'models-pipeline', 'test/tiny');
-  await set(page, 'models-controlnets', 'test/tiny:controlnet');
-  await page.getByTestId('models-variant').selectOption('none');
-}
+const chooseTiny = (page) => chooseTinyFrom(page, models.url);
 
 
 /** Clicks Load and waits for the models to be loaded. */

@@ -89,9 +89,27 @@ export async function stroke(page, points, canvas = page.getByTestId('scribble-c
 
 export const modelsState = (page) => page.getByTestId('models-status').getAttribute('data-state');
 
-/** Opens the page and waits for what it loads by itself (the built-in shapes models). */
-export async function open(page, url) {
+/** Opens the page and waits for what it loads by itself (the built-in shapes models); then
+ * unfolds the models panel (for tests that choose other models) unless `unfold` is false. */
+export async function open(page, url, { unfold = true } = {}) {
   await page.goto(url);
   const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the built-in models');
   assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+  if (unfold) await unfoldModels(page);
+}
+
+/** Opens the models panel's folded part (other models, import, cache) if it is closed. */
+export async function unfoldModels(page) {
+  const details = page.getByTestId('models-details');
+  if (!(await details.evaluate((d) => d.open))) await page.getByTestId('models-summary').click();
+}
+
+/** Fills the (unfolded) models panel for the tiny fixture pipeline + its first ControlNet, served
+ * by the hub stand-in at `hubUrl`. */
+export async function chooseTiny(page, hubUrl) {
+  await page.getByTestId('models-preset').selectOption('custom');
+  await set(page, 'models-base-url', hubUrl);
+  await set(page, 'models-pipeline', 'test/tiny');
+  await set(page, 'models-controlnets', 'test/tiny:controlnet');
+  await page.getByTestId('models-variant').selectOption('none');
 }

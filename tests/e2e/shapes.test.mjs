@@ -66,8 +66,11 @@ async function iou(page) {
   });
 }
 
-test('first open with no network: built-in models, a drawn scribble, the native image', { timeout: 15 * 60_000 }, async () => {
-  const browser = await launch({ webgpu: true });
+// With WebGPU (SwiftShader here), and without: the worker then computes on burn's CPU backend
+// compiled to WebAssembly, and the image is still the CLI's.
+for (const webgpu of [true, false]) test(`first open with no network (${webgpu ? 'WebGPU' : 'no WebGPU: CPU'}): built-in models, a drawn scribble, the native image`, { timeout: 15 * 60_000 }, async () => {
+  const name = webgpu ? 'shapes' : 'shapes-cpu';
+  const browser = await launch({ webgpu });
   const { page, context } = browser;
   const elsewhere = [];
   await context.route('**/*', (route) => {
@@ -79,23 +82,27 @@ test('first open with no network: built-in models, a drawn scribble, the native 
   try {
     await page.setViewportSize({ width: 1280, height: 800 });
     // No click: the models load on their own, from the site.
-    await open(page, site.url);
+    await open(page, site.url, { unfold: false });
     assert.match(await page.getByTestId('models-status').textContent(), /Shapes world/);
+    assert.equal(await page.getByTestId('models-details').evaluate((d) => d.open), false, 'the other models are folded away');
     const prompt = await page.getByTestId('prompt').inputValue();
     assert.match(prompt, /^a .+ on a .+ background$/, 'a caption of the world is filled in');
     assert.equal(await page.getByTestId('width').inputValue(), '64');
     assert.equal(await page.getByTestId('height').inputValue(), '64');
+    assert.equal(await page.getByTestId('cpu-backend').count(), webgpu ? 0 : 1, 'the page says where it computes');
 
     await stroke(page, SQUARE);
     if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
     await set(page, 'seed', SEED);
     await page.getByTestId('scheduler').selectOption('unipc');
     const steps = Number(await page.getByTestId('steps').inputValue());
-    // 20 steps of a UNet and a ControlNet on SwiftShader: a few seconds each.
+    // 20 steps of a UNet and a ControlNet on SwiftShader or one CPU thread: seconds each.
+    const started = Date.now();
     await generate(page, 'done', 10 * 60_000);
-    await screenshot(page, 'shapes-1280x800');
+    const seconds = (Date.now() - started) / 1000;
+    await screenshot(page, `${name}-1280x800`);
     await page.setViewportSize({ width: 390, height: 844 });
-    await screenshot(page, 'shapes-390x844');
+    await screenshot(page, `${name}-390x844`);
 
     // The control map the page sent: the pad's strokes on black, at the generation's size.
     const map = await page.getByTestId('scribble-canvas').evaluate((pad) => {
@@ -119,12 +126,12 @@ test('first open with no network: built-in models, a drawn scribble, the native 
     ]);
     const same = await psnr(page, await readFile(out));
     const follows = await iou(page);
-    console.log(JSON.stringify({ test: 'shapes: first open, drawn scribble', prompt, steps, ...same, ...follows }));
+    console.log(JSON.stringify({ test: `${name}: first open, drawn scribble`, webgpu, prompt, steps, seconds, ...same, ...follows }));
     assert.ok(same.db >= MIN_PSNR_DB, `the page's image against the CLI's: ${JSON.stringify(same)}`);
     assert.ok(follows.iou >= MIN_IOU, `the image follows the drawn square: ${JSON.stringify(follows)}`);
     assert.deepEqual(elsewhere, [], 'nothing but the site was asked for');
   } catch (error) {
-    await screenshot(page, 'shapes-failure').catch(() => {});
+    await screenshot(page, `${name}-failure`).catch(() => {});
     console.log(browser.logs.slice(-40).join('\n'));
     throw error;
   } finally {

@@ -11,6 +11,7 @@ pub mod a1111;
 mod names;
 pub mod params;
 pub mod shapes;
+pub mod training;
 
 pub use names::{ControlMode, Named, Precision, Preprocessor, ResizeMode, SchedulerKind, UnknownName};
 pub use params::{GenerationParams, Limits, ParamError, Resize, UnitSettings};

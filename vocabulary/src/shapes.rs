@@ -22,6 +22,11 @@ pub const CONTROLNETS: [(&str, super::Preprocessor); 2] = [
     ("controlnet-scribble", super::Preprocessor::Scribble),
 ];
 
+/// The recipe's training runs' logs and samples beside the models, a folder per run
+/// (`{LOGS}/{run}/`, `training::LOG_FILE` and `training::sample_file`); a ControlNet's run is
+/// named as its folder in [`CONTROLNETS`].
+pub const LOGS: &str = "logs";
+
 /// The side of the world's images, which the models make.
 pub const SIDE: u32 = 64;
 

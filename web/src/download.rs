@@ -409,13 +409,30 @@ async fn fetch(
         init.set_headers_headers(&headers);
     }
     let request = web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| network(describe(&e)))?;
-    let response =
-        JsFuture::from(scope().fetch_with_request(&request)).await.map_err(|e| network(describe(&e)))?;
+    let response = match JsFuture::from(scope().fetch_with_request(&request)).await {
+        Ok(response) => response,
+        // Offline where a dedicated worker's requests bypass the service worker (Firefox): the
+        // site's own files (the shapes models) from Cache Storage, where sw.js precached them.
+        Err(error) => match range {
+            None => precached(url).await.ok_or_else(|| network(describe(&error)))?,
+            Some(_) => return Err(network(describe(&error))),
+        },
+    };
     let response: web_sys::Response = response.unchecked_into();
     if !response.ok() {
         return Err(DownloadError::Http { url: url.into(), status: response.status() });
     }
     Ok(response)
+}
+
+/// `url`'s response in the service worker's caches (the site's own files), if any.
+async fn precached(url: &str) -> Option<JsValue> {
+    let caches = scope().caches().ok()?;
+    // As sw.js looks them up: the Hub API's `?blobs=true` is not part of the stored name.
+    let options = web_sys::CacheQueryOptions::new();
+    options.set_ignore_search(true);
+    let found = JsFuture::from(caches.match_with_str_and_options(url, &options)).await.ok()?;
+    (!found.is_undefined()).then_some(found)
 }
 
 /// The file's size and, when the server names it, its SHA-256.
@@ -454,7 +471,7 @@ fn size_header(response: &web_sys::Response) -> Option<u64> {
 /// every file of a repository: its size, and the SHA-256 of LFS files. `None` where the server
 /// has no such API (a plain mirror) or it fails: the files then load by `HEAD` and unverified.
 pub async fn repo_files(base_url: &str, repo: &str, revision: &str) -> Option<HashMap<String, RemoteFile>> {
-    let url = format!("{}/api/models/{repo}/revision/{revision}?blobs=true", base_url.trim_end_matches('/'));
+    let url = crate::protocol::hub_api_url(base_url, repo, revision);
     let response = fetch(&url, "GET", None).await.ok()?;
     let text = JsFuture::from(response.text().ok()?).await.ok()?.as_string()?;
     parse_repo_files(&text)

@@ -13,10 +13,35 @@ pub use vocabulary::{
     UnitSettings,
 };
 
+/// Where the GPU worker computes: the page chooses (WebGPU where the browser offers an adapter),
+/// the worker obeys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backend {
+    /// burn-wgpu on the browser's WebGPU adapter.
+    #[default]
+    WebGpu,
+    /// burn's CPU backend (Flex), compiled into the worker's WebAssembly: one thread, f32, slow,
+    /// but in every browser. For the small built-in models.
+    Cpu,
+}
+
+impl Backend {
+    /// Its name in the page.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::WebGpu => "WebGPU",
+            Backend::Cpu => "CPU (WebAssembly)",
+        }
+    }
+}
+
 /// UI → worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Request {
+    /// Which device to compute on. The page sends it before anything else, to every worker it
+    /// starts (a restarted one too); the worker takes it at once, ahead of its queue.
+    UseBackend { backend: Backend },
     /// Run the device probe (conv2d, group norm, attention on fixed inputs) in `precision`.
     Probe { id: u32, precision: Precision },
     /// Load a UNet (its `config.json` and safetensors) from a Hub-style server into the worker,
@@ -145,6 +170,17 @@ impl ModelSource {
     pub fn url(&self, file: &str) -> String {
         format!("{}/{}/resolve/{}/{file}", self.base_url.trim_end_matches('/'), self.repo, self.revision)
     }
+
+    /// The Hub's JSON API answer for this repository at this revision: every file, its size and
+    /// (with `blobs`) the SHA-256 of LFS files. The site serves one for its own models.
+    pub fn api_url(&self) -> String {
+        hub_api_url(&self.base_url, &self.repo, &self.revision)
+    }
+}
+
+/// `{base_url}/api/models/{repo}/revision/{revision}?blobs=true`: the Hub's JSON API.
+pub fn hub_api_url(base_url: &str, repo: &str, revision: &str) -> String {
+    format!("{}/api/models/{repo}/revision/{revision}?blobs=true", base_url.trim_end_matches('/'))
 }
 
 /// A tensor in a message: its shape and its values, row-major.
@@ -163,6 +199,7 @@ pub enum Response {
     WorkerReady,
     /// The worker has acquired its GPU device.
     DeviceReady {
+        backend: Backend,
         /// Time to acquire the adapter and device, in milliseconds.
         init_ms: f64,
         /// Whether the device computes in f16.
@@ -411,7 +448,7 @@ mod tests {
     fn messages_round_trip_as_json() {
         let messages = [
             Response::WorkerReady,
-            Response::DeviceReady { init_ms: 12.5, f16: true },
+            Response::DeviceReady { backend: Backend::Cpu, init_ms: 12.5, f16: true },
             Response::ProbeDone {
                 id: 3,
                 precision: Precision::F16,

@@ -7,7 +7,7 @@
 //!
 //! Heavy work never runs on the UI thread, and every GPU read-back here is asynchronous.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -25,7 +25,8 @@ use crate::cache::{self, Cache, FileKey};
 use crate::import::{Import, Imported};
 use crate::load::{self, Models, fetch_file, file_loaded, open_cache};
 use crate::protocol::{
-    GenerationParams, ModelSet, ModelSource, Precision, ProbeOutput, Request, Response, Tensor, UnitParams,
+    Backend, GenerationParams, ModelSet, ModelSource, Precision, ProbeOutput, Request, Response, Tensor,
+    UnitParams,
 };
 use crate::{download, generate, message};
 
@@ -44,6 +45,8 @@ pub fn start() {
 
 #[derive(Default)]
 struct Worker {
+    /// What the page said to compute on (`UseBackend`, its first message).
+    backend: Cell<Backend>,
     /// Acquired on the first request, then kept.
     device: RefCell<Option<Device>>,
     /// The promise of the request being handled: the next one waits for it.
@@ -87,6 +90,12 @@ impl Worker {
             }
             Request::CacheList { id } => {
                 spawn_local(async move { post(&cache_contents(id, None).await) });
+                return;
+            }
+            Request::UseBackend { backend } => {
+                if self.device.borrow().is_none() {
+                    self.backend.set(backend);
+                }
                 return;
             }
             Request::Generate { id, .. } => {
@@ -141,7 +150,7 @@ impl Worker {
                 post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
             }
             // Handled in `enqueue`, never queued.
-            Request::Cancel { .. } | Request::CacheList { .. } => {}
+            Request::Cancel { .. } | Request::CacheList { .. } | Request::UseBackend { .. } => {}
             Request::Probe { id, precision } => {
                 let response = match self.probe(id, precision).await {
                     Ok(response) => response,
@@ -359,17 +368,23 @@ impl Worker {
         })
     }
 
-    /// The worker's device, acquired asynchronously on first use (WebGPU has no blocking calls).
+    /// The worker's device, acquired asynchronously on first use (WebGPU has no blocking calls):
+    /// the WebGPU adapter, or burn's CPU backend where the page found none.
     async fn device(&self) -> Result<Device, String> {
         if let Some(device) = self.device.borrow().as_ref() {
             return Ok(device.clone());
         }
         let started = now_ms();
-        let device = Device::wgpu_options()
-            .init_async()
-            .await
-            .map_err(|e| format!("could not acquire a WebGPU device: {e}"))?;
+        let backend = self.backend.get();
+        let device = match backend {
+            Backend::WebGpu => Device::wgpu_options()
+                .init_async()
+                .await
+                .map_err(|e| format!("could not acquire a WebGPU device: {e}"))?,
+            Backend::Cpu => Device::flex(),
+        };
         post(&Response::DeviceReady {
+            backend,
             init_ms: now_ms() - started,
             f16: Precision::F16.is_supported_on(&device),
         });

@@ -1,6 +1,9 @@
-//! The adapter panel, and the explanation shown when there is no WebGPU.
+//! The adapter panel, and the explanation shown when there is no WebGPU (the page then computes
+//! on the CPU).
 
 use leptos::prelude::*;
+
+use web::protocol::Backend;
 
 use crate::gpu::{AdapterInfo, GpuSupport};
 
@@ -13,6 +16,22 @@ fn bytes(n: f64) -> String {
 #[component]
 pub fn GpuStatus(info: AdapterInfo) -> impl IntoView {
     let name = info.name();
+    if info.backend == Backend::Cpu {
+        return view! {
+            <section class="panel" data-testid="gpu-status">
+                <h2>"Device"</h2>
+                <dl>
+                    <dt>"Computing on"</dt>
+                    <dd data-testid="adapter-name">{name}</dd>
+                </dl>
+                <p class="warning" data-testid="cpu-backend">
+                    "No GPU: the built-in shapes models run on the CPU (an image takes seconds to \
+                     minutes). Stable Diffusion 1.5 needs WebGPU."
+                </p>
+            </section>
+        }
+        .into_any();
+    }
     view! {
         <section class="panel" data-testid="gpu-status">
             <h2>"GPU"</h2>
@@ -35,9 +54,11 @@ pub fn GpuStatus(info: AdapterInfo) -> impl IntoView {
             })}
         </section>
     }
+    .into_any()
 }
 
-/// Why there is no WebGPU here, and what the visitor can do about it.
+/// Why there is no WebGPU here, and what the visitor can do about it (the page goes on, on the
+/// CPU).
 #[component]
 pub fn NoWebGpu(support: GpuSupport) -> impl IntoView {
     let (headline, detail) = match support {
@@ -55,7 +76,7 @@ pub fn NoWebGpu(support: GpuSupport) -> impl IntoView {
         GpuSupport::Available(_) => ("", String::new()),
     };
     view! {
-        <section class="panel error" data-testid="no-webgpu" role="alert">
+        <section class="panel error" data-testid="no-webgpu" role="status">
             <h2>{headline}</h2>
             <p data-testid="no-webgpu-detail">{detail}</p>
             <h3>"What to do"</h3>

@@ -5,6 +5,7 @@ mod gallery;
 mod generate;
 mod gpu_status;
 mod import;
+mod learn;
 mod models;
 mod probe;
 mod scribble;
@@ -15,21 +16,26 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::gpu::{AdapterInfo, GpuSupport, detect};
+use crate::pwa::{AppBar, Pwa};
 use crate::session::GpuSession;
 use gallery::{GalleryPanel, GalleryState};
 use generate::{GenSettings, GeneratePanel};
 use gpu_status::{GpuStatus, NoWebGpu};
+use learn::Learn;
 use models::ModelsPanel;
 use probe::ProbePanel;
 use units::{UnitList, UnitsPanel};
 use web::protocol::vocabulary::shapes;
 
-/// The page: what the GPU offers, then (with WebGPU) the models, the control units, the prompt
-/// and settings, the result and the gallery; the device check last.
+/// The page: what the GPU offers (or why there is no WebGPU), then the models, the control
+/// units, the prompt and settings, the result and the gallery; the device check last. At
+/// `#learn`, the Learn view instead (the generator stays loaded, hidden, for the way back).
 #[component]
 pub fn App() -> impl IntoView {
     let (support, set_support) = signal(None::<GpuSupport>);
     spawn_local(async move { set_support.set(Some(detect().await)) });
+    let pwa = Pwa::start();
+    let learning = hash_route(learn::HASH);
 
     view! {
         <header>
@@ -37,22 +43,44 @@ pub fn App() -> impl IntoView {
             <p class="tagline">
                 "Stable Diffusion 1.5 with ControlNet, on your own GPU through WebGPU."
             </p>
+            <AppBar pwa />
+            <nav class="views">
+                {move || if learning.get() {
+                    view! { <a href="#" data-testid="nav-generate">"← Back to making images"</a> }.into_any()
+                } else {
+                    view! {
+                        <a href=learn::HASH data-testid="nav-learn">
+                            "Learn: watch a ControlNet learn, zero convolutions growing →"
+                        </a>
+                    }
+                    .into_any()
+                }}
+            </nav>
         </header>
-        <main>
+        <Show when=move || learning.get()>
+            <Learn />
+        </Show>
+        <main style:display=move || if learning.get() { "none" } else { "" }>
             {move || match support.get() {
                 None => view! { <p data-testid="gpu-checking">"Looking for a WebGPU adapter…"</p> }.into_any(),
                 Some(GpuSupport::Available(info)) => view! { <Studio info /> }.into_any(),
-                Some(other) => view! { <NoWebGpu support=other /> }.into_any(),
+                // No WebGPU: say why, and compute on the CPU.
+                Some(other) => view! {
+                    <NoWebGpu support=other />
+                    <Studio info=AdapterInfo::cpu() />
+                }
+                .into_any(),
             }}
         </main>
     }
 }
 
-/// Everything that needs WebGPU. The GPU session (the worker that loads the models and
-/// generates) starts here, once, and only where there is an adapter to use.
+/// The models, the control units, the result. The GPU session (the worker that loads the models
+/// and generates) starts here, once, on the WebGPU adapter or, where there is none, the CPU.
 #[component]
 fn Studio(info: AdapterInfo) -> impl IntoView {
-    let session = GpuSession::provide();
+    let backend = info.backend;
+    let session = GpuSession::provide(backend);
     let f16 = info.shader_f16;
     let settings = GenSettings::load();
     follow_native_size(session, settings);
@@ -61,12 +89,15 @@ fn Studio(info: AdapterInfo) -> impl IntoView {
     view! {
         <GpuStatus info=info.clone() />
         <ModelsPanel f16 />
-        <UnitsPanel units settings />
-        <GeneratePanel settings units gallery info />
+        // On a wide screen side by side: the result stays in view while the visitor draws.
+        <div class="workbench">
+            <UnitsPanel units settings />
+            <GeneratePanel settings units gallery info />
+        </div>
         <GalleryPanel gallery settings units />
         <details class="panel device-check" data-testid="device-check">
             <summary>"Device check"</summary>
-            <ProbePanel f16 />
+            <ProbePanel f16 backend />
         </details>
     }
 }
@@ -101,4 +132,29 @@ fn follow_native_size(session: GpuSession, settings: GenSettings) {
         },
         false,
     );
+}
+
+/// The address the site serves its own models (and their training logs) from:
+/// [`shapes::SITE_HUB`] beside the page.
+pub(crate) fn site_hub() -> Result<String, String> {
+    let page =
+        web_sys::window().and_then(|w| w.location().href().ok()).ok_or("the page's address is unknown")?;
+    let url = web_sys::Url::new_with_base(shapes::SITE_HUB, &page)
+        .map_err(|_| format!("no {}/ beside {page}", shapes::SITE_HUB))?;
+    Ok(url.href().trim_end_matches('/').to_owned())
+}
+
+/// Whether the address's fragment is `hash` now, following `hashchange`.
+fn hash_route(hash: &'static str) -> ReadSignal<bool> {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::prelude::Closure;
+    let current = move || web_sys::window().and_then(|w| w.location().hash().ok()).is_some_and(|h| h == hash);
+    let (route, set_route) = signal(current());
+    let on_change = Closure::<dyn FnMut()>::new(move || set_route.set(current()));
+    if let Some(window) = web_sys::window() {
+        let _ = window.add_event_listener_with_callback("hashchange", on_change.as_ref().unchecked_ref());
+    }
+    // The page's one listener, for its lifetime.
+    on_change.forget();
+    route
 }

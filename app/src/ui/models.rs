@@ -18,6 +18,7 @@ use web::protocol::vocabulary::{Named, shapes};
 use web::protocol::{FileLoaded, ModelRef, ModelSet, Precision, Request, Response};
 
 use super::import::{FolderKind, ImportedFolder, LocalImport};
+use super::site_hub;
 use crate::session::{GpuSession, LoadedModels, is_device_lost};
 use cache::CacheView;
 use progress::{Progress, ProgressView};
@@ -202,15 +203,6 @@ impl Choice {
     fn key(&self) -> String {
         serde_json::to_string(&self.models).unwrap_or_default()
     }
-}
-
-/// The address the site serves its own models from: [`shapes::SITE_HUB`] beside the page.
-fn site_hub() -> Result<String, String> {
-    let page =
-        web_sys::window().and_then(|w| w.location().href().ok()).ok_or("the page's address is unknown")?;
-    let url = web_sys::Url::new_with_base(shapes::SITE_HUB, &page)
-        .map_err(|_| format!("no {}/ beside {page}", shapes::SITE_HUB))?;
-    Ok(url.href().trim_end_matches('/').to_owned())
 }
 
 /// A model's name on the page: its repository, and its folder if not the root.
@@ -428,6 +420,8 @@ pub fn ModelsPanel(
         state.with(|s| *s == LoadState::Idle) && current.is_some() && current == completed.get()
     };
 
+    // Open from the start for a visitor who chose other models before.
+    let folded_open = settings.preset.get_untracked() != Preset::Shapes;
     view! {
         <section class="panel models" data-testid="models-panel">
             <h2>"Models"</h2>
@@ -455,93 +449,6 @@ pub fn ModelsPanel(
                     <button data-testid="models-load-again" on:click=move |_| load()>"Load again"</button>
                 </div>
             </Show>
-            <div class="models-settings">
-                <label>
-                    "Models "
-                    <select
-                        data-testid="models-preset"
-                        prop:value=move || settings.preset.get().value()
-                        on:change=move |event| {
-                            if let Some(preset) = Preset::from_value(&event_target_value(&event)) {
-                                settings.preset.set(preset);
-                            }
-                        }
-                    >
-                        {Preset::ALL.map(|preset| view! {
-                            <option value=preset.value() selected=move || settings.preset.get() == preset>
-                                {preset.label()}
-                            </option>
-                        })}
-                    </select>
-                </label>
-                {move || {
-                    let unpinned: Vec<&str> = settings
-                        .preset
-                        .get()
-                        .controlnets()
-                        .unwrap_or_default()
-                        .iter()
-                        .filter(|model| !model.is_pinned())
-                        .map(|model| model.label)
-                        .collect();
-                    (!unpinned.is_empty()).then(|| view! {
-                        <p class="hint" data-testid="models-unpinned">
-                            {format!(
-                                "{} is not pinned to a revision: it follows `main`, so what downloads may change.",
-                                unpinned.join(", ")
-                            )}
-                        </p>
-                    })
-                }}
-                <label style:display=move || if from_hub() { "" } else { "none" }>
-                    "From "
-                    <input
-                        type="url"
-                        data-testid="models-base-url"
-                        spellcheck="false"
-                        prop:value=move || settings.base_url.get()
-                        on:change=move |event| settings.base_url.set(event_target_value(&event))
-                    />
-                </label>
-                <Show when=custom>
-                    <CustomModels settings />
-                </Show>
-                <label
-                    class="models-cache-choice"
-                    style:display=move || if from_hub() { "" } else { "none" }
-                >
-                    <input
-                        type="checkbox"
-                        data-testid="models-cache"
-                        prop:checked=move || settings.cache.get()
-                        on:change=move |event| settings.cache.set(event_target_checked(&event))
-                    />
-                    " Keep a copy in this browser"
-                </label>
-            </div>
-            <p class="hint">
-                {move || match choice.get() {
-                    Ok(Choice { approx_bytes: Some(bytes), .. }) if !from_hub() => format!(
-                        "They come with this page ({} from this site): no other download.",
-                        format::bytes(bytes)
-                    ),
-                    Ok(Choice { approx_bytes: Some(bytes), .. }) => format!(
-                        "About {} to download the first time; {}",
-                        format::bytes(bytes),
-                        if settings.cache.get() { "later loads read this browser's copy." } else { "every load downloads it again." }
-                    ),
-                    _ => "A mirror must keep the Hub's layout: {base URL}/{owner}/{name}/resolve/{revision}/{file}."
-                        .to_owned(),
-                }}
-            </p>
-            {(!f16).then(|| view! {
-                <p class="note" data-testid="models-f32-note">
-                    "f32: this adapter has no shader-f16; weights take twice the GPU memory."
-                </p>
-            })}
-            <button data-testid="models-load" on:click=move |_| load() disabled=loading>
-                {move || if session.models.with(Option::is_some) { "Load these models instead" } else { "Load models" }}
-            </button>
             <p class="models-status" data-testid="models-status" data-state=move || state.with(LoadState::name) role="status">
                 {move || state.with(LoadState::text)}
             </p>
@@ -561,26 +468,117 @@ pub fn ModelsPanel(
                     </div>
                 })
             }}
-            <LocalImport on_imported=Callback::new(move |folder: ImportedFolder| {
-                settings.preset.set(Preset::Custom);
-                settings.variant.set(folder.variant.clone().unwrap_or_else(|| "none".to_owned()));
-                match folder.kind {
-                    FolderKind::Pipeline => settings.pipeline.set(folder.repo.clone()),
-                    FolderKind::Model => settings.controlnets.update(|lines| {
-                        if !lines.lines().any(|line| line.trim() == folder.repo) {
-                            if !lines.trim().is_empty() {
-                                lines.push('\n');
-                            }
-                            lines.push_str(&folder.repo);
-                        }
-                    }),
-                }
-                loads.update(|n| *n += 1);
-            }) />
             <Show when=move || state.with(|s| matches!(s, LoadState::Loading { .. })) || progress.has_files()>
                 <ProgressView progress />
             </Show>
-            <CacheView loads />
+            // The built-in models need no choice: the rest folds away until asked for.
+            <details class="models-details" data-testid="models-details" open=folded_open>
+                <summary data-testid="models-summary">"Other models: Stable Diffusion 1.5, a mirror, a folder, the cache"</summary>
+                <div class="models-settings">
+                    <label>
+                        "Models "
+                        <select
+                            data-testid="models-preset"
+                            prop:value=move || settings.preset.get().value()
+                            on:change=move |event| {
+                                if let Some(preset) = Preset::from_value(&event_target_value(&event)) {
+                                    settings.preset.set(preset);
+                                }
+                            }
+                        >
+                            {Preset::ALL.map(|preset| view! {
+                                <option value=preset.value() selected=move || settings.preset.get() == preset>
+                                    {preset.label()}
+                                </option>
+                            })}
+                        </select>
+                    </label>
+                    {move || {
+                        let unpinned: Vec<&str> = settings
+                            .preset
+                            .get()
+                            .controlnets()
+                            .unwrap_or_default()
+                            .iter()
+                            .filter(|model| !model.is_pinned())
+                            .map(|model| model.label)
+                            .collect();
+                        (!unpinned.is_empty()).then(|| view! {
+                            <p class="hint" data-testid="models-unpinned">
+                                {format!(
+                                    "{} is not pinned to a revision: it follows `main`, so what downloads may change.",
+                                    unpinned.join(", ")
+                                )}
+                            </p>
+                        })
+                    }}
+                    <label style:display=move || if from_hub() { "" } else { "none" }>
+                        "From "
+                        <input
+                            type="url"
+                            data-testid="models-base-url"
+                            spellcheck="false"
+                            prop:value=move || settings.base_url.get()
+                            on:change=move |event| settings.base_url.set(event_target_value(&event))
+                        />
+                    </label>
+                    <Show when=custom>
+                        <CustomModels settings />
+                    </Show>
+                    <label
+                        class="models-cache-choice"
+                        style:display=move || if from_hub() { "" } else { "none" }
+                    >
+                        <input
+                            type="checkbox"
+                            data-testid="models-cache"
+                            prop:checked=move || settings.cache.get()
+                            on:change=move |event| settings.cache.set(event_target_checked(&event))
+                        />
+                        " Keep a copy in this browser"
+                    </label>
+                </div>
+                <p class="hint">
+                    {move || match choice.get() {
+                        Ok(Choice { approx_bytes: Some(bytes), .. }) if !from_hub() => format!(
+                            "They come with this page ({} from this site): no other download.",
+                            format::bytes(bytes)
+                        ),
+                        Ok(Choice { approx_bytes: Some(bytes), .. }) => format!(
+                            "About {} to download the first time; {}",
+                            format::bytes(bytes),
+                            if settings.cache.get() { "later loads read this browser's copy." } else { "every load downloads it again." }
+                        ),
+                        _ => "A mirror must keep the Hub's layout: {base URL}/{owner}/{name}/resolve/{revision}/{file}."
+                            .to_owned(),
+                    }}
+                </p>
+                {(!f16).then(|| view! {
+                    <p class="note" data-testid="models-f32-note">
+                        "f32: this adapter has no shader-f16; weights take twice the GPU memory."
+                    </p>
+                })}
+                <button data-testid="models-load" on:click=move |_| load() disabled=loading>
+                    {move || if session.models.with(Option::is_some) { "Load these models instead" } else { "Load models" }}
+                </button>
+                <LocalImport on_imported=Callback::new(move |folder: ImportedFolder| {
+                    settings.preset.set(Preset::Custom);
+                    settings.variant.set(folder.variant.clone().unwrap_or_else(|| "none".to_owned()));
+                    match folder.kind {
+                        FolderKind::Pipeline => settings.pipeline.set(folder.repo.clone()),
+                        FolderKind::Model => settings.controlnets.update(|lines| {
+                            if !lines.lines().any(|line| line.trim() == folder.repo) {
+                                if !lines.trim().is_empty() {
+                                    lines.push('\n');
+                                }
+                                lines.push_str(&folder.repo);
+                            }
+                        }),
+                    }
+                    loads.update(|n| *n += 1);
+                }) />
+                <CacheView loads />
+            </details>
         </section>
     }
 }

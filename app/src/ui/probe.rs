@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 use web::protocol::vocabulary::Named;
-use web::protocol::{Precision, ProbeOutput, Request, Response};
+use web::protocol::{Backend, Precision, ProbeOutput, Request, Response};
 
 use crate::worker::use_gpu_worker;
 
@@ -28,15 +28,18 @@ struct Run {
 pub fn ProbePanel(
     /// Whether the adapter offers `shader-f16`, so that an f16 run is worth asking for.
     f16: bool,
+    /// What the worker computes on.
+    backend: Backend,
 ) -> impl IntoView {
     let runs = RwSignal::new(Vec::<Run>::new());
-    let device = RwSignal::new(None::<(f64, bool)>);
+    let device = RwSignal::new(None::<(Backend, f64, bool)>);
     let failure = RwSignal::new(None::<String>);
     let next_id = StoredValue::new(0u32);
 
     let worker = use_gpu_worker(
+        backend,
         move |response| match response {
-            Response::DeviceReady { init_ms, f16 } => device.set(Some((init_ms, f16))),
+            Response::DeviceReady { backend, init_ms, f16 } => device.set(Some((backend, init_ms, f16))),
             Response::ProbeDone { id, elapsed_ms, outputs, .. } => {
                 update_run(runs, id, RunState::Done { elapsed_ms, outputs })
             }
@@ -73,9 +76,13 @@ pub fn ProbePanel(
                  on fixed inputs; the numbers must equal the native build's. The first run of a \
                  precision includes compiling its shaders."
             </p>
-            {move || device.get().map(|(init_ms, f16)| view! {
+            {move || device.get().map(|(backend, init_ms, f16)| view! {
                 <p data-testid="device-ready">
-                    {format!("Worker device acquired in {init_ms:.0} ms; f16 compute {}.", if f16 { "available" } else { "unavailable" })}
+                    {format!(
+                        "Worker device ({}) acquired in {init_ms:.0} ms; f16 compute {}.",
+                        backend.label(),
+                        if f16 { "available" } else { "unavailable" },
+                    )}
                 </p>
             })}
             {(!f16).then(|| view! {

@@ -227,11 +227,23 @@ pub fn ProgressView(progress: Progress) -> impl IntoView {
                 {summary}
             </progress>
             <span class="models-progress-text" data-testid="models-progress-text" aria-hidden="true">{summary}</span>
-            <ul class="models-files">
-                <For each=move || progress.rows.get() key=|row| row.file.clone() let:row>
-                    <FileRowView row />
-                </For>
-            </ul>
+            // Every file while loading; folded to one line when done (open it to see them),
+            // unless a file is unverified, which the visitor should see.
+            <details
+                class="models-files-details"
+                prop:open=move || {
+                    !progress.finished.get() || progress.rows.with(|rows| rows.iter().any(|row| row.unverified.get()))
+                }
+            >
+                <summary data-testid="models-files-summary">
+                    {move || format!("{} files", progress.rows.with(Vec::len))}
+                </summary>
+                <ul class="models-files">
+                    <For each=move || progress.rows.get() key=|row| row.file.clone() let:row>
+                        <FileRowView row />
+                    </For>
+                </ul>
+            </details>
         </div>
     }
 }

@@ -13,6 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use model::vocabulary::{Preprocessor, shapes, training};
+
 use crate::Options;
 use crate::world::USAGE;
 
@@ -87,7 +89,10 @@ fn stages(out: &Path, preset: &Preset, seed: u64, backend: &str) -> Vec<Vec<Stag
     let s = |path: &PathBuf| path.display().to_string();
     let (canny, scribble, init) = (p("data/canny"), p("data/scribble"), p("init"));
     let (vae, pipeline, base) = (p("vae"), p("pipeline"), p("base"));
-    let (canny_net, scribble_net, export) = (p("controlnet-canny"), p("controlnet-scribble"), p("shapes"));
+    // Named as the export names the ControlNets: their logs go beside them by these names.
+    let net = |preprocessor| p(shapes::controlnet_for(preprocessor).expect("a ControlNet of the world"));
+    let (canny_net, scribble_net, export) =
+        (net(Preprocessor::Canny), net(Preprocessor::Scribble), p("shapes"));
     let (count, size, batch, every) = (
         preset.count.to_string(),
         preset.size.to_string(),
@@ -281,10 +286,10 @@ pub fn run(options: Options) -> Result<(), String> {
     let export = &groups.last().and_then(|g| g.last()).expect("stages").out;
     for run in groups.iter().flatten().filter(|stage| stage.training) {
         let from = &run.out;
-        let to = export.join("logs").join(from.file_name().expect("a named folder"));
+        let to = export.join(shapes::LOGS).join(from.file_name().expect("a named folder"));
         std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-        let log = from.join("log.jsonl");
-        std::fs::copy(&log, to.join("log.jsonl"))
+        let log = from.join(training::LOG_FILE);
+        std::fs::copy(&log, to.join(training::LOG_FILE))
             .map_err(|e| format!("cannot copy {}: {e}", log.display()))?;
         if let Ok(samples) = std::fs::read_dir(from.join("samples")) {
             for sample in samples.flatten() {

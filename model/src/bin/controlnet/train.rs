@@ -2,6 +2,7 @@
 //! (UNet + text encoder) or its VAE, on a Fill50K-layout folder, with one loop (progress, JSONL
 //! log, checkpoints written atomically, exact resume).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,6 +17,7 @@ use model::train::{
     BaseTrainer, ControlNetTrainer, Draws, Example, NoiseSchedule, Recipe, TextExample, TrainError,
     VaeTrainer,
 };
+use model::vocabulary::training::{self, LogLine, ZeroConv};
 use model::vocabulary::{GenerationParams, UnitSettings};
 use model::{ControlNet, Precision, weights};
 
@@ -196,8 +198,10 @@ enum Kind {
 struct StepLog {
     loss: f64,
     grad_norm: Option<f64>,
-    /// More fields for the log line.
-    extra: serde_json::Map<String, serde_json::Value>,
+    /// A ControlNet's zero convolutions.
+    zero_convs: Vec<ZeroConv>,
+    /// More of the loss's terms, by name.
+    terms: BTreeMap<String, f64>,
 }
 
 /// What differs between the three trainings, behind the one loop.
@@ -246,7 +250,7 @@ fn train_loop(
     mut loss_ema: Option<f64>,
 ) -> Result<(), String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    let log_path = args.out.join("log.jsonl");
+    let log_path = args.out.join(training::LOG_FILE);
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -267,14 +271,16 @@ fn train_loop(
         }
         let ema = loss_ema.map_or(loss, |e: f64| 0.98 * e + 0.02 * loss);
         loss_ema = Some(ema);
-        let mut line = serde_json::json!({
-            "step": done,
-            "loss": loss,
-            "loss_ema": ema,
-            "lr": args.recipe.adamw.lr,
-            "grad_norm": report.grad_norm,
-        });
-        line.as_object_mut().expect("an object").extend(report.extra);
+        let line = LogLine {
+            step: done,
+            loss,
+            loss_ema: ema,
+            lr: args.recipe.adamw.lr,
+            grad_norm: report.grad_norm,
+            zero_convs: report.zero_convs,
+            terms: report.terms,
+        };
+        let line = serde_json::to_string(&line).expect("JSON");
         writeln!(log, "{line}").map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
         let elapsed = started.elapsed().as_secs_f64();
         let rate = (done - first) as f64 / elapsed.max(1e-9);
@@ -381,14 +387,17 @@ impl Session for ControlNetSession {
         let report = self.trainer.step(&examples);
         let norms = values(report.zero_conv_norms);
         let outputs = values(report.zero_conv_outputs);
-        let zero_convs: Vec<serde_json::Value> = norms
+        let zero_convs = norms
             .iter()
             .zip(&outputs)
-            .map(|(n, o)| serde_json::json!({ "weight_norm": n, "output_mean": o }))
+            .map(|(&n, &o)| ZeroConv { weight_norm: n.into(), output_mean: o.into() })
             .collect();
-        let mut extra = serde_json::Map::new();
-        extra.insert("zero_convs".into(), zero_convs.into());
-        Ok(StepLog { loss: scalar(report.loss), grad_norm: report.grad_norm.map(scalar), extra })
+        Ok(StepLog {
+            loss: scalar(report.loss),
+            grad_norm: report.grad_norm.map(scalar),
+            zero_convs,
+            terms: BTreeMap::new(),
+        })
     }
 
     fn checkpoint_files(&self, state: &RunState) -> Result<Vec<(String, Vec<u8>)>, String> {
@@ -470,7 +479,12 @@ impl Session for BaseSession {
             });
         }
         let (loss, grad_norm) = self.trainer.step(&examples);
-        Ok(StepLog { loss: scalar(loss), grad_norm: grad_norm.map(scalar), extra: serde_json::Map::new() })
+        Ok(StepLog {
+            loss: scalar(loss),
+            grad_norm: grad_norm.map(scalar),
+            zero_convs: Vec::new(),
+            terms: BTreeMap::new(),
+        })
     }
 
     fn checkpoint_files(&self, state: &RunState) -> Result<Vec<(String, Vec<u8>)>, String> {
@@ -559,10 +573,16 @@ impl Session for VaeSession {
             micro_batches.push((batch.images, noise));
         }
         let (terms, grad_norm) = self.trainer.step(&micro_batches);
-        let mut extra = serde_json::Map::new();
-        extra.insert("reconstruction".into(), scalar(terms.reconstruction).into());
-        extra.insert("kl".into(), scalar(terms.kl).into());
-        Ok(StepLog { loss: scalar(terms.loss), grad_norm: grad_norm.map(scalar), extra })
+        let terms_by_name = BTreeMap::from([
+            ("reconstruction".to_owned(), scalar(terms.reconstruction)),
+            ("kl".to_owned(), scalar(terms.kl)),
+        ]);
+        Ok(StepLog {
+            loss: scalar(terms.loss),
+            grad_norm: grad_norm.map(scalar),
+            zero_convs: Vec::new(),
+            terms: terms_by_name,
+        })
     }
 
     fn checkpoint_files(&self, state: &RunState) -> Result<Vec<(String, Vec<u8>)>, String> {
@@ -615,7 +635,7 @@ fn sample(
     let png =
         image_io::encode_png(&image_io::Rgb8 { width, height, pixels }, &[]).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = dir.join(format!("step-{step:06}.png"));
+    let path = dir.join(training::sample_file(step));
     std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
