@@ -19,9 +19,12 @@ use crate::gpu::describe_js_error;
 pub trait Protocol: 'static {
     type Request: Clone + Serialize + Send + Sync + 'static;
     type Response: DeserializeOwned + 'static;
-    /// The worker's loader script (`public/worker_loader.js`, one for both: the query names the
-    /// bindings it loads; `.ci/site` puts it beside them).
-    const SCRIPT: &'static str;
+    /// The workers' loader script (`public/worker_loader.js`, one for both; `.ci/site` puts it
+    /// beside the bindings).
+    const SCRIPT: &'static str = "./worker_loader.js";
+    /// The bindings the loader loads (`{BINDINGS}.js`, `{BINDINGS}_bg.wasm`), given as the
+    /// worker's name: not in the script's URL, which a service worker's cached answer replaces.
+    const BINDINGS: &'static str;
     /// The worker's name in messages.
     const NAME: &'static str;
     /// Whether `response` is the worker's "listening" message.
@@ -34,7 +37,7 @@ pub struct Gpu;
 impl Protocol for Gpu {
     type Request = Request;
     type Response = Response;
-    const SCRIPT: &'static str = "./worker_loader.js";
+    const BINDINGS: &'static str = "worker";
     const NAME: &'static str = "GPU worker";
     fn is_ready(response: &Response) -> bool {
         matches!(response, Response::WorkerReady)
@@ -47,7 +50,7 @@ pub struct Preprocess;
 impl Protocol for Preprocess {
     type Request = PreprocessRequest;
     type Response = PreprocessResponse;
-    const SCRIPT: &'static str = "./worker_loader.js?bindings=preprocess_worker";
+    const BINDINGS: &'static str = "preprocess_worker";
     const NAME: &'static str = "preprocessing worker";
     fn is_ready(response: &PreprocessResponse) -> bool {
         matches!(response, PreprocessResponse::Ready)
@@ -141,7 +144,9 @@ impl<P: Protocol> WorkerHandle<P> {
         let started = self.state.try_update_value(|state| {
             // Requests held for a worker that never became ready go to the new one.
             state.pending.get_or_insert_with(Vec::new);
-            let worker = Worker::new(P::SCRIPT)?;
+            let options = web_sys::WorkerOptions::new();
+            options.set_name(P::BINDINGS);
+            let worker = Worker::new_with_options(P::SCRIPT, &options)?;
             if let Some(handlers) = state.handlers.as_ref() {
                 worker.set_onmessage(Some(handlers.onmessage.as_ref().unchecked_ref()));
                 worker.set_onerror(Some(handlers.onerror.as_ref().unchecked_ref()));

@@ -206,7 +206,9 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
 
     // A crash (what a lost GPU device or an out-of-memory trap does to the worker): the page says
     // so, a restart reloads the models, nothing typed is lost, and the next run gives the same image.
-    for (const worker of page.workers().filter((w) => w.url().endsWith('/worker_loader.js'))) {
+    for (const worker of page.workers()) {
+      // The GPU workers (the generator's and the device check's), by the name the page gives them.
+      if ((await worker.evaluate(() => self.name)) !== 'worker') continue;
       await worker.evaluate(() => setTimeout(() => {
         throw new Error('GPU device lost (simulated by the test)');
       }));
