@@ -211,6 +211,29 @@ impl ControlNet {
         }
     }
 
+    /// The paper's ablation: every zero convolution replaced by an ordinary convolution with
+    /// Gaussian weights (He's initialisation, standard deviation `√(2 / fan_in)`, drawn from the
+    /// device's generator) and zero biases. Unlike [`Self::from_unet`]'s, such a ControlNet
+    /// changes the UNet's output before any training.
+    pub fn with_gaussian_convs(self) -> Self {
+        fn gaussian(zero: ZeroConv) -> ZeroConv {
+            let mut conv = zero.conv;
+            conv.weight = conv.weight.init_mapper(|w| {
+                let [_, fan_in, kh, kw] = w.dims();
+                let std = (2.0 / (fan_in * kh * kw) as f64).sqrt();
+                let device = w.device();
+                Tensor::<4>::random(w.shape(), burn::tensor::Distribution::Normal(0.0, std), &device)
+                    .cast(w.dtype())
+            });
+            ZeroConv { conv }
+        }
+        Self {
+            controlnet_down_blocks: self.controlnet_down_blocks.into_iter().map(gaussian).collect(),
+            controlnet_mid_block: gaussian(self.controlnet_mid_block),
+            ..self
+        }
+    }
+
     /// The residuals this ControlNet makes for `condition`, before any [`Steering`] (the zero
     /// convolutions' outputs as they are).
     ///

@@ -41,7 +41,7 @@ fn a_made_world_trains() {
     let example = world::Example::make(3, 2, 64);
     assert_eq!(target.pixels, example.image.pixels);
     assert_eq!(source.pixels, example.condition(world::Condition::Scribble, 3, 2).to_rgb().pixels);
-    assert_eq!(data.pair(2).prompt, example.caption);
+    assert_eq!(data.line(2).prompt, example.caption);
 
     let bad = controlnet(&["world", "make", "--out", dir.to_str().unwrap(), "--condition", "depth"]);
     assert!(!bad.status.success());

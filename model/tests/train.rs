@@ -323,6 +323,62 @@ fn from_unet_starts_as_the_recipe_says() {
     }
 }
 
+/// The paper's ablation: Gaussian convolutions in place of the zero convolutions, drawn with He's
+/// standard deviation √(2/fan_in), biases zero, the rest of the ControlNet untouched.
+#[test]
+fn gaussian_convolutions_replace_only_the_zero_convolutions() {
+    let device = Device::flex();
+    let unet = unet(&device);
+    device.seed(3);
+    let zero = ControlNet::from_unet(&unet);
+    let before: HashMap<String, Vec<f32>> =
+        named_tensors(&zero).into_iter().map(|t| (t.key, read(t.values).1)).collect();
+    let gaussian = zero.with_gaussian_convs();
+    for tensor in named_tensors(&gaussian) {
+        let shape = tensor.shape.clone();
+        let values = read(tensor.values).1;
+        let zero_conv = tensor.key.starts_with("controlnet_down_blocks")
+            || tensor.key.starts_with("controlnet_mid_block");
+        if zero_conv && tensor.key.ends_with(".weight") {
+            let fan_in: usize = shape[1..].iter().product();
+            let std = (2.0 / fan_in as f64).sqrt();
+            let mean_square = values.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / values.len() as f64;
+            assert!(values.iter().any(|&v| v != 0.0), "{} is still zero", tensor.key);
+            if values.len() >= 256 {
+                let ratio = mean_square / (std * std);
+                assert!(
+                    (0.7..1.3).contains(&ratio),
+                    "{}: mean square {ratio:.2} of N(0, 2/fan_in)'s",
+                    tensor.key
+                );
+            }
+        } else {
+            assert_eq!(values, before[&tensor.key], "{} changed", tensor.key);
+        }
+    }
+}
+
+/// The world's pairs made on the fly are the pairs `world make` writes to a folder, read back
+/// through the folder loader: the browser's run and the CLI's draw the same batches.
+#[cfg(all(feature = "world", feature = "images"))]
+#[test]
+fn world_pairs_equal_the_exported_folder() {
+    use model::train::{Pairs, WorldPairs};
+    let dir = std::env::temp_dir().join(format!("controlnet-world-pairs-{}", std::process::id()));
+    for condition in world::Condition::ALL {
+        let spec = world::dataset::Spec { seed: 11, count: 4, size: 64, condition };
+        let folder = dir.join(condition.name());
+        world::dataset::write(&folder, spec, |_| {}).unwrap();
+        let written = model::train::data::Dataset::open(&folder, 64).unwrap();
+        let made = WorldPairs { spec };
+        assert_eq!((made.count(), made.side()), (written.count(), written.side()));
+        for index in 0..made.count() {
+            assert_eq!(made.pair(index).unwrap(), written.pair(index).unwrap(), "{condition:?} pair {index}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A v-prediction scheduler config is refused by name: the recipe trains ε-prediction.
 #[test]
 fn v_prediction_is_refused_by_name() {

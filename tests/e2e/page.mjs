@@ -113,3 +113,16 @@ export async function chooseTiny(page, hubUrl) {
   await set(page, 'models-controlnets', 'test/tiny:controlnet');
   await page.getByTestId('models-variant').selectOption('none');
 }
+
+/** The Learn view's training settings, as a visitor types them (the "More" part unfolded). */
+export async function configureTraining(page, { steps, batch, lr, seed, examples, probeEvery, init = 'zero' }) {
+  await page.getByTestId('train-init').selectOption(init);
+  await set(page, 'train-steps', steps);
+  await set(page, 'train-batch', batch);
+  await set(page, 'train-lr', lr);
+  const more = page.locator('[data-testid="train"] details');
+  if (!(await more.evaluate((d) => d.open))) await more.locator('summary').click();
+  await set(page, 'train-seed', seed);
+  await set(page, 'train-examples', examples);
+  await set(page, 'train-probe-every', probeEvery);
+}

@@ -1,8 +1,9 @@
 // Weights in the browser: the GPU worker loads the tiny UNet from a stand-in for the Hugging Face
 // Hub (hub.mjs) in chunks, through the IndexedDB cache, straight onto the device, and computes
 // what diffusers computed. A reload loads from the cache alone; a connection cut mid-file resumes;
-// a corrupted cached chunk is noticed and fetched again; without storage quota the weights load
-// uncached; a gigabyte file streams through in bounded wasm memory.
+// a corrupted cached chunk is noticed and fetched again; a 500 from the hub is retried; bytes
+// corrupted on the way fail the SHA-256 check and nothing of them stays cached; without storage
+// quota the weights load uncached; a gigabyte file streams through in bounded wasm memory.
 //
 // The test drives the worker directly (its typed protocol as JSON), from a page of the same
 // origin as the site, so that what it measures is the worker's alone.
@@ -255,6 +256,34 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       assert.equal(again.weights.corrupt_chunks, 0);
       assert.equal(await fetched(), 0);
     });
+
+    await t.test('(e) a 500 from the hub is retried and the load completes', async () => {
+      await models.reset();
+      await models.fault(WEIGHTS_KEY, 'http500');
+      const { weights } = await loadUNet(page, 'http500');
+      const stats = await models.stats();
+      console.log(`after a 500: ${weights.retries} retries; hub: ${JSON.stringify(stats[WEIGHTS_KEY])}`);
+      assert.ok(weights.retries >= 1, 'the 500 was retried');
+      assert.ok(stats[WEIGHTS_KEY].requests >= 2, 'asked again');
+      assert.ok(weights.stored && !weights.unverified, 'stored, and checked against the hub\'s SHA-256');
+      await checkOutput(page, 'after a 500');
+    });
+
+    await t.test('(f) bytes corrupted on the way fail the SHA-256 check, name the file, and leave nothing cached', async () => {
+      await models.reset();
+      await models.fault(WEIGHTS_KEY, 'corrupt', { at: 5 * CHUNK + 100 });
+      await assert.rejects(loadUNet(page, 'corrupt'), (error) => {
+        assert.match(error.message, /diffusion_pytorch_model\.safetensors: the file's SHA-256 is [0-9a-f]{64}, not [0-9a-f]{64}: it was corrupted on the way/);
+        return true;
+      });
+      // Nothing of it was kept: the next load fetches the whole file, and it is right.
+      await models.reset();
+      const { weights } = await loadUNet(page, 'corrupt');
+      assert.equal(weights.cached_bytes, 0, 'no chunk of the corrupted download was kept');
+      assert.equal(await fetched(), weightsSize);
+      assert.ok(weights.stored && !weights.unverified);
+      await checkOutput(page, 'after a corrupted download');
+    });
   } catch (error) {
     console.log(browser.logs.join('\n'));
     throw error;
@@ -263,7 +292,7 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
   }
 });
 
-test('(e) without storage quota the weights load uncached, and the worker says how much is needed', { timeout: 600_000 }, async () => {
+test('(g) without storage quota the weights load uncached, and the worker says how much is needed', { timeout: 600_000 }, async () => {
   const browser = await launch({ webgpu: true });
   const { context, page } = browser;
   try {
@@ -292,7 +321,7 @@ test('(e) without storage quota the weights load uncached, and the worker says h
 // The worker holds one 16 MiB network chunk; StreamLoader holds at most the one tensor that
 // straddles chunks (largest here 56 MiB) and flushes each upload to the device, so the wasm heap
 // (which never shrinks) stays bounded whatever the file size.
-test('(f) a gigabyte of weights streams through in bounded wasm memory', { timeout: 900_000 }, async () => {
+test('(h) a gigabyte of weights streams through in bounded wasm memory', { timeout: 900_000 }, async () => {
   const browser = await launch({ webgpu: true });
   const { page } = browser;
   try {

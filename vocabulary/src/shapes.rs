@@ -30,6 +30,18 @@ pub const LOGS: &str = "logs";
 /// The side of the world's images, which the models make.
 pub const SIDE: u32 = 64;
 
+/// The recipe's ControlNet stage (`controlnet world recipe`'s full preset), which a run in the
+/// page's Learn view starts from too: the world's examples drawn from, the batch, the learning
+/// rate and the steps.
+pub mod recipe {
+    pub const EXAMPLES: u64 = 8000;
+    pub const BATCH: usize = 16;
+    pub const CONTROLNET_LR: f64 = 2e-4;
+    pub const CONTROLNET_STEPS: u64 = 1000;
+    /// Checkpoints and sample images every this many steps.
+    pub const EVERY: u64 = 250;
+}
+
 /// A caption of the world to start from: the words the models were trained on.
 pub const PROMPT: &str = "a yellow star and a red circle on a navy background";
 

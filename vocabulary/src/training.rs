@@ -37,9 +37,21 @@ pub struct LogLine {
     /// block's), after the step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zero_convs: Vec<ZeroConv>,
+    /// A ControlNet run's other zero convolution: the hint encoder's last, where the condition
+    /// enters the trainable copy (its weight's L2 norm after the step; absent in older logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint_conv_norm: Option<f64>,
     /// More of the loss's terms, by name (a VAE's `reconstruction` and `kl`).
     #[serde(flatten)]
     pub terms: BTreeMap<String, f64>,
+}
+
+impl LogLine {
+    /// The loss's moving average after a step with `loss`, from the one before it (none before
+    /// the first step).
+    pub fn next_ema(previous: Option<f64>, loss: f64) -> f64 {
+        previous.map_or(loss, |ema| 0.98 * ema + 0.02 * loss)
+    }
 }
 
 /// A zero convolution after a step.

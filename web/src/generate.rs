@@ -14,7 +14,7 @@ use model::vocabulary::a1111::{Parameters, UnitText};
 use crate::image;
 use crate::load::Models;
 use crate::protocol::{Response, UnitParams};
-use crate::worker::{now_ms, post};
+use crate::worker::{now_ms, post, yield_now};
 
 /// Checks a request against the loaded models (`controlnets`: how many are loaded) and the
 /// limits every generation shares. Messages are meant for the user and name the unit (1-based,
@@ -109,6 +109,7 @@ pub async fn generate(
         run.step();
         // Wait for the step (and let a Cancel in).
         run.latents().clone().into_data_async().await.map_err(|e| format!("the GPU failed: {e:?}"))?;
+        yield_now().await;
         let step = run.steps_done() as u32;
         post(&Response::GenerateProgress { id, step, total, elapsed_ms: now_ms() - started });
         if cancelled() {

@@ -25,4 +25,6 @@ pub mod load;
 #[cfg(feature = "preprocess-worker")]
 pub mod preprocess_worker;
 #[cfg(feature = "worker")]
+pub mod train;
+#[cfg(feature = "worker")]
 pub mod worker;

@@ -94,6 +94,72 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+    /// Starts a ControlNet training run on the loaded pipeline (the Learn view's), replacing any
+    /// kept run: `TrainStep` after every step, `TrainProbe` at step 0 and every
+    /// `probe_every` steps, then `TrainStopped` (paused or finished) or `Error`. The run is kept
+    /// for `TrainResume` until `TrainDiscard` or the next `TrainStart`.
+    TrainStart { id: u32, settings: TrainSettings },
+    /// Continues the kept run `id` where it stopped (answered as `TrainStart`).
+    TrainResume { id: u32 },
+    /// Stops run `id` after the step in progress (handled at once, not queued).
+    TrainPause { id: u32 },
+    /// Drops the kept run and its memory; answered by `TrainDiscarded`.
+    TrainDiscard { id: u32 },
+    /// The kept run's probe grid again, its ControlNet at conditioning scale `scale`; answered
+    /// by `TrainProbe`.
+    TrainProbe { id: u32, scale: f64 },
+    /// Adds the kept run's ControlNet, as it stands, to the loaded models (the last of their
+    /// ControlNets) for the generator's control units; answered by `ControlNetAdded`.
+    TrainUse { id: u32 },
+}
+
+/// How a run's ControlNet starts its zero convolutions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvInit {
+    /// The paper's zero convolutions: the locked model's output is untouched at step 0.
+    #[default]
+    Zero,
+    /// The paper's ablation: ordinary convolutions with Gaussian weights.
+    Gaussian,
+}
+
+/// A ControlNet training run in the tab: a fresh ControlNet (`from_unet` of the loaded UNet)
+/// trained by the recipe on the shapes world's pairs, made in the worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// Which maps it learns from (the world's Canny or scribble).
+    pub condition: Preprocessor,
+    pub init: ConvInit,
+    pub lr: f64,
+    pub batch: u32,
+    /// The probability that a caption is replaced by "".
+    pub prompt_drop: f64,
+    /// The run's seed: the fresh hint encoder, the world, every draw.
+    pub seed: u64,
+    /// The world's examples `0..examples` the batches are drawn from.
+    pub examples: u64,
+    /// The run stops after this many steps.
+    pub steps: u64,
+    /// A probe grid every this many steps (and at step 0); 0: at step 0 only.
+    pub probe_every: u64,
+}
+
+impl Default for TrainSettings {
+    /// The recipe's ControlNet stage, on Canny.
+    fn default() -> Self {
+        use vocabulary::shapes::recipe;
+        Self {
+            condition: Preprocessor::Canny,
+            init: ConvInit::Zero,
+            lr: recipe::CONTROLNET_LR,
+            batch: recipe::BATCH as u32,
+            prompt_drop: 0.5,
+            seed: 0,
+            examples: recipe::EXAMPLES,
+            steps: recipe::CONTROLNET_STEPS,
+            probe_every: 50,
+        }
+    }
 }
 
 /// One model folder: a repository (or a folder inside one) in the Hub's layout.
@@ -294,6 +360,31 @@ pub enum Response {
         usage: Option<u64>,
         quota: Option<u64>,
     },
+    /// Training run `id` took a step: its log line, and its steps per second since it
+    /// (re)started.
+    TrainStep { id: u32, line: vocabulary::training::LogLine, steps_per_second: f64 },
+    /// The probe grid after `step` steps: one row per probe, `side`² pixels each — the
+    /// condition, the locked model's image alone, the image with the ControlNet as it stands.
+    TrainProbe {
+        id: u32,
+        step: u64,
+        /// The ControlNet's conditioning scale in the grid (1 while training).
+        scale: f64,
+        side: u32,
+        #[serde(with = "serde_bytes")]
+        png: Vec<u8>,
+        /// Per row: the pixels where the ControlNet's image differs from the locked model's.
+        differing: Vec<u32>,
+        /// The mean shape coverage IoU of the ControlNet's images (the world's adherence score).
+        adherence: f64,
+    },
+    /// Run `id` stopped after `step` steps: paused, or `finished` its steps.
+    TrainStopped { id: u32, step: u64, finished: bool },
+    /// The kept run is dropped.
+    TrainDiscarded { id: u32 },
+    /// A ControlNet trained in the tab is the loaded models' last, named `name`, for
+    /// `preprocessor`'s maps.
+    ControlNetAdded { id: u32, name: String, preprocessor: Preprocessor },
     /// The request failed; `message` is meant for the user.
     Error { id: Option<u32>, message: String },
 }

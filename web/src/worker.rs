@@ -26,8 +26,9 @@ use crate::import::{Import, Imported};
 use crate::load::{self, Models, fetch_file, file_loaded, open_cache};
 use crate::protocol::{
     Backend, GenerationParams, ModelSet, ModelSource, Precision, ProbeOutput, Request, Response, Tensor,
-    UnitParams,
+    TrainSettings, UnitParams,
 };
+use crate::train::Training;
 use crate::{download, generate, message};
 
 /// Installs the message handler. Called once from the worker binary's `main`.
@@ -60,6 +61,10 @@ struct Worker {
     generations: RefCell<HashMap<u32, Generation>>,
     /// The local file being imported into the cache, slice by slice.
     import: RefCell<Option<Import>>,
+    /// The Learn view's training run, kept while paused. Taken out while it runs.
+    training: RefCell<Option<Training>>,
+    /// The id of the run that is stepping, and whether a `TrainPause` asked it to stop.
+    stepping: Cell<Option<(u32, bool)>>,
 }
 
 /// Where a generation stands, for `Cancel`.
@@ -100,6 +105,14 @@ impl Worker {
             }
             Request::Generate { id, .. } => {
                 self.generations.borrow_mut().insert(id, Generation::Queued);
+            }
+            Request::TrainPause { id } => {
+                if let Some((running, _)) = self.stepping.get()
+                    && running == id
+                {
+                    self.stepping.set(Some((id, true)));
+                }
+                return;
             }
             _ => {}
         }
@@ -150,7 +163,30 @@ impl Worker {
                 post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
             }
             // Handled in `enqueue`, never queued.
-            Request::Cancel { .. } | Request::CacheList { .. } | Request::UseBackend { .. } => {}
+            Request::Cancel { .. }
+            | Request::CacheList { .. }
+            | Request::UseBackend { .. }
+            | Request::TrainPause { .. } => {}
+            Request::TrainStart { id, settings } => {
+                let result = self.train_start(id, settings).await;
+                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
+            }
+            Request::TrainResume { id } => {
+                let result = self.train(id).await;
+                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
+            }
+            Request::TrainDiscard { id } => {
+                self.training.borrow_mut().take();
+                post(&Response::TrainDiscarded { id });
+            }
+            Request::TrainProbe { id, scale } => {
+                let result = self.train_probe(id, scale).await;
+                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
+            }
+            Request::TrainUse { id } => {
+                let result = self.train_use(id);
+                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
+            }
             Request::Probe { id, precision } => {
                 let response = match self.probe(id, precision).await {
                     Ok(response) => response,
@@ -189,8 +225,112 @@ impl Worker {
         }
     }
 
+    /// `TrainStart`: a fresh run on the loaded pipeline (replacing a kept one), then its steps.
+    async fn train_start(&self, id: u32, settings: TrainSettings) -> Result<Response, String> {
+        self.training.borrow_mut().take();
+        // A pause from now on stops the run before its first step.
+        self.stepping.set(Some((id, false)));
+        let started = async {
+            let models = self.loaded()?;
+            let device = self.device().await?;
+            let training = Training::new(id, &models, settings, &device).await?;
+            post(&training.probe(&models, &device, 1.0).await?);
+            Ok::<_, String>(training)
+        }
+        .await;
+        match started {
+            Ok(training) => {
+                *self.training.borrow_mut() = Some(training);
+                self.train(id).await
+            }
+            Err(message) => {
+                self.stepping.set(None);
+                Err(message)
+            }
+        }
+    }
+
+    /// Steps the kept run `id` until its steps are done or a `TrainPause` arrives; the run is
+    /// kept (also after an error: the step that failed was not applied).
+    async fn train(&self, id: u32) -> Result<Response, String> {
+        let mut training = match self.training.borrow_mut().take() {
+            Some(training) if training.id == id => training,
+            other => {
+                *self.training.borrow_mut() = other;
+                return Err(format!("no training run {id} is kept: start one"));
+            }
+        };
+        // Paused while it started: keep that.
+        if self.stepping.get().map(|(running, _)| running) != Some(id) {
+            self.stepping.set(Some((id, false)));
+        }
+        let (started, first) = (now_ms(), training.step_count());
+        let result = async {
+            let models = self.loaded()?;
+            let device = self.device().await?;
+            while !training.finished() && self.stepping.get() == Some((id, false)) {
+                let line = training.step(&models).await?;
+                yield_now().await;
+                let seconds = (now_ms() - started) / 1000.0;
+                let steps_per_second = (training.step_count() - first) as f64 / seconds.max(1e-9);
+                post(&Response::TrainStep { id, line, steps_per_second });
+                if training.probe_due() {
+                    post(&training.probe(&models, &device, 1.0).await?);
+                }
+            }
+            Ok(Response::TrainStopped { id, step: training.step_count(), finished: training.finished() })
+        }
+        .await;
+        self.stepping.set(None);
+        *self.training.borrow_mut() = Some(training);
+        result
+    }
+
+    /// `TrainProbe`: the kept run's probe grid at another conditioning scale.
+    async fn train_probe(&self, id: u32, scale: f64) -> Result<Response, String> {
+        crate::protocol::UnitSettings { scale, ..Default::default() }
+            .validate()
+            .map_err(|e| e.to_string())?;
+        let models = self.loaded()?;
+        let device = self.device().await?;
+        let training = self.training.borrow_mut().take();
+        let result = match &training {
+            Some(training) if training.id == id => training.probe(&models, &device, scale).await,
+            _ => Err(format!("no training run {id} is kept: start one")),
+        };
+        *self.training.borrow_mut() = training;
+        result
+    }
+
+    /// `TrainUse`: the kept run's ControlNet becomes the loaded models' last.
+    fn train_use(&self, id: u32) -> Result<Response, String> {
+        let training = self.training.borrow();
+        let training =
+            training.as_ref().filter(|t| t.id == id).ok_or(format!("no training run {id} is kept"))?;
+        let mut cell = self.models.borrow_mut();
+        let models = cell
+            .as_mut()
+            .and_then(Rc::get_mut)
+            .ok_or("the models are in use or not loaded: try again when the generation ends")?;
+        let controlnet = training.controlnet(models);
+        let (name, preprocessor) = training.name();
+        models.controlnets.push(controlnet);
+        models.controlnet_names.push(name.clone());
+        Ok(Response::ControlNetAdded { id, name, preprocessor })
+    }
+
+    /// The loaded models, for a request that needs them.
+    fn loaded(&self) -> Result<Rc<Models>, String> {
+        self.models
+            .borrow()
+            .clone()
+            .ok_or_else(|| "no models are loaded: load Stable Diffusion (and any ControlNets) first".into())
+    }
+
     /// Drops every loaded model; their device memory goes back to burn's pool for the next load.
     fn unload(&self) {
+        // A kept training run belongs to the pipeline it was started on.
+        self.training.borrow_mut().take();
         self.models.borrow_mut().take();
         self.unet.borrow_mut().take();
     }
@@ -218,11 +358,7 @@ impl Worker {
         units: &[UnitParams],
     ) -> Result<Response, String> {
         let cancelled = || self.generations.borrow().get(&id) == Some(&Generation::Cancelling);
-        let models = self
-            .models
-            .borrow()
-            .clone()
-            .ok_or("no models are loaded: load Stable Diffusion (and any ControlNets) first")?;
+        let models = self.loaded()?;
         let device = self.device().await?;
         generate::generate(id, &models, params, preview_every, units, &device, &cancelled).await
     }
@@ -281,13 +417,19 @@ impl Worker {
             .map_err(|e| e.to_string())?;
         let config = String::from_utf8(config).map_err(|_| format!("{config_file} is not UTF-8"))?;
         let config = model::config::UNetConfig::from_json(&config).map_err(|e| e.to_string())?;
+        let remote = remote_file(source, weights_file).await;
         let mut loader = StreamLoader::new(&device, precision, &[], &[]);
-        let weights_loaded =
-            fetch_file(id, source, cache.as_ref(), weights_file, weights_file, None, &mut |bytes| {
-                loader.push(bytes).map_err(|e| format!("{weights_file}: {e}"))
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let weights_loaded = fetch_file(
+            id,
+            source,
+            cache.as_ref(),
+            weights_file,
+            weights_file,
+            remote.as_ref(),
+            &mut |bytes| loader.push(bytes).map_err(|e| format!("{weights_file}: {e}")),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let unet = loader
             .apply(model::UNet::new(&config, &device))
             .map_err(|e| format!("{weights_file} does not fit the UNet: {e}"))?;
@@ -338,8 +480,9 @@ impl Worker {
         let device = self.device().await?;
         let started = now_ms();
         let cache = if source.cache { open_cache().await } else { None };
+        let remote = remote_file(source, file).await;
         let mut loader = StreamLoader::new(&device, precision, &[], &[]);
-        let loaded = fetch_file(id, source, cache.as_ref(), file, file, None, &mut |bytes| {
+        let loaded = fetch_file(id, source, cache.as_ref(), file, file, remote.as_ref(), &mut |bytes| {
             loader.push(bytes).map_err(|e| format!("{file}: {e}"))
         })
         .await
@@ -428,6 +571,11 @@ async fn cache_contents(id: u32, delete: Option<Option<&str>>) -> Response {
     Response::CacheContents { id, models: cache::group_files(files), usage, quota }
 }
 
+/// What the Hub's API says of one file (its size and SHA-256), as `LoadPipeline` asks it.
+async fn remote_file(source: &ModelSource, path: &str) -> Option<download::RemoteFile> {
+    download::repo_files(&source.base_url, &source.repo, &source.revision).await?.remove(path)
+}
+
 /// A protocol tensor on the device, its shape checked against its values.
 fn tensor<const D: usize>(tensor: Tensor, device: &Device) -> Result<BurnTensor<D>, String> {
     let elements: usize = tensor.shape.iter().product();
@@ -444,6 +592,17 @@ pub(crate) fn wasm_memory() -> u64 {
         .buffer()
         .unchecked_into::<js_sys::ArrayBuffer>()
         .byte_length() as u64
+}
+
+/// Lets the worker's event loop run (a `Cancel` or `TrainPause` in) before going on. Awaiting a
+/// read-back is not enough: on the CPU backend it is ready at once and yields nothing.
+pub(crate) async fn yield_now() {
+    let promise = Promise::new(&mut |resolve, _| {
+        if scope().set_timeout_with_callback(&resolve).is_err() {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
 }
 
 fn scope() -> DedicatedWorkerGlobalScope {

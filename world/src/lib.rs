@@ -50,6 +50,15 @@ impl Condition {
             Condition::Scribble => "scribble",
         }
     }
+
+    /// The condition whose maps the page's `preprocessor` makes, if the world has it.
+    pub fn of(preprocessor: vocabulary::Preprocessor) -> Option<Self> {
+        match preprocessor {
+            vocabulary::Preprocessor::Canny => Some(Condition::Canny),
+            vocabulary::Preprocessor::Scribble => Some(Condition::Scribble),
+            vocabulary::Preprocessor::Xdog | vocabulary::Preprocessor::None => None,
+        }
+    }
 }
 
 impl std::str::FromStr for Condition {

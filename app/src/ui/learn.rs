@@ -17,14 +17,16 @@ use web::protocol::vocabulary::training::{self, LogLine};
 use web::protocol::vocabulary::{Named, shapes};
 
 use super::site_hub;
+use super::train::TrainHere;
+use crate::session::GpuSession;
 
 /// The address fragment that opens this view.
 pub const HASH: &str = "#learn";
 
 /// A replayed run: its log, and the steps it has sample images for.
 #[derive(Clone, Debug, PartialEq)]
-struct Replay {
-    lines: Vec<LogLine>,
+pub(super) struct Replay {
+    pub lines: Vec<LogLine>,
     /// Each sample's step and URL, by step.
     samples: Vec<(u64, String)>,
 }
@@ -38,7 +40,7 @@ async fn fetch_text(url: &str) -> Result<String, String> {
 }
 
 /// The run `run` (a ControlNet's folder in [`shapes::CONTROLNETS`]) from the site.
-async fn load(run: &'static str) -> Result<Replay, String> {
+pub(super) async fn load(run: &'static str) -> Result<Replay, String> {
     let source = SHAPES.model_ref(&site_hub()?, false).source;
     let folder = format!("{}/{run}/", shapes::LOGS);
     let text = fetch_text(&source.url(&format!("{folder}{}", training::LOG_FILE))).await?;
@@ -77,7 +79,7 @@ fn depth_colour(i: usize, n: usize) -> String {
 }
 
 /// A number with four significant digits.
-fn short(value: f64) -> String {
+pub(super) fn short(value: f64) -> String {
     if value == 0.0 {
         "0".to_owned()
     } else if value.abs() >= 0.01 {
@@ -89,12 +91,12 @@ fn short(value: f64) -> String {
 
 /// One line of a chart.
 #[derive(Clone, Debug, PartialEq)]
-struct Series {
-    label: String,
-    colour: String,
-    width: f64,
+pub(super) struct Series {
+    pub label: String,
+    pub colour: String,
+    pub width: f64,
     /// `(step, value)`.
-    points: Vec<(f64, f64)>,
+    pub points: Vec<(f64, f64)>,
 }
 
 const WIDTH: f64 = 640.0;
@@ -116,7 +118,7 @@ fn nice(max: f64) -> f64 {
 /// A line chart of `series` over steps `0..=steps`, with a cursor at `cursor`; moving the
 /// pointer over it moves the cursor (the values at the cursor are in the table below).
 #[component]
-fn Chart(
+pub(super) fn Chart(
     title: &'static str,
     testid: &'static str,
     y_label: &'static str,
@@ -223,7 +225,7 @@ fn Chart(
 /// The paper's Figure 2 for one block: the locked copy, the trainable copy between two zero
 /// convolutions, with the step's numbers on its parts.
 #[component]
-fn Diagram(line: Signal<Option<LogLine>>) -> impl IntoView {
+pub(super) fn Diagram(line: Signal<Option<LogLine>>) -> impl IntoView {
     let norm = move || {
         line.with(|l| l.as_ref().map(|l| l.zero_convs.iter().map(|z| z.weight_norm).sum::<f64>()))
             .unwrap_or(0.0)
@@ -237,7 +239,7 @@ fn Diagram(line: Signal<Option<LogLine>>) -> impl IntoView {
         .unwrap_or(0.0)
     };
     view! {
-        <svg class="diagram" data-testid="learn-diagram" viewBox="0 0 560 230" role="img"
+        <svg class="diagram" data-testid="learn-diagram" viewBox="0 0 560 236" role="img"
             aria-label="A ControlNet block: the locked copy, the trainable copy and two zero convolutions">
             <defs>
                 <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse">
@@ -272,6 +274,11 @@ fn Diagram(line: Signal<Option<LogLine>>) -> impl IntoView {
             <rect class="zero" x="410" y="170" width="70" height="40" rx="6" />
             <text x="445" y="195" text-anchor="middle">"zero conv"</text>
             <line x1="480" y1="170" x2="480" y2="55" marker-end="url(#arrow)" />
+            {move || line.with(|l| l.as_ref().and_then(|l| l.hint_conv_norm)).map(|norm| view! {
+                <text class="live" data-testid="learn-diagram-hint" x="95" y="225" text-anchor="middle">
+                    {format!("‖W‖ = {}", short(norm))}
+                </text>
+            })}
             <text class="live" data-testid="learn-diagram-norm" x="470" y="112" text-anchor="end">
                 {move || format!("Σ‖W‖ = {}", short(norm()))}
             </text>
@@ -284,7 +291,12 @@ fn Diagram(line: Signal<Option<LogLine>>) -> impl IntoView {
 
 /// The Learn view.
 #[component]
-pub fn Learn() -> impl IntoView {
+pub fn Learn(
+    /// The generator's GPU session, once it has started: a run in the tab trains there.
+    session: ReadSignal<Option<GpuSession>>,
+    /// Whether the view is shown: a run pauses when the visitor leaves it.
+    learning: ReadSignal<bool>,
+) -> impl IntoView {
     let run = RwSignal::new(shapes::CONTROLNETS[0].0);
     let replay = LocalResource::new(move || load(run.get()));
     view! {
@@ -328,27 +340,17 @@ pub fn Learn() -> impl IntoView {
                     Err(message) => view! { <p class="warning" data-testid="learn-error" role="alert">{message}</p> }.into_any(),
                 })}
             </Suspense>
+            {move || session.get().map(|session| view! { <TrainHere session learning /> })}
         </section>
     }
 }
 
-/// One run's charts, slider, sample and diagram.
-#[component]
-fn ReplayView(replay: Replay) -> impl IntoView {
-    let Replay { lines, samples } = replay;
-    let steps = lines.last().map_or(1, |l| l.step);
-    let cursor = RwSignal::new(steps);
-    let lines = StoredValue::new(lines);
-    let at = Signal::derive(move || {
-        let step = cursor.get();
-        lines.with_value(|lines| {
-            let index = lines.partition_point(|l| l.step <= step);
-            index.checked_sub(1).map(|i| lines[i].clone())
-        })
-    });
-    let convs = lines.with_value(|lines| lines.iter().map(|l| l.zero_convs.len()).max().unwrap_or(0));
+/// A log's three charts' lines: the loss (raw and smoothed), each zero convolution's weight
+/// norm, and the residual each adds.
+pub(super) fn log_series(lines: &[LogLine]) -> (Vec<Series>, Vec<Series>, Vec<Series>) {
+    let convs = lines.iter().map(|l| l.zero_convs.len()).max().unwrap_or(0);
     let series = |value: &dyn Fn(&LogLine) -> Option<f64>| -> Vec<(f64, f64)> {
-        lines.with_value(|lines| lines.iter().filter_map(|l| Some((l.step as f64, value(l)?))).collect())
+        lines.iter().filter_map(|l| Some((l.step as f64, value(l)?))).collect()
     };
     let loss = vec![
         Series {
@@ -374,8 +376,33 @@ fn ReplayView(replay: Replay) -> impl IntoView {
             })
             .collect()
     };
-    let norms = per_conv(|z| z.weight_norm);
-    let residuals = per_conv(|z| z.output_mean);
+    let mut norms = per_conv(|z| z.weight_norm);
+    if lines.iter().any(|l| l.hint_conv_norm.is_some()) {
+        norms.push(Series {
+            label: "hint encoder's last conv".into(),
+            colour: "hsl(30 85% 50%)".into(),
+            width: 1.6,
+            points: series(&|l| l.hint_conv_norm),
+        });
+    }
+    (loss, norms, per_conv(|z| z.output_mean))
+}
+
+/// One run's charts, slider, sample and diagram.
+#[component]
+fn ReplayView(replay: Replay) -> impl IntoView {
+    let Replay { lines, samples } = replay;
+    let steps = lines.last().map_or(1, |l| l.step);
+    let cursor = RwSignal::new(steps);
+    let lines = StoredValue::new(lines);
+    let at = Signal::derive(move || {
+        let step = cursor.get();
+        lines.with_value(|lines| {
+            let index = lines.partition_point(|l| l.step <= step);
+            index.checked_sub(1).map(|i| lines[i].clone())
+        })
+    });
+    let (loss, norms, residuals) = lines.with_value(|lines| log_series(lines));
 
     // Play: the whole run in about six seconds, from the start (or from where the slider is).
     let playing = RwSignal::new(None::<IntervalHandle>);

@@ -9,6 +9,7 @@ mod learn;
 mod models;
 mod probe;
 mod scribble;
+mod train;
 mod units;
 mod widgets;
 
@@ -36,6 +37,14 @@ pub fn App() -> impl IntoView {
     spawn_local(async move { set_support.set(Some(detect().await)) });
     let pwa = Pwa::start();
     let learning = hash_route(learn::HASH);
+    // The generator's GPU session, for the Learn view's training (set once the studio starts).
+    let (session, set_session) = signal(None::<GpuSession>);
+    let visited = RwSignal::new(false);
+    Effect::new(move || {
+        if learning.get() {
+            visited.set(true);
+        }
+    });
 
     view! {
         <header>
@@ -57,17 +66,21 @@ pub fn App() -> impl IntoView {
                 }}
             </nav>
         </header>
-        <Show when=move || learning.get()>
-            <Learn />
+        // Mounted on the first visit, then kept (hidden) for the way back: a run trained there
+        // stays, paused, with its charts.
+        <Show when=move || visited.get()>
+            <div style:display=move || if learning.get() { "" } else { "none" }>
+                <Learn session learning />
+            </div>
         </Show>
         <main style:display=move || if learning.get() { "none" } else { "" }>
             {move || match support.get() {
                 None => view! { <p data-testid="gpu-checking">"Looking for a WebGPU adapter…"</p> }.into_any(),
-                Some(GpuSupport::Available(info)) => view! { <Studio info /> }.into_any(),
+                Some(GpuSupport::Available(info)) => view! { <Studio info set_session /> }.into_any(),
                 // No WebGPU: say why, and compute on the CPU.
                 Some(other) => view! {
                     <NoWebGpu support=other />
-                    <Studio info=AdapterInfo::cpu() />
+                    <Studio info=AdapterInfo::cpu() set_session />
                 }
                 .into_any(),
             }}
@@ -78,9 +91,10 @@ pub fn App() -> impl IntoView {
 /// The models, the control units, the result. The GPU session (the worker that loads the models
 /// and generates) starts here, once, on the WebGPU adapter or, where there is none, the CPU.
 #[component]
-fn Studio(info: AdapterInfo) -> impl IntoView {
+fn Studio(info: AdapterInfo, set_session: WriteSignal<Option<GpuSession>>) -> impl IntoView {
     let backend = info.backend;
     let session = GpuSession::provide(backend);
+    set_session.set(Some(session));
     let f16 = info.shader_f16;
     let settings = GenSettings::load();
     follow_native_size(session, settings);

@@ -12,6 +12,7 @@ use crate::clip::ClipTextModel;
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::ControlResiduals;
 use crate::vae::AutoencoderKL;
+use crate::vocabulary::training::ZeroConv;
 use crate::{ControlNet, UNet};
 
 /// One micro-batch as the networks take it.
@@ -79,6 +80,43 @@ pub struct StepReport {
     pub zero_conv_norms: Tensor<1>,
     /// `[n]`: the mean magnitude of each zero convolution's output in the step.
     pub zero_conv_outputs: Tensor<1>,
+    /// `[1]`: the L2 norm of the hint encoder's last convolution (a zero convolution too) after
+    /// the step.
+    pub hint_conv_norm: Tensor<1>,
+}
+
+/// A [`StepReport`] read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepValues {
+    pub loss: f64,
+    pub grad_norm: Option<f64>,
+    pub zero_convs: Vec<ZeroConv>,
+    pub hint_conv_norm: f64,
+}
+
+impl StepReport {
+    /// The report's values, read back asynchronously (the only wait of a step: in a browser
+    /// the worker's event loop runs meanwhile).
+    pub async fn read(self) -> Result<StepValues, TrainError> {
+        async fn values(t: Tensor<1>) -> Result<Vec<f32>, TrainError> {
+            let data = t.into_data_async().await.map_err(|e| TrainError::Device(format!("{e:?}")))?;
+            data.try_to_vec::<f32>().map_err(|e| TrainError::Device(format!("{e:?}")))
+        }
+        let loss = values(self.loss).await?.first().copied().map_or(f64::NAN, f64::from);
+        let grad_norm = match self.grad_norm {
+            Some(norm) => values(norm).await?.first().copied().map(f64::from),
+            None => None,
+        };
+        let norms = values(self.zero_conv_norms).await?;
+        let outputs = values(self.zero_conv_outputs).await?;
+        let zero_convs = norms
+            .iter()
+            .zip(&outputs)
+            .map(|(&n, &o)| ZeroConv { weight_norm: n.into(), output_mean: o.into() })
+            .collect();
+        let hint_conv_norm = values(self.hint_conv_norm).await?.first().copied().map_or(f64::NAN, f64::from);
+        Ok(StepValues { loss, grad_norm, zero_convs, hint_conv_norm })
+    }
 }
 
 /// A ControlNet training run's networks and optimiser state.
@@ -212,7 +250,14 @@ impl ControlNetTrainer {
             finish_step(&mut [&mut self.controlnet], self.recipe.max_grad_norm, &inner)
         };
         self.step += 1;
-        StepReport { loss, grad_norm, zero_conv_norms: self.zero_conv_norms(), zero_conv_outputs: outputs }
+        let hint = &self.controlnet.module.controlnet_cond_embedding.conv_out.conv.weight;
+        StepReport {
+            loss,
+            grad_norm,
+            zero_conv_norms: self.zero_conv_norms(),
+            zero_conv_outputs: outputs,
+            hint_conv_norm: hint.val().without_autodiff().cast(DType::F32).square().sum().sqrt().reshape([1]),
+        }
     }
 
     /// `[n]`: the L2 norm of each zero convolution's weight.

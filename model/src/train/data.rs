@@ -15,15 +15,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
-
 use super::TrainError;
 use crate::image_io::{self, Rgb8};
-use crate::pipeline::from_rgb8;
 
 /// One line of `prompt.json`.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
-pub struct Pair {
+pub struct Line {
     pub source: String,
     pub target: String,
     pub prompt: String,
@@ -33,17 +30,8 @@ pub struct Pair {
 #[derive(Clone, Debug)]
 pub struct Dataset {
     root: PathBuf,
-    pairs: Vec<Pair>,
+    pairs: Vec<Line>,
     resolution: usize,
-}
-
-/// A batch as the recipe takes it.
-pub struct Batch {
-    /// `[b, 3, R, R]` in `[-1, 1]`.
-    pub images: Tensor<4>,
-    /// `[b, 3, R, R]` in `[0, 1]`.
-    pub conditions: Tensor<4>,
-    pub captions: Vec<String>,
 }
 
 impl Dataset {
@@ -54,7 +42,7 @@ impl Dataset {
             .map_err(|e| TrainError::Data(format!("cannot read {}: {e}", index.display())))?;
         let mut pairs = Vec::new();
         for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let pair: Pair = serde_json::from_str(line).map_err(|e| {
+            let pair: Line = serde_json::from_str(line).map_err(|e| {
                 TrainError::Data(format!(
                     "{} line {}: {e} (expected {{\"source\", \"target\", \"prompt\"}})",
                     index.display(),
@@ -92,7 +80,8 @@ impl Dataset {
         self.pairs.is_empty()
     }
 
-    pub fn pair(&self, index: usize) -> &Pair {
+    /// Pair `index`'s line of `prompt.json`.
+    pub fn line(&self, index: usize) -> &Line {
         &self.pairs[index]
     }
 
@@ -109,19 +98,24 @@ impl Dataset {
         };
         Ok((read(&pair.target)?, read(&pair.source)?))
     }
+}
 
-    /// The pairs at `indices` as one batch on `device`.
-    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Batch, TrainError> {
-        let mut images = Vec::new();
-        let mut conditions = Vec::new();
-        let mut captions = Vec::new();
-        for &index in indices {
-            let (target, source) = self.load(index)?;
-            images.push(from_rgb8(target.width, target.height, &target.pixels, device) * 2.0 - 1.0);
-            conditions.push(from_rgb8(source.width, source.height, &source.pixels, device));
-            captions.push(self.pairs[index].prompt.clone());
-        }
-        Ok(Batch { images: Tensor::cat(images, 0), conditions: Tensor::cat(conditions, 0), captions })
+impl super::Pairs for Dataset {
+    fn count(&self) -> usize {
+        self.pairs.len()
+    }
+
+    fn side(&self) -> usize {
+        self.resolution
+    }
+
+    fn pair(&self, index: usize) -> Result<super::Pair, TrainError> {
+        let (target, source) = self.load(index)?;
+        Ok(super::Pair {
+            target: target.pixels,
+            source: source.pixels,
+            caption: self.pairs[index].prompt.clone(),
+        })
     }
 }
 

@@ -25,12 +25,16 @@ mod controlnet;
 pub mod data;
 mod grads;
 mod noise;
+mod pairs;
 mod part;
 
 pub use base::{BaseTrainer, TextExample, VaeLoss, VaeTrainer};
-pub use controlnet::{ControlNetTrainer, Example, StepReport};
+pub use controlnet::{ControlNetTrainer, Example, StepReport, StepValues};
 pub use grads::{ParamGradient, clip_factor, named_gradients, scale_by, squared_norm};
 pub use noise::{Draws, NoiseSchedule};
+#[cfg(feature = "world")]
+pub use pairs::WorldPairs;
+pub use pairs::{Pair, Pairs, Sampling, batch, micro_batch};
 
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +113,8 @@ pub enum TrainError {
     Checkpoint(String),
     /// A loss is not finite: the step was not applied.
     Diverged { step: u64 },
+    /// The device failed while reading a value back.
+    Device(String),
 }
 
 impl std::fmt::Display for TrainError {
@@ -117,6 +123,7 @@ impl std::fmt::Display for TrainError {
             TrainError::Schedule(e) => write!(f, "{e}"),
             TrainError::Setting(m) | TrainError::Data(m) => f.write_str(m),
             TrainError::Checkpoint(m) => write!(f, "checkpoint: {m}"),
+            TrainError::Device(m) => write!(f, "the device failed: {m}"),
             TrainError::Diverged { step } => {
                 write!(f, "the loss is not finite at step {step}; the step was not applied")
             }

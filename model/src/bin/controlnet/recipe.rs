@@ -41,16 +41,16 @@ pub struct Preset {
 
 pub const FULL: Preset = Preset {
     name: "full",
-    count: 8000,
-    size: 64,
-    batch: 16,
+    count: shapes::recipe::EXAMPLES,
+    size: shapes::SIDE as usize,
+    batch: shapes::recipe::BATCH,
     vae_steps: 1000,
     vae_lr: 1e-3,
     base_steps: 3000,
     base_lr: 5e-4,
-    controlnet_steps: 1000,
-    controlnet_lr: 2e-4,
-    every: 250,
+    controlnet_steps: shapes::recipe::CONTROLNET_STEPS,
+    controlnet_lr: shapes::recipe::CONTROLNET_LR,
+    every: shapes::recipe::EVERY,
     sheet: (8, 20),
 };
 

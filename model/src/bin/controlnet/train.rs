@@ -14,8 +14,8 @@ use model::save::to_safetensors;
 use model::train::checkpoint::{self, RunState};
 use model::train::data::{Dataset, fit};
 use model::train::{
-    BaseTrainer, ControlNetTrainer, Draws, Example, NoiseSchedule, Recipe, TextExample, TrainError,
-    VaeTrainer,
+    BaseTrainer, ControlNetTrainer, Example, NoiseSchedule, Pairs, Recipe, Sampling, TextExample, TrainError,
+    VaeTrainer, batch, micro_batch,
 };
 use model::vocabulary::training::{self, LogLine, ZeroConv};
 use model::vocabulary::{GenerationParams, UnitSettings};
@@ -42,6 +42,12 @@ struct Args {
     checkpoint_every: u64,
     backend: String,
     recipe: Recipe,
+}
+
+impl Args {
+    fn sampling(&self) -> Sampling {
+        Sampling { seed: self.seed, batch: self.batch, prompt_drop: self.recipe.prompt_drop }
+    }
 }
 
 fn parse(args: impl Iterator<Item = String>, kind: Kind) -> Result<Args, String> {
@@ -198,8 +204,9 @@ enum Kind {
 struct StepLog {
     loss: f64,
     grad_norm: Option<f64>,
-    /// A ControlNet's zero convolutions.
+    /// A ControlNet's zero convolutions, and its hint encoder's last.
     zero_convs: Vec<ZeroConv>,
+    hint_conv_norm: Option<f64>,
     /// More of the loss's terms, by name.
     terms: BTreeMap<String, f64>,
 }
@@ -224,22 +231,6 @@ fn values(t: Tensor<1>) -> Vec<f32> {
 
 fn scalar(t: Tensor<1>) -> f64 {
     values(t).first().copied().map_or(f64::NAN, f64::from)
-}
-
-/// The pairs and the draws of step `step`'s micro-batch `micro` (a pure function of the seed,
-/// the step and the micro-batch, so that a resumed run draws what an uninterrupted one does).
-fn draw(
-    args: &Args,
-    data: &Dataset,
-    step: u64,
-    micro: usize,
-    latent_elements: usize,
-    timesteps: usize,
-) -> (Vec<usize>, Draws) {
-    let mut rng = Draws::rng(args.seed, step, micro);
-    let indices: Vec<usize> = (0..args.batch).map(|_| rng.below(data.len() as u64) as usize).collect();
-    let draws = Draws::sample(&mut rng, args.batch, latent_elements, timesteps, args.recipe.prompt_drop);
-    (indices, draws)
 }
 
 fn train_loop(
@@ -269,7 +260,7 @@ fn train_loop(
                 checkpoint_dir.display()
             ));
         }
-        let ema = loss_ema.map_or(loss, |e: f64| 0.98 * e + 0.02 * loss);
+        let ema = LogLine::next_ema(loss_ema, loss);
         loss_ema = Some(ema);
         let line = LogLine {
             step: done,
@@ -278,6 +269,7 @@ fn train_loop(
             lr: args.recipe.adamw.lr,
             grad_norm: report.grad_norm,
             zero_convs: report.zero_convs,
+            hint_conv_norm: report.hint_conv_norm,
             terms: report.terms,
         };
         let line = serde_json::to_string(&line).expect("JSON");
@@ -313,26 +305,7 @@ fn encode(
     step: u64,
     micro: usize,
 ) -> Result<(Example, Vec<Vec<u32>>), String> {
-    let [_, channels, h, w] = pipeline.latent_shape(args.resolution, args.resolution);
-    let timesteps = NoiseSchedule::new(&pipeline.scheduler_config).map_err(text)?.len();
-    let (indices, draws) = draw(args, data, step, micro, channels * h * w, timesteps);
-    let batch = data.batch(&indices, &pipeline.device()).map_err(text)?;
-    let ids = batch
-        .captions
-        .iter()
-        .zip(&draws.drop)
-        .map(|(caption, &drop)| pipeline.tokenizer.encode(if drop { "" } else { caption }))
-        .collect();
-    let example = Example::encode(
-        &pipeline.vae,
-        &pipeline.text_encoder,
-        &pipeline.tokenizer,
-        batch.images,
-        batch.conditions,
-        &batch.captions,
-        &draws,
-    );
-    Ok((example, ids))
+    micro_batch(pipeline, data, &args.sampling(), step, micro).map_err(text)
 }
 
 /// `train controlnet`: the paper's recipe.
@@ -384,18 +357,12 @@ impl Session for ControlNetSession {
         let examples = (0..args.recipe.grad_accum)
             .map(|micro| encode(&self.pipeline, data, args, step, micro).map(|(example, _)| example))
             .collect::<Result<Vec<_>, _>>()?;
-        let report = self.trainer.step(&examples);
-        let norms = values(report.zero_conv_norms);
-        let outputs = values(report.zero_conv_outputs);
-        let zero_convs = norms
-            .iter()
-            .zip(&outputs)
-            .map(|(&n, &o)| ZeroConv { weight_norm: n.into(), output_mean: o.into() })
-            .collect();
+        let read = model::block_on(self.trainer.step(&examples).read()).map_err(text)?;
         Ok(StepLog {
-            loss: scalar(report.loss),
-            grad_norm: report.grad_norm.map(scalar),
-            zero_convs,
+            loss: read.loss,
+            grad_norm: read.grad_norm,
+            zero_convs: read.zero_convs,
+            hint_conv_norm: Some(read.hint_conv_norm),
             terms: BTreeMap::new(),
         })
     }
@@ -483,6 +450,7 @@ impl Session for BaseSession {
             loss: scalar(loss),
             grad_norm: grad_norm.map(scalar),
             zero_convs: Vec::new(),
+            hint_conv_norm: None,
             terms: BTreeMap::new(),
         })
     }
@@ -563,14 +531,14 @@ impl Session for VaeSession {
         let step = self.trainer.step_count();
         let mut micro_batches = Vec::new();
         for micro in 0..args.recipe.grad_accum {
-            let (indices, draws) = draw(args, data, step, micro, channels * h * w, 1);
-            let batch = data.batch(&indices, &self.device).map_err(text)?;
+            let (indices, draws) = args.sampling().draw(data.count(), step, micro, channels * h * w, 1);
+            let (images, _, _) = batch(data, &indices, &self.device).map_err(text)?;
             let noise = Tensor::<1>::from_data(
                 TensorData::new(draws.vae_noise, [args.batch * channels * h * w]),
                 &self.device,
             )
             .reshape([args.batch, channels, h, w]);
-            micro_batches.push((batch.images, noise));
+            micro_batches.push((images, noise));
         }
         let (terms, grad_norm) = self.trainer.step(&micro_batches);
         let terms_by_name = BTreeMap::from([
@@ -581,6 +549,7 @@ impl Session for VaeSession {
             loss: scalar(terms.loss),
             grad_norm: grad_norm.map(scalar),
             zero_convs: Vec::new(),
+            hint_conv_norm: None,
             terms: terms_by_name,
         })
     }
@@ -616,7 +585,7 @@ fn sample(
     let source = fit(&source, resolution);
     let controlnet = controlnet.valid();
     let settings = GenerationParams {
-        prompt: data.pair(0).prompt.clone(),
+        prompt: data.line(0).prompt.clone(),
         steps: 20,
         width: resolution as u32,
         height: resolution as u32,

@@ -351,8 +351,8 @@ fn assemble(options: Options) -> Result<(), String> {
     let (mut sum, mut squares, mut n) = (0.0f64, 0.0f64, 0usize);
     for start in (0..count).step_by(16) {
         let indices: Vec<usize> = (start..(start + 16).min(count)).collect();
-        let batch = dataset.batch(&indices, &device).map_err(|e| e.to_string())?;
-        let (mean, _) = vae.encode(batch.images);
+        let (images, _, _) = model::train::batch(&dataset, &indices, &device).map_err(|e| e.to_string())?;
+        let (mean, _) = vae.encode(images);
         let values: Vec<f32> = mean.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
         sum += values.iter().map(|&v| v as f64).sum::<f64>();
         squares += values.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
