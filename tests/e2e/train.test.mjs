@@ -3,7 +3,9 @@
 // (rel. 1e-4) on the same world pairs (the CLI reads the folder `controlnet world make` writes,
 // the worker makes them as it goes); the zero-initialised ControlNet's step-0 probe images are the
 // locked model's, pixel for pixel; Gaussian convolutions (the paper's ablation) change them; pause
-// and resume continue a run. A screenshot goes to tests/artifacts/.
+// and resume continue a run; at conditioning scale 0 the probe is the locked model's again; "Use
+// this ControlNet" puts it in the generator, which makes an image with it. A screenshot goes to
+// tests/artifacts/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -13,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { configureTraining as configure, open, until } from './page.mjs';
+import { configureTraining as configure, generate, open, stroke, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -110,6 +112,29 @@ test('a ControlNet trains in the tab as it does natively; zero convolutions leav
     const shipped = parse(await readFile(join(SHAPES, 'logs', 'controlnet-canny', 'log.jsonl'), 'utf8'));
     assert.equal(Number(recipe), shipped.filter((l) => l.step <= 1000).length, 'the recipe\'s run is drawn behind it');
     await screenshot(page, 'train-1280x900');
+
+    // Paused: the probe at conditioning scale 0 — every residual times 0 — is the locked model's.
+    await page.getByTestId('train-scale').evaluate((input) => {
+      input.value = '0';
+      input.dispatchEvent(new Event('change', { bubbles: true }));
+    });
+    const scaled = page.getByTestId('train-probe-scaled');
+    await scaled.waitFor({ timeout: 5 * 60_000 });
+    assert.equal(await scaled.getAttribute('data-scale'), '0');
+    assert.equal(await scaled.getAttribute('data-differing'), '0, 0, 0', 'at scale 0 the images are the locked model\'s');
+
+    // Use it: the ControlNet joins the loaded models, a unit chooses it, and it generates.
+    await page.getByTestId('train-use').click();
+    const added = (await page.getByTestId('train-added').textContent()).match(/“(.+)”/)[1];
+    assert.match(added, /^trained here \(canny, Gaussian, step \d+\)$/);
+    await page.getByTestId('nav-generate').click();
+    const unit = page.getByTestId('unit-controlnet').first();
+    await unit.selectOption({ label: added });
+    await stroke(page, [[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7], [0.3, 0.3]]);
+    await generate(page, 'done', 5 * 60_000);
+    const parameters = await page.getByTestId('result-image').getAttribute('title');
+    assert.ok(parameters.includes(added), `the image's parameters name the ControlNet: ${parameters}`);
+    await page.getByTestId('nav-learn').click();
     await page.getByTestId('train-reset').click();
     await until(() => status(page), (s) => s === 'idle', 'the reset');
   } catch (error) {

@@ -529,13 +529,17 @@ pub fn TrainHere(
                             <output>{move || format!("{:.1}", scale.get())}</output>
                         </label>
                         <p class="hint">"Paused or finished: the probe again at another scale (every residual times it)."</p>
-                        {move || rescaled.get().map(|shot| view! {
-                            <figure class="train-probe" data-testid="train-probe-scaled" data-scale=shot.scale.to_string()>
+                        {move || rescaled.get().map(|shot| {
+                            let counts = shot.differing.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+                            view! {
+                            <figure class="train-probe" data-testid="train-probe-scaled" data-scale=shot.scale.to_string()
+                                data-differing=counts>
                                 <img src=shot.url.clone() alt=format!("The probe grid at scale {}", shot.scale) />
                                 <figcaption>{format!(
                                     "Step {} at scale {:.1}: shape IoU {}.", shot.step, shot.scale, short(shot.adherence)
                                 )}</figcaption>
                             </figure>
+                            }
                         })}
                         <button data-testid="train-use" disabled=move || !stopped() || !shapes_loaded() on:click=use_it>
                             "Use this ControlNet in the generator"
