@@ -21,6 +21,8 @@ type Listeners = StoredValue<SendWrapper<RefCell<Vec<(u32, Listener)>>>>;
 #[derive(Clone, Copy)]
 pub struct GpuSession {
     worker: GpuWorker,
+    /// Where the worker computes.
+    pub backend: Backend,
     listeners: Listeners,
     next_id: StoredValue<u32>,
     /// The worker could not start, or crashed: what the user is told, until it is restarted.
@@ -64,6 +66,7 @@ impl GpuSession {
         );
         let session = Self {
             worker,
+            backend,
             listeners,
             next_id: StoredValue::new(1),
             failure,

@@ -52,6 +52,9 @@ test('a ControlNet trains in the tab as it does natively; zero convolutions leav
     await page.setViewportSize({ width: 1280, height: 900 });
     await open(page, site.url, { unfold: false });
     await page.getByTestId('nav-learn').click();
+    // The recipe's settings, but a batch of 4 on the CPU backend.
+    assert.equal(await page.getByTestId('train-lr').inputValue(), '0.0002');
+    assert.equal(await page.getByTestId('train-batch').inputValue(), '4');
     await configure(page, { ...RUN, probeEvery: 0 });
     const started = Date.now();
     await page.getByTestId('train-start').click();

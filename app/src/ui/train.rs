@@ -101,7 +101,7 @@ pub fn TrainHere(
     /// running one), and Resume goes on.
     learning: ReadSignal<bool>,
 ) -> impl IntoView {
-    let defaults = TrainSettings::default();
+    let defaults = TrainSettings::for_backend(session.backend);
     let condition = RwSignal::new(defaults.condition);
     let init = RwSignal::new(defaults.init);
     let lr = RwSignal::new(defaults.lr);
