@@ -114,6 +114,13 @@ export async function chooseTiny(page, hubUrl) {
   await page.getByTestId('models-variant').selectOption('none');
 }
 
+/** Opens the page at 1280×900, waits for the built-in models, and goes to the Learn view. */
+export async function openLearn(page, url) {
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await open(page, url, { unfold: false });
+  await page.getByTestId('nav-learn').click();
+}
+
 /** The Learn view's training settings, as a visitor types them (the "More" part unfolded). */
 export async function configureTraining(page, { steps, batch, lr, seed, examples, probeEvery, init = 'zero' }) {
   await page.getByTestId('train-init').selectOption(init);

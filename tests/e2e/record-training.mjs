@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { configureTraining, open, until } from './page.mjs';
+import { configureTraining, openLearn, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -31,9 +31,7 @@ const scratch = await mkdtemp(join(tmpdir(), 'controlnet-record-'));
 const browser = await launch({ webgpu: false });
 const { page } = browser;
 try {
-  await page.setViewportSize({ width: 1280, height: 900 });
-  await open(page, site.url, { unfold: false });
-  await page.getByTestId('nav-learn').click();
+  await openLearn(page, site.url);
   await configureTraining(page, RUN);
   const started = Date.now();
   await page.getByTestId('train-start').click();

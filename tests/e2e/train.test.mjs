@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { configureTraining as configure, generate, open, stroke, until } from './page.mjs';
+import { configureTraining as configure, generate, openLearn, stroke, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -49,9 +49,7 @@ test('a ControlNet trains in the tab as it does natively; zero convolutions leav
   const browser = await launch({ webgpu: false });
   const { page } = browser;
   try {
-    await page.setViewportSize({ width: 1280, height: 900 });
-    await open(page, site.url, { unfold: false });
-    await page.getByTestId('nav-learn').click();
+    await openLearn(page, site.url);
     // The recipe's settings, but a batch of 4 on the CPU backend.
     assert.equal(await page.getByTestId('train-lr').inputValue(), '0.0002');
     assert.equal(await page.getByTestId('train-batch').inputValue(), '4');

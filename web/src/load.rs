@@ -182,14 +182,23 @@ async fn remote_files<'a>(sources: impl Iterator<Item = &'a ModelRef>) -> Remote
     for model in sources {
         let source = &model.source;
         let key = (source.repo.clone(), source.revision.clone());
-        if source.base_url == crate::models::LOCAL_BASE_URL || known.contains_key(&key) {
+        if known.contains_key(&key) {
             continue;
         }
-        if let Some(files) = download::repo_files(&source.base_url, &source.repo, &source.revision).await {
+        if let Some(files) = repo_listing(source).await {
             known.insert(key, files);
         }
     }
     known
+}
+
+/// What the Hub's API says of a repository's files at the source's revision (sizes, LFS hashes);
+/// `None` where its server has no API (an imported folder, a plain mirror).
+pub async fn repo_listing(source: &ModelSource) -> Option<HashMap<String, RemoteFile>> {
+    if source.base_url == crate::models::LOCAL_BASE_URL {
+        return None;
+    }
+    download::repo_files(&source.base_url, &source.repo, &source.revision).await
 }
 
 /// The plan: each file's size from the cache's manifest where it has one, else from the Hub's

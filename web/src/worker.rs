@@ -573,7 +573,7 @@ async fn cache_contents(id: u32, delete: Option<Option<&str>>) -> Response {
 
 /// What the Hub's API says of one file (its size and SHA-256), as `LoadPipeline` asks it.
 async fn remote_file(source: &ModelSource, path: &str) -> Option<download::RemoteFile> {
-    download::repo_files(&source.base_url, &source.repo, &source.revision).await?.remove(path)
+    load::repo_listing(source).await?.remove(path)
 }
 
 /// A protocol tensor on the device, its shape checked against its values.

@@ -250,13 +250,12 @@ impl ControlNetTrainer {
             finish_step(&mut [&mut self.controlnet], self.recipe.max_grad_norm, &inner)
         };
         self.step += 1;
-        let hint = &self.controlnet.module.controlnet_cond_embedding.conv_out.conv.weight;
         StepReport {
             loss,
             grad_norm,
             zero_conv_norms: self.zero_conv_norms(),
             zero_conv_outputs: outputs,
-            hint_conv_norm: hint.val().without_autodiff().cast(DType::F32).square().sum().sqrt().reshape([1]),
+            hint_conv_norm: weight_norm(&self.controlnet.module.controlnet_cond_embedding.conv_out),
         }
     }
 
@@ -267,9 +266,7 @@ impl ControlNetTrainer {
             .controlnet_down_blocks
             .iter()
             .chain(std::iter::once(&controlnet.controlnet_mid_block))
-            .map(|zero| {
-                zero.conv.weight.val().without_autodiff().cast(DType::F32).square().sum().sqrt().reshape([1])
-            })
+            .map(weight_norm)
             .collect();
         Tensor::cat(norms, 0)
     }
@@ -322,4 +319,9 @@ impl ControlNetTrainer {
         self.step = step;
         Ok(self)
     }
+}
+
+/// `[1]`: the L2 norm of a zero convolution's weight, off the autodiff graph, in f32.
+fn weight_norm(zero: &crate::controlnet::ZeroConv) -> Tensor<1> {
+    zero.conv.weight.val().without_autodiff().cast(DType::F32).square().sum().sqrt().reshape([1])
 }
