@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
+use web::protocol::vocabulary::memory::Profile;
 use web::protocol::{Backend, Precision, Request, Response};
 
 use crate::worker::{GpuWorker, use_gpu_worker};
@@ -44,6 +45,8 @@ pub struct LoadedModels {
     /// The preprocessor each ControlNet expects (`canny`, `scribble`), where known.
     pub preprocessors: Vec<Option<String>>,
     pub precision: Precision,
+    /// What they take and need, for the memory estimate (from the worker's `ModelLoaded`).
+    pub memory: Option<Profile>,
 }
 
 impl GpuSession {

@@ -14,6 +14,7 @@ pub mod image_io;
 #[cfg(feature = "kernels")]
 pub mod kernels;
 pub mod loader;
+pub mod memory;
 pub mod nn;
 pub mod npy;
 pub mod pipeline;

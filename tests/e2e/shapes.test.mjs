@@ -90,6 +90,10 @@ for (const webgpu of [true, false]) test(`first open with no network (${webgpu ?
     assert.equal(await page.getByTestId('width').inputValue(), '64');
     assert.equal(await page.getByTestId('height').inputValue(), '64');
     assert.equal(await page.getByTestId('cpu-backend').count(), webgpu ? 0 : 1, 'the page says where it computes');
+    // The memory estimate is the loaded models' (megabytes), not SD1.5's gigabytes.
+    const memory = await page.getByTestId('memory-estimate').textContent();
+    assert.match(memory, /^≈ \d+ MB of GPU memory; largest buffer [\d.]+ MiB$/, memory);
+    console.log(`shapes ${webgpu ? 'WebGPU' : 'CPU'}: ${memory}`);
 
     await stroke(page, SQUARE);
     if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();

@@ -8,6 +8,7 @@
 //! [`Named::ALL`], and the pipeline takes them: one table, one validation, one set of limits.
 
 pub mod a1111;
+pub mod memory;
 mod names;
 pub mod params;
 pub mod shapes;

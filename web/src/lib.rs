@@ -5,7 +5,6 @@
 //! `preprocess-worker` is the preprocessing worker (decoding, Canny, scribble; no burn).
 
 pub mod idb;
-pub mod memory;
 pub mod message;
 pub mod models;
 pub mod protocol;

@@ -7,6 +7,7 @@
 //! into a `Uint8Array` (one `memcpy`) instead of a JS array of numbers (one object per byte).
 
 use serde::{Deserialize, Serialize};
+use vocabulary::memory::Profile;
 
 pub use vocabulary::{
     self, ControlMode, GenerationParams, Limits, Precision, Preprocessor, Resize, ResizeMode, SchedulerKind,
@@ -321,6 +322,8 @@ pub enum Response {
         files: Vec<FileLoaded>,
         /// The worker's WebAssembly memory afterwards: its peak, as it never shrinks.
         wasm_memory: u64,
+        /// What the loaded pipeline and ControlNets take and need (`LoadPipeline` only).
+        memory: Option<Profile>,
     },
     /// The UNet's output for `RunUNet`.
     UNetOutput { id: u32, output: Tensor, elapsed_ms: f64 },
@@ -395,7 +398,7 @@ pub enum Response {
     TrainDiscarded { id: u32 },
     /// A ControlNet trained in the tab is the loaded models' last, named `name`, for
     /// `preprocessor`'s maps.
-    ControlNetAdded { id: u32, name: String, preprocessor: Preprocessor },
+    ControlNetAdded { id: u32, name: String, preprocessor: Preprocessor, weight_bytes: u64 },
     /// The request failed; `message` is meant for the user.
     Error { id: Option<u32>, message: String },
 }

@@ -314,9 +314,10 @@ impl Worker {
             .ok_or("the models are in use or not loaded: try again when the generation ends")?;
         let controlnet = training.controlnet(models);
         let (name, preprocessor) = training.name();
+        let weight_bytes = model::memory::controlnet_weight_bytes(&controlnet, models.pipeline.precision);
         models.controlnets.push(controlnet);
         models.controlnet_names.push(name.clone());
-        Ok(Response::ControlNetAdded { id, name, preprocessor })
+        Ok(Response::ControlNetAdded { id, name, preprocessor, weight_bytes })
     }
 
     /// The loaded models, for a request that needs them.
@@ -346,8 +347,16 @@ impl Worker {
             ));
         }
         let (models, files) = load::load_pipeline(id, set, precision, &device).await?;
+        let controlnets: Vec<&model::ControlNet> = models.controlnets.iter().collect();
+        let memory = Some(models.pipeline.memory_profile(&controlnets));
         *self.models.borrow_mut() = Some(Rc::new(models));
-        Ok(Response::ModelLoaded { id, elapsed_ms: now_ms() - started, files, wasm_memory: wasm_memory() })
+        Ok(Response::ModelLoaded {
+            id,
+            elapsed_ms: now_ms() - started,
+            files,
+            wasm_memory: wasm_memory(),
+            memory,
+        })
     }
 
     async fn generate(
@@ -439,6 +448,7 @@ impl Worker {
             elapsed_ms: now_ms() - started,
             files: vec![file_loaded(config_file, config_loaded), file_loaded(weights_file, weights_loaded)],
             wasm_memory: wasm_memory(),
+            memory: None,
         })
     }
 
@@ -493,6 +503,7 @@ impl Worker {
             elapsed_ms: now_ms() - started,
             files: vec![file_loaded(file, loaded)],
             wasm_memory: wasm_memory(),
+            memory: None,
         })
     }
 

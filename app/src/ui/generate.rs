@@ -11,9 +11,9 @@ use leptos::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::{Clamped, JsCast, JsValue};
-use web::memory::{self, MemoryEstimate};
 use web::protocol::vocabulary::a1111::Parameters;
-use web::protocol::{GenerationParams, Limits, Precision, Request, Response, SchedulerKind};
+use web::protocol::vocabulary::memory;
+use web::protocol::{GenerationParams, Limits, Request, Response, SchedulerKind};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData, KeyboardEvent};
 
 use super::gallery::{GalleryState, blob_url, revoke};
@@ -286,16 +286,19 @@ pub fn GeneratePanel(
     let preview_step = RwSignal::new(None::<u32>);
     let preview_canvas = NodeRef::<Canvas>::new();
 
+    // What the loaded models need at this size (nothing to say before they load).
     let estimate = Memo::new(move |_| {
         let (width, height) = (settings.width.get(), settings.height.get());
-        let loaded = session.models.with(|models| {
-            models.as_ref().map(|models| (models.precision == Precision::F16, models.controlnets.len()))
-        });
-        let (f16, controlnets) = loaded.unwrap_or_else(|| (info.shader_f16, units.enabled_count()));
-        memory::estimate(width, height, f16, controlnets)
+        session.models.with(|models| {
+            let profile = models.as_ref()?.memory.as_ref()?;
+            Some(memory::estimate(profile, width, height, units.enabled_count()))
+        })
     });
     let (max_buffer, max_binding) = (info.max_buffer_size, info.max_storage_buffer_binding_size);
-    let refusal = Memo::new(move |_| memory::check(&estimate.get(), max_buffer, max_binding).err());
+    let refusal = Memo::new(move |_| {
+        estimate
+            .with(|estimate| estimate.as_ref().and_then(|e| memory::check(e, max_buffer, max_binding).err()))
+    });
 
     // Why Generate cannot run now, if it cannot.
     let blocked = Memo::new(move |_| -> Option<String> {
@@ -510,9 +513,11 @@ pub fn GeneratePanel(
                 ></textarea>
             </label>
             <SettingsFields settings last_seed on_reuse_seed=Callback::new(move |()| reuse_seed()) />
-            <p class="memory" data-testid="memory-estimate" title="SD1.5 at this size, roughly">
-                {move || estimate.with(MemoryEstimate::summary)}
-            </p>
+            {move || estimate.with(|estimate| estimate.as_ref().map(|estimate| view! {
+                <p class="memory" data-testid="memory-estimate" title="The loaded models at this size, roughly">
+                    {estimate.summary()}
+                </p>
+            }))}
             {move || refusal.get().map(|message| view! {
                 <p class="warning" data-testid="memory-refusal" role="alert">{message}</p>
             })}

@@ -14,6 +14,7 @@ mod progress;
 
 use leptos::prelude::*;
 use web::models::{CANNY, HUB, Pinned, SCRIBBLE, SD15, SHAPES, parse_base_url, parse_spec};
+use web::protocol::vocabulary::memory::Profile;
 use web::protocol::vocabulary::{Named, shapes};
 use web::protocol::{FileLoaded, ModelRef, ModelSet, Precision, Request, Response};
 
@@ -190,12 +191,13 @@ struct Choice {
 }
 
 impl Choice {
-    fn loaded(&self, precision: Precision) -> LoadedModels {
+    fn loaded(&self, precision: Precision, memory: Option<Profile>) -> LoadedModels {
         LoadedModels {
             pipeline: self.models.pipeline.source.repo.clone(),
             controlnets: self.models.controlnets.iter().map(model_name).collect(),
             preprocessors: self.preprocessors.clone(),
             precision,
+            memory,
         }
     }
 
@@ -347,11 +349,11 @@ pub fn ModelsPanel(
                     }
                 })
             }
-            Response::ModelLoaded { id, elapsed_ms, files, .. } if *id == current => {
+            Response::ModelLoaded { id, elapsed_ms, files, memory, .. } if *id == current => {
                 progress.finish(files);
                 automatic.set_value(false);
                 let Some(choice) = last.get_value() else { return };
-                session.models.set(Some(choice.loaded(precision)));
+                session.models.set(Some(choice.loaded(precision, memory.clone())));
                 let (fetched, cached) = sum_sources(files);
                 state.set(LoadState::Loaded {
                     label: choice.label.clone(),

@@ -187,11 +187,14 @@ pub fn TrainHere(
                     Err(message) => status.set(Status::Failed(message)),
                 }
             }
-            Response::ControlNetAdded { id: r, name, preprocessor } if *r == id => {
+            Response::ControlNetAdded { id: r, name, preprocessor, weight_bytes } if *r == id => {
                 session.models.update(|models| {
                     if let Some(models) = models {
                         models.controlnets.push(name.clone());
                         models.preprocessors.push(preprocessor.control_kind().map(str::to_owned));
+                        if let Some(memory) = &mut models.memory {
+                            memory.controlnet_weight_bytes.push(*weight_bytes);
+                        }
                     }
                 });
                 added.set(Some(name.clone()));

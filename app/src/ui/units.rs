@@ -410,6 +410,7 @@ mod tests {
             controlnets: names.iter().map(|name| name.to_string()).collect(),
             preprocessors: preprocessors.iter().map(|p| p.map(str::to_owned)).collect(),
             precision: Precision::F32,
+            memory: None,
         }
     }
 

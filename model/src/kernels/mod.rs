@@ -275,6 +275,13 @@ pub fn try_attention_with(
 
 pub use flash::default_rows as default_flash_rows;
 
+/// Whether [`attention`] over heads of `dim` in `dtype` runs as flash attention on `device` (no
+/// score matrix in memory) rather than burn's chunked scores.
+pub fn flash_runs(device: &Device, dim: usize, dtype: burn::tensor::FloatDType) -> bool {
+    let q = Tensor::<3>::zeros([1, 1, dim], device).cast(dtype);
+    selected().attention == AttentionKernel::Flash && flash::flash_applies(&q, &q)
+}
+
 /// [`AttentionKernel::Flash`] with `rows` queries per invocation (1 to 4; the benchmark compares
 /// them), or `None` where it cannot run.
 pub fn try_flash_attention_rows(

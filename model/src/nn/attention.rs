@@ -7,9 +7,9 @@ use burn::tensor::activation::softmax;
 
 use super::ops;
 
-/// The most bytes one chunk of attention scores may take. WebGPU's default storage binding is
-/// 128 MiB; half of it leaves room for the softmax's temporaries.
-pub const MAX_SCORE_BYTES: usize = 64 << 20;
+/// The most bytes one chunk of attention scores may take (64 MiB: half WebGPU's default storage
+/// binding, leaving room for the softmax's temporaries; the page's estimate reads the same constant).
+pub const MAX_SCORE_BYTES: usize = vocabulary::memory::MAX_SCORE_BYTES as usize;
 
 /// `softmax(q·kᵀ / √d) · v`, as `torch.nn.functional.scaled_dot_product_attention` without a mask.
 ///

@@ -22,7 +22,10 @@ pub use blocks::{
     UpDecoderBlock,
 };
 pub use config::{SampleSize, VaeConfig};
-pub use tiling::{DecodePlan, MAX_BUFFER_BYTES, TILE_OVERLAP_FACTOR, decode_peak_bytes, plan_decode};
+pub use tiling::{
+    DecodePlan, MAX_BUFFER_BYTES, TILE_OVERLAP_FACTOR, decode_peak_bytes, decoder_elements_per_latent,
+    plan_decode,
+};
 
 use crate::Precision;
 use crate::nn::ops;

@@ -12,8 +12,9 @@ use burn::tensor::{DType, FloatDType};
 use super::{AutoencoderKL, VaeConfig};
 use crate::nn::attention::MAX_SCORE_BYTES;
 
-/// WebGPU's default `maxStorageBufferBindingSize`: 128 MiB.
-pub const MAX_BUFFER_BYTES: usize = 128 << 20;
+/// WebGPU's default `maxStorageBufferBindingSize`: 128 MiB (the page's estimate reads the same
+/// constant).
+pub const MAX_BUFFER_BYTES: usize = vocabulary::memory::MAX_BUFFER_BYTES as usize;
 
 /// diffusers' `tile_overlap_factor`: neighbouring tiles share a quarter of their size.
 pub const TILE_OVERLAP_FACTOR: f64 = 0.25;
@@ -44,6 +45,24 @@ pub fn decode_peak_bytes(config: &VaeConfig, latent_h: usize, latent_w: usize, d
     peak_bytes(config, 1, latent_h, latent_w, dtype_bytes)
 }
 
+/// The decoder's widest activation, in elements per latent pixel: every activation's channels
+/// times the pixels one latent becomes at its level (SD1.5: 256 channels at 8 × 8, 16 384).
+pub fn decoder_elements_per_latent(config: &VaeConfig) -> usize {
+    let reversed: Vec<usize> = config.block_out_channels.iter().rev().copied().collect();
+    let mut pixels = 1;
+    // conv_in's input and output, the mid block's activations.
+    let mut elements = config.latent_channels.max(reversed[0]);
+    for (i, &out) in reversed.iter().enumerate() {
+        let input = if i == 0 { out } else { reversed[i - 1] };
+        elements = elements.max(input.max(out) * pixels);
+        if i + 1 < reversed.len() {
+            pixels *= 4;
+            elements = elements.max(out * pixels);
+        }
+    }
+    elements.max(config.out_channels * pixels)
+}
+
 fn peak_bytes(
     config: &VaeConfig,
     batch: usize,
@@ -51,20 +70,7 @@ fn peak_bytes(
     latent_w: usize,
     dtype_bytes: usize,
 ) -> usize {
-    let reversed: Vec<usize> = config.block_out_channels.iter().rev().copied().collect();
-    let (mut h, mut w) = (latent_h, latent_w);
-    // conv_in's input and output, the mid block's activations.
-    let mut elements = config.latent_channels.max(reversed[0]) * h * w;
-    for (i, &out) in reversed.iter().enumerate() {
-        let input = if i == 0 { out } else { reversed[i - 1] };
-        elements = elements.max(input.max(out) * h * w);
-        if i + 1 < reversed.len() {
-            (h, w) = (2 * h, 2 * w);
-            elements = elements.max(out * h * w);
-        }
-    }
-    elements = elements.max(config.out_channels * h * w);
-    let activations = batch * elements * dtype_bytes;
+    let activations = batch * decoder_elements_per_latent(config) * latent_h * latent_w * dtype_bytes;
     let scores = if config.mid_block_add_attention {
         attention_chunk_bytes(batch, latent_h * latent_w, latent_h * latent_w)
     } else {
