@@ -2,8 +2,9 @@
 // Hub (hub.mjs) in chunks, through the IndexedDB cache, straight onto the device, and computes
 // what diffusers computed. A reload loads from the cache alone; a connection cut mid-file resumes;
 // a corrupted cached chunk is noticed and fetched again; a 500 from the hub is retried; bytes
-// corrupted on the way fail the SHA-256 check and nothing of them stays cached; without storage
-// quota the weights load uncached; a gigabyte file streams through in bounded wasm memory.
+// corrupted on the way fail the SHA-256 check and nothing of them stays cached; IndexedDB
+// refusing a write mid-file leaves no half-file and the load completes; without IndexedDB, or
+// without storage quota, the weights load uncached and the worker says why; a gigabyte file streams through in bounded wasm memory.
 //
 // The test drives the worker directly (its typed protocol as JSON), from a page of the same
 // origin as the site, so that what it measures is the worker's alone.
@@ -283,6 +284,85 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       assert.equal(await fetched(), weightsSize);
       assert.ok(weights.stored && !weights.unverified);
       await checkOutput(page, 'after a corrupted download');
+    });
+
+    await t.test('(i) IndexedDB refusing a chunk mid-file (QuotaExceededError): the load completes uncached, no half-file stays', async () => {
+      // The worker's IndexedDB throws QuotaExceededError from the fourth weights chunk on, as a
+      // full disk does mid-write (the storage estimate said there was room).
+      const worker = page.workers()[0];
+      await worker.evaluate(() => {
+        const put = IDBObjectStore.prototype.put;
+        let chunks = 0;
+        self.restoreIndexedDb = () => {
+          IDBObjectStore.prototype.put = put;
+        };
+        IDBObjectStore.prototype.put = function (...args) {
+          if (this.name === 'chunks-v1' && String(args[1]).includes('/unet/diffusion') && ++chunks > 3) {
+            throw new DOMException('the test filled the disk', 'QuotaExceededError');
+          }
+          return put.apply(this, args);
+        };
+      });
+      await models.reset();
+      const { weights, cacheProblems } = await loadUNet(page, 'quota-mid');
+      const problem = cacheProblems.find((m) => m.file === WEIGHTS);
+      console.log('cache problem mid-file:', JSON.stringify(problem));
+      assert.ok(problem?.quota_exceeded, 'the worker says the quota ran out');
+      assert.ok(!weights.stored, 'not stored');
+      assert.equal(weights.fetched_bytes, weightsSize, 'the whole file came from the network, once');
+      await checkOutput(page, 'after a write refused mid-file');
+      const records = await page.evaluate(
+        (prefix) =>
+          new Promise((done, fail) => {
+            const open = indexedDB.open('controlnet-weights');
+            open.onerror = () => fail(open.error);
+            open.onsuccess = () => {
+              const db = open.result;
+              const tx = db.transaction(['chunks-v1', 'files-v1'], 'readonly');
+              const keys = { chunks: [], files: [] };
+              tx.objectStore('chunks-v1').getAllKeys().onsuccess = (e) => (keys.chunks = e.target.result);
+              tx.objectStore('files-v1').getAllKeys().onsuccess = (e) => (keys.files = e.target.result);
+              tx.oncomplete = () => {
+                db.close();
+                done({
+                  chunks: keys.chunks.filter((k) => k.startsWith(prefix)),
+                  files: keys.files.filter((k) => k.startsWith(prefix)),
+                });
+              };
+            };
+          }),
+        `test/tiny@quota-mid/${WEIGHTS}`,
+      );
+      assert.deepEqual(records, { chunks: [], files: [] }, 'no half-file is left in the cache');
+      // With room again, the next load fetches and stores it whole.
+      await worker.evaluate(() => self.restoreIndexedDb());
+      await models.reset();
+      const again = await loadUNet(page, 'quota-mid');
+      assert.equal(again.weights.cached_bytes, 0);
+      assert.ok(again.weights.stored && !again.weights.unverified);
+    });
+
+    await t.test('(j) without IndexedDB (blocked, private mode) the weights load from the network, and the worker says so', async () => {
+      const worker = page.workers()[0];
+      await worker.evaluate(() => {
+        const open = IDBFactory.prototype.open;
+        self.restoreIndexedDbOpen = () => {
+          IDBFactory.prototype.open = open;
+        };
+        IDBFactory.prototype.open = function () {
+          throw new DOMException('The user denied permission to access the database.', 'SecurityError');
+        };
+      });
+      await models.reset();
+      const { weights, cacheProblems } = await loadUNet(page, 'main');
+      console.log('without IndexedDB:', JSON.stringify(cacheProblems));
+      const problem = cacheProblems.find((m) => m.file === '');
+      assert.match(problem?.message ?? '', /The weights cache cannot be opened \(.*SecurityError.*\): nothing will be cached/);
+      assert.equal(weights.cached_bytes, 0);
+      assert.equal(weights.fetched_bytes, weightsSize);
+      assert.ok(!weights.stored);
+      await checkOutput(page, 'without IndexedDB');
+      await worker.evaluate(() => self.restoreIndexedDbOpen());
     });
   } catch (error) {
     console.log(browser.logs.join('\n'));

@@ -144,7 +144,7 @@ pub async fn load_pipeline(
     device: &Device,
 ) -> Result<(Models, Vec<FileLoaded>), String> {
     let sources = std::iter::once(&set.pipeline).chain(&set.controlnets);
-    let cache = if sources.clone().any(|m| m.source.cache) { open_cache().await } else { None };
+    let cache = if sources.clone().any(|m| m.source.cache) { open_cache(id).await } else { None };
     let remote = remote_files(sources).await;
     post(&Response::LoadPlan { id, files: plan(cache.as_ref(), set, &remote).await });
 
@@ -365,13 +365,21 @@ fn file_key(source: &ModelSource, path: &str) -> FileKey {
     FileKey { repo: source.repo.clone(), revision: source.revision.clone(), file: path.to_owned() }
 }
 
-/// The weights cache, or `None` when the browser has none (the models then load from the
-/// network only; the console says why).
-pub async fn open_cache() -> Option<Cache> {
+/// The weights cache, or `None` when the browser has none (IndexedDB blocked, private mode):
+/// request `id`'s models then load from the network only, and a `CacheUnavailable` for no one
+/// file says why.
+pub async fn open_cache(id: u32) -> Option<Cache> {
     match Cache::open().await {
         Ok(cache) => Some(cache),
         Err(e) => {
-            web_sys::console::warn_1(&format!("weights will not be cached: {e}").into());
+            post(&Response::CacheUnavailable {
+                id,
+                file: String::new(),
+                needed: 0,
+                available: None,
+                quota_exceeded: matches!(e, CacheError::QuotaExceeded(_)),
+                message: format!("The weights cache cannot be opened ({e}): nothing will be cached."),
+            });
             None
         }
     }

@@ -307,6 +307,7 @@ pub enum Response {
     /// will be downloaded again next time.
     CacheUnavailable {
         id: u32,
+        /// The file that will not be cached; empty when no file will (the cache cannot be opened).
         file: String,
         /// The space the file needs and what the browser says is free, in bytes.
         needed: u64,

@@ -415,7 +415,7 @@ impl Worker {
         let started = now_ms();
         // A new model replaces the old one: free its memory first.
         self.unet.borrow_mut().take();
-        let cache = if source.cache { open_cache().await } else { None };
+        let cache = if source.cache { open_cache(id).await } else { None };
         let mut config = Vec::new();
         let config_loaded =
             fetch_file(id, source, cache.as_ref(), config_file, config_file, None, &mut |bytes| {
@@ -489,7 +489,7 @@ impl Worker {
     ) -> Result<Response, String> {
         let device = self.device().await?;
         let started = now_ms();
-        let cache = if source.cache { open_cache().await } else { None };
+        let cache = if source.cache { open_cache(id).await } else { None };
         let remote = remote_file(source, file).await;
         let mut loader = StreamLoader::new(&device, precision, &[], &[]);
         let loaded = fetch_file(id, source, cache.as_ref(), file, file, remote.as_ref(), &mut |bytes| {
