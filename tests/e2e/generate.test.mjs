@@ -3,8 +3,8 @@
 // image, generate 2 steps at 64×64, and get the image the native pipeline makes for the same seed
 // and settings (`controlnet generate` on the CPU backend). Then: Cancel stops a long run midway and
 // the next run succeeds; two control units steer one image together (again equal to the CLI's);
-// a worker crash (a lost device) is reported and recovered from by a restart that reloads the
-// models; the gallery and the prompt survive a reload; the gallery's download is a PNG whose `parameters`
+// the GPU device destroyed mid-generation is reported and recovered from by a restart that reloads
+// the models; the gallery and the prompt survive a reload; the gallery's download is a PNG whose `parameters`
 // text chunk carries the settings. A screenshot of each state goes to tests/artifacts/, and the
 // time per step in Chromium (SwiftShader) is printed as one JSON line.
 import { test, before, after } from 'node:test';
@@ -204,20 +204,48 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     await page.getByTestId('result-image').evaluate((img) => img.decode());
     await shot(page, ['control-units', 'result'], 'generate-readme');
 
-    // A crash (what a lost GPU device or an out-of-memory trap does to the worker): the page says
-    // so, a restart reloads the models, nothing typed is lost, and the next run gives the same image.
+    // The GPU device really lost mid-generation (what a driver reset or a GPU unplugged does): the
+    // worker's GPUDevice, found through the calls it makes, is destroyed while a run is going. The
+    // page says so, a restart reloads the models, nothing typed is lost, and the next run gives
+    // the same image.
+    const gpuWorkers = [];
     for (const worker of page.workers()) {
       // The GPU workers (the generator's and the device check's), by the name the page gives them.
-      if ((await worker.evaluate(() => self.name)) !== 'worker') continue;
-      await worker.evaluate(() => setTimeout(() => {
-        throw new Error('GPU device lost (simulated by the test)');
-      }));
+      if ((await worker.evaluate(() => self.name)) === 'worker') gpuWorkers.push(worker);
     }
+    for (const worker of gpuWorkers) {
+      await worker.evaluate(() => {
+        self.gpuDevices = new Set();
+        for (const method of ['createCommandEncoder', 'createBindGroup']) {
+          const original = GPUDevice.prototype[method];
+          GPUDevice.prototype[method] = function (...args) {
+            self.gpuDevices.add(this);
+            return original.apply(this, args);
+          };
+        }
+      });
+    }
+    await set(page, 'steps', 50);
+    await page.getByTestId('generate').click();
+    await until(() => page.getByTestId('generate-progress').getAttribute('data-step'), (s) => Number(s) >= 1, 'a first step');
+    let destroyed = 0;
+    for (const worker of gpuWorkers) {
+      destroyed += await worker.evaluate(() => {
+        for (const device of self.gpuDevices) device.destroy();
+        return self.gpuDevices.size;
+      });
+    }
+    assert.ok(destroyed >= 1, "the generator's device was found and destroyed");
+    assert.equal(await until(() => state(page), (s) => s !== 'running', 'the run to end'), 'error');
     await page.getByTestId('gpu-failure').waitFor({ timeout: TIMEOUT_MS });
     await screenshot(page, 'generate-7-crashed');
+    const lost = await page.getByTestId('gpu-failure').textContent();
+    console.log(`device destroyed mid-run, at step ${await page.getByTestId('generate-progress').getAttribute('data-step')}: ${lost}`);
+    assert.match(lost, /The GPU worker stopped: the GPU device was lost \(/);
     await page.getByTestId('gpu-restart').click();
     await until(() => page.getByTestId('models-status').getAttribute('data-state'), (s) => s === 'loaded', 'the reload');
     assert.equal(await page.getByTestId('prompt').inputValue(), SETTINGS.prompt);
+    await set(page, 'steps', SETTINGS.steps);
     await generate(page);
     assert.ok((await psnr(page, twoUnits)).db >= MIN_PSNR_DB, 'after a restart, the same image');
 

@@ -14,7 +14,7 @@ use model::vocabulary::a1111::{Parameters, UnitText};
 use crate::image;
 use crate::load::Models;
 use crate::protocol::{Response, UnitParams};
-use crate::worker::{now_ms, post, yield_now};
+use crate::worker::{gpu_failure, now_ms, post, yield_now};
 
 /// Checks a request against the loaded models (`controlnets`: how many are loaded) and the
 /// limits every generation shares. Messages are meant for the user and name the unit (1-based,
@@ -108,7 +108,9 @@ pub async fn generate(
     while !run.is_done() {
         run.step();
         // Wait for the step (and let a Cancel in).
-        run.latents().clone().into_data_async().await.map_err(|e| format!("the GPU failed: {e:?}"))?;
+        if let Err(e) = run.latents().clone().into_data_async().await {
+            return Err(gpu_failure(device, e).await);
+        }
         yield_now().await;
         let step = run.steps_done() as u32;
         post(&Response::GenerateProgress { id, step, total, elapsed_ms: now_ms() - started });
@@ -117,15 +119,20 @@ pub async fn generate(
             return Ok(Response::Cancelled { id, step });
         }
         if wants_preview(step, total, preview_every) {
-            let (w, h, rgb) =
-                to_rgb8(latent_preview(run.latents().clone())).await.map_err(|e| e.to_string())?;
+            let (w, h, rgb) = match to_rgb8(latent_preview(run.latents().clone())).await {
+                Ok(preview) => preview,
+                Err(e) => return Err(gpu_failure(device, e).await),
+            };
             post(&Response::Preview { id, step, width: w as u32, height: h as u32, rgb });
         }
     }
     let denoised_ms = now_ms() - started;
     let image = models.pipeline.decode(run.into_latents());
     drop(control);
-    let (w, h, rgb) = to_rgb8(image).await.map_err(|e| e.to_string())?;
+    let (w, h, rgb) = match to_rgb8(image).await {
+        Ok(image) => image,
+        Err(e) => return Err(gpu_failure(device, e).await),
+    };
     let elapsed_ms = now_ms() - started;
 
     let parameters = parameters(models, request, units);

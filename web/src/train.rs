@@ -19,6 +19,7 @@ use world::dataset::Spec;
 
 use crate::load::Models;
 use crate::protocol::{ConvInit, GenerationParams, Response, TrainSettings, UnitSettings};
+use crate::worker::gpu_failure;
 
 /// Probe rows: held-out examples of the world (its seed is the run's + 1, which the run never
 /// draws from).
@@ -110,7 +111,10 @@ impl Training {
         let step = self.trainer.step_count();
         let (example, _) =
             micro_batch(&models.pipeline, &self.pairs, &self.sampling, step, 0).map_err(|e| e.to_string())?;
-        let read = self.trainer.step(&[example]).read().await.map_err(|e| e.to_string())?;
+        let read = match self.trainer.step(&[example]).read().await {
+            Ok(read) => read,
+            Err(e) => return Err(gpu_failure(&models.pipeline.device(), e).await),
+        };
         let done = self.trainer.step_count();
         if !read.loss.is_finite() {
             return Err(model::train::TrainError::Diverged { step: done }.to_string());
@@ -214,6 +218,8 @@ async fn generate(
         .pipeline
         .generate(&params, &units, |_| std::ops::ControlFlow::Continue(()))
         .map_err(|e| e.to_string())?;
-    let (_, _, rgb) = to_rgb8(image.cast(FloatDType::F32)).await.map_err(|e| e.to_string())?;
-    Ok(rgb)
+    match to_rgb8(image.cast(FloatDType::F32)).await {
+        Ok((_, _, rgb)) => Ok(rgb),
+        Err(e) => Err(gpu_failure(device, e).await),
+    }
 }

@@ -547,6 +547,32 @@ impl Worker {
     }
 }
 
+/// The message for a GPU operation that failed with `error`. A lost device (a driver reset, a GPU
+/// that went away, `GPUDevice.destroy()`) first shows as whatever the operation in flight saw — a
+/// read-back whose staging buffer cannot be mapped — so the device is asked again with the
+/// smallest read-back: if that fails too, the device is gone, and the message says so in the
+/// words the page recognises (it then offers to restart the worker).
+pub async fn gpu_failure(device: &Device, error: impl std::fmt::Display) -> String {
+    // burn's errors nest ("… Caused by: …") and end with a backtrace: their innermost cause.
+    let cause = |text: String| {
+        let meaningful = |line: &&str| {
+            let line = line.trim();
+            !line.is_empty()
+                && line != "Caused by:"
+                && !line.starts_with("Backtrace")
+                && !line.starts_with("No backtrace")
+        };
+        text.lines().rfind(meaningful).unwrap_or_default().trim().to_owned()
+    };
+    match BurnTensor::<1>::zeros([1], device).into_data_async().await {
+        Ok(_) => format!("the GPU failed: {}", cause(error.to_string())),
+        Err(lost) => match (cause(lost.to_string()), cause(error.to_string())) {
+            (lost, first) if lost == first => format!("the GPU device was lost ({lost})"),
+            (lost, first) => format!("the GPU device was lost ({lost}; first: {first})"),
+        },
+    }
+}
+
 /// `CacheContents`: what the cache holds, after deleting `delete`'s files first when given
 /// (`Some(None)`: everything). An `Error` when the cache cannot be opened or read.
 async fn cache_contents(id: u32, delete: Option<Option<&str>>) -> Response {
