@@ -16,10 +16,7 @@ use std::fmt;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{
-    DomException, IdbDatabase, IdbObjectStore, IdbOpenDbRequest, IdbRequest, IdbTransaction,
-    IdbTransactionMode,
-};
+use web_sys::{DomException, IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
 
 pub const DATABASE: &str = "controlnet-gallery";
 const VERSION: u32 = 1;
@@ -129,9 +126,15 @@ fn get(value: &JsValue, name: &str) -> JsValue {
     Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
 }
 
-/// The open gallery database.
+/// The open gallery database; its connection closes when it is dropped.
 pub struct GalleryDb {
     db: IdbDatabase,
+}
+
+impl Drop for GalleryDb {
+    fn drop(&mut self) {
+        self.db.close();
+    }
 }
 
 impl GalleryDb {
@@ -142,31 +145,9 @@ impl GalleryDb {
             .indexed_db()
             .map_err(|e| GalleryError::Unavailable(GalleryError::from_js(&e).to_string()))?
             .ok_or_else(|| GalleryError::Unavailable("no indexedDB in this context".into()))?;
-        let open: IdbOpenDbRequest =
-            factory.open_with_u32(DATABASE, VERSION).map_err(|e| GalleryError::from_js(&e))?;
-        let upgrade = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
-            let Some(request) = event.target().and_then(|t| t.dyn_into::<IdbOpenDbRequest>().ok()) else {
-                return;
-            };
-            let Ok(db) = request.result().and_then(|db| db.dyn_into::<IdbDatabase>()) else {
-                return;
-            };
-            // Stores of older layouts go; this version's is created.
-            let names = db.object_store_names();
-            for i in 0..names.length() {
-                if let Some(name) = names.item(i).filter(|n| n != IMAGES) {
-                    let _ = db.delete_object_store(&name);
-                }
-            }
-            if !db.object_store_names().contains(IMAGES) {
-                let _ = db.create_object_store(IMAGES);
-            }
-        });
-        open.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
-        let db = request(&open).await;
-        open.set_onupgradeneeded(None);
-        drop(upgrade);
-        let db: IdbDatabase = db?.dyn_into().map_err(|_| GalleryError::Malformed("the database".into()))?;
+        let db = web::idb::open(&factory, DATABASE, VERSION, &[IMAGES])
+            .await
+            .map_err(|e| GalleryError::from_js(&e))?;
         Ok(GalleryDb { db })
     }
 

@@ -15,6 +15,7 @@ import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { hub, syntheticSafetensors } from './hub.mjs';
 import { launch } from './browser.mjs';
+import { until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -363,6 +364,48 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       assert.ok(!weights.stored);
       await checkOutput(page, 'without IndexedDB');
       await worker.evaluate(() => self.restoreIndexedDbOpen());
+    });
+
+    await t.test('(k) another tab upgrading the cache mid-load is not blocked: this load closes its connection and completes uncached', async () => {
+      // A newer build in another tab opens the weights database at a higher version while this
+      // worker is writing a (throttled) file into it.
+      await models.reset();
+      await models.fault(WEIGHTS_KEY, 'slow', { bps: Math.round(weightsSize / 6) });
+      const loading = loadUNet(page, 'upgrade');
+      await until(
+        () => page.evaluate(() => window.messages.filter((m) => m.type === 'DownloadProgress' && m.bytes > 0).length),
+        (n) => n > 2,
+        'the load to be writing',
+      );
+      const other = await browser.context.newPage();
+      await other.goto(`${site.url}weights-test`);
+      const upgrade = await other.evaluate(
+        () =>
+          new Promise((done, fail) => {
+            const started = performance.now();
+            const open = indexedDB.open('controlnet-weights', 1000);
+            const timer = setTimeout(() => done({ blocked: true }), 20_000);
+            open.onsuccess = () => {
+              clearTimeout(timer);
+              open.result.close();
+              done({ blocked: false, ms: performance.now() - started });
+            };
+            open.onerror = () => fail(open.error);
+          }),
+      );
+      await other.close();
+      console.log(`the other tab's upgrade: ${JSON.stringify(upgrade)}`);
+      assert.equal(upgrade.blocked, false, "the worker's open connection gave way");
+      const { weights, cacheProblems } = await loading;
+      console.log('after the upgrade elsewhere:', JSON.stringify(cacheProblems));
+      assert.ok(cacheProblems.some((m) => m.file === WEIGHTS), 'the worker says the file will not be cached');
+      assert.ok(!weights.stored);
+      await checkOutput(page, 'after an upgrade in another tab');
+      // The next load meets the newer database: it says the cache cannot be opened, and loads.
+      await models.reset();
+      const next = await loadUNet(page, 'main');
+      assert.match(next.cacheProblems.find((m) => m.file === '')?.message ?? '', /The weights cache cannot be opened \(.*VersionError/);
+      await page.evaluate(() => new Promise((done) => (indexedDB.deleteDatabase('controlnet-weights').onsuccess = done)));
     });
   } catch (error) {
     console.log(browser.logs.join('\n'));

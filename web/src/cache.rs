@@ -15,8 +15,8 @@ use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{
-    DomException, IdbDatabase, IdbObjectStore, IdbOpenDbRequest, IdbRequest, IdbTransaction,
-    IdbTransactionMode, WorkerGlobalScope,
+    DomException, IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode,
+    WorkerGlobalScope,
 };
 
 use crate::protocol::{CachedFile, CachedModel};
@@ -160,9 +160,16 @@ fn get(value: &JsValue, name: &str) -> JsValue {
     Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
 }
 
-/// The open weights database.
+/// The open weights database; its connection closes when it is dropped (a connection left open
+/// until the garbage collector finds it would block another tab's upgrade).
 pub struct Cache {
     db: IdbDatabase,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.db.close();
+    }
 }
 
 impl Cache {
@@ -173,33 +180,9 @@ impl Cache {
             .indexed_db()
             .map_err(|e| CacheError::Unavailable(CacheError::from_js(&e).to_string()))?
             .ok_or_else(|| CacheError::Unavailable("no indexedDB in this context".into()))?;
-        let open: IdbOpenDbRequest =
-            factory.open_with_u32(DATABASE, VERSION).map_err(|e| CacheError::from_js(&e))?;
-        let upgrade = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
-            let Some(request) = event.target().and_then(|t| t.dyn_into::<IdbOpenDbRequest>().ok()) else {
-                return;
-            };
-            let Ok(db) = request.result().and_then(|db| db.dyn_into::<IdbDatabase>()) else {
-                return;
-            };
-            // Stores of older layouts go; this version's are created.
-            let names = db.object_store_names();
-            for i in 0..names.length() {
-                if let Some(name) = names.item(i).filter(|n| n != CHUNKS && n != FILES) {
-                    let _ = db.delete_object_store(&name);
-                }
-            }
-            for store in [CHUNKS, FILES] {
-                if !db.object_store_names().contains(store) {
-                    let _ = db.create_object_store(store);
-                }
-            }
-        });
-        open.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
-        let db = request(&open).await;
-        open.set_onupgradeneeded(None);
-        drop(upgrade);
-        let db: IdbDatabase = db?.dyn_into().map_err(|_| CacheError::Malformed("the database".into()))?;
+        let db = crate::idb::open(&factory, DATABASE, VERSION, &[CHUNKS, FILES])
+            .await
+            .map_err(|e| CacheError::from_js(&e))?;
         Ok(Cache { db })
     }
 

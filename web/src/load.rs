@@ -432,12 +432,19 @@ pub async fn fetch_file(
             needed: p.needed,
             available: p.available,
             quota_exceeded: matches!(p.error, CacheError::QuotaExceeded(_)),
-            message: format!(
-                "{label} will load without being cached ({:.1} MiB needed{}): {}",
-                p.needed as f64 / MIB,
-                p.available.map(|free| format!(", {:.1} MiB free", free as f64 / MIB)).unwrap_or_default(),
-                p.error
-            ),
+            // Space is named only where space is the problem.
+            message: if matches!(p.error, CacheError::QuotaExceeded(_)) {
+                format!(
+                    "{label} will load without being cached ({:.1} MiB needed{}): {}",
+                    p.needed as f64 / MIB,
+                    p.available
+                        .map(|free| format!(", {:.1} MiB free", free as f64 / MIB))
+                        .unwrap_or_default(),
+                    p.error
+                )
+            } else {
+                format!("{label} will load without being cached: {}", p.error)
+            },
         })
     };
     download::load_file(job, &mut on_progress, &mut on_cache_problem, consume).await
