@@ -59,17 +59,18 @@ pub fn profile(
     let (unet_elements, unet_largest) = parameters(unet);
     let (text_elements, text_largest) = parameters(text_encoder);
     let (vae_elements, vae_largest) = parameters(vae);
-    let mut largest = [
+    let controlnets: Vec<_> = controlnets.iter().map(|c| parameters(*c)).collect();
+    // The largest weight of them all (the first of equals, in this order).
+    let (bytes, path, part) = [
         (unet_largest, precision, "UNet"),
         (text_largest, precision, "text encoder"),
         (vae_largest, vae_precision, "VAE"),
     ]
     .into_iter()
-    .chain(controlnets.iter().map(|c| (parameters(*c).1, precision, "ControlNet")))
+    .chain(controlnets.iter().map(|(_, largest)| (largest.clone(), precision, "ControlNet")))
     .map(|((elements, path), precision, part)| (elements * precision.bytes(), path, part))
-    .collect::<Vec<_>>();
-    largest.sort_by_key(|(bytes, ..)| std::cmp::Reverse(*bytes));
-    let (bytes, path, part) = largest.swap_remove(0);
+    .reduce(|best, next| if next.0 > best.0 { next } else { best })
+    .expect("a pipeline has weights");
     let name = if path.ends_with("token_embedding.weight") {
         format!("the {part}'s token embedding")
     } else {
@@ -78,7 +79,10 @@ pub fn profile(
     Profile {
         pipeline_weight_bytes: (unet_elements + text_elements) * precision.bytes()
             + vae_elements * vae_precision.bytes(),
-        controlnet_weight_bytes: controlnets.iter().map(|c| controlnet_weight_bytes(c, precision)).collect(),
+        controlnet_weight_bytes: controlnets
+            .iter()
+            .map(|(elements, _)| elements * precision.bytes())
+            .collect(),
         largest_weight: Weight { bytes, name },
         element_bytes: precision.bytes(),
         vae_element_bytes: vae_precision.bytes(),

@@ -10,7 +10,6 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
 use super::{AutoencoderKL, VaeConfig};
-use crate::nn::attention::MAX_SCORE_BYTES;
 
 /// WebGPU's default `maxStorageBufferBindingSize`: 128 MiB (the page's estimate reads the same
 /// constant).
@@ -39,8 +38,9 @@ pub enum DecodePlan {
 /// The candidates are every activation of the decoder (the widest is usually an upsampler's
 /// output: SD1.5 upsamples 256 channels to full resolution, `[1, 256, 8h, 8w]`) and the
 /// mid-block attention's `[1, hw, hw]` scores, which are f32 whatever the dtype and computed in
-/// chunks of at most [`MAX_SCORE_BYTES`] (see [`crate::nn::attention::attention`]). Convolution
-/// and group-norm temporaries are assumed no larger than the activations they produce.
+/// chunks of at most [`crate::nn::attention::MAX_SCORE_BYTES`] (see
+/// [`crate::nn::attention::attention`]). Convolution and group-norm temporaries are assumed no
+/// larger than the activations they produce.
 pub fn decode_peak_bytes(config: &VaeConfig, latent_h: usize, latent_w: usize, dtype_bytes: usize) -> usize {
     peak_bytes(config, 1, latent_h, latent_w, dtype_bytes)
 }
@@ -72,18 +72,12 @@ fn peak_bytes(
 ) -> usize {
     let activations = batch * decoder_elements_per_latent(config) * latent_h * latent_w * dtype_bytes;
     let scores = if config.mid_block_add_attention {
-        attention_chunk_bytes(batch, latent_h * latent_w, latent_h * latent_w)
+        let pixels = (latent_h * latent_w) as u64;
+        vocabulary::memory::attention_chunk_bytes(batch as u64, pixels, pixels) as usize
     } else {
         0
     };
     activations.max(scores)
-}
-
-/// One chunk of f32 attention scores, as `attention_chunked` sizes it.
-fn attention_chunk_bytes(batch_heads: usize, queries: usize, keys: usize) -> usize {
-    let row_bytes = batch_heads * keys * std::mem::size_of::<f32>();
-    let rows = (MAX_SCORE_BYTES / row_bytes.max(1)).clamp(1, queries.max(1));
-    rows * row_bytes
 }
 
 /// Whole when a whole decode's largest buffer fits `max_buffer_bytes`; otherwise tiles of the
