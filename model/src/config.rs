@@ -228,7 +228,7 @@ impl EncoderConfig {
             heads.check_len(n, "num_attention_heads")?;
         }
         for (i, &channels) in self.block_out_channels.iter().enumerate() {
-            if channels % self.norm_num_groups != 0 {
+            if channels == 0 || !channels.is_multiple_of(self.norm_num_groups) {
                 return Err(ConfigError(format!(
                     "block {i}: {channels} channels do not split into {} groups",
                     self.norm_num_groups
@@ -237,7 +237,7 @@ impl EncoderConfig {
             // Heads matter only where there is attention: the cross-attention blocks, and the mid
             // block (the last block's heads), as diffusers builds them.
             let attends = kinds[i] == BlockKind::CrossAttn || i + 1 == n;
-            if attends && channels % self.heads(i) != 0 {
+            if attends && !channels.is_multiple_of(self.heads(i)) {
                 return Err(ConfigError(format!(
                     "block {i}: {channels} channels do not split into {} heads",
                     self.heads(i)
@@ -406,5 +406,20 @@ mod tests {
             json.replace(r#"["CrossAttnUpBlock2D", "UpBlock2D"]"#, r#"["UpBlock2D", "CrossAttnUpBlock2D"]"#);
         let message = UNetConfig::from_json(&up).unwrap_err().to_string();
         assert!(message.contains("up block 1"), "{message}");
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/configs.rs`): zero heads or groups divided by zero.
+    #[test]
+    fn zero_heads_or_groups_are_refused() {
+        let json = r#"{"block_out_channels": [4, 8], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": 0,
+            "norm_num_groups": 2, "cross_attention_dim": 16}"#;
+        let message = UNetConfig::from_json(json).unwrap_err().to_string();
+        assert!(message.contains("8 channels do not split into 0 heads"), "{message}");
+        let groups = json
+            .replace(r#""attention_head_dim": 0"#, r#""attention_head_dim": 2"#)
+            .replace(r#""norm_num_groups": 2"#, r#""norm_num_groups": 0"#);
+        let message = UNetConfig::from_json(&groups).unwrap_err().to_string();
+        assert!(message.contains("do not split into 0 groups"), "{message}");
     }
 }

@@ -46,13 +46,13 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| NpyError(format!("bad dimension `{s}`"))))
         .collect::<Result<_, _>>()?;
-    let count: usize = shape.iter().product();
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).and_then(|n| n.checked_mul(4));
     let data = &bytes[start + header_len..];
-    if data.len() != count * 4 {
+    if Some(data.len()) != count {
         return Err(NpyError(format!(
             "{} data bytes for shape {shape:?} (expected {})",
             data.len(),
-            count * 4
+            count.map_or_else(|| "more than memory holds".to_owned(), |c| c.to_string())
         )));
     }
     let values = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -93,5 +93,17 @@ mod tests {
         let at = f8.windows(3).position(|w| w == b"<f4").unwrap();
         f8[at + 2] = b'8';
         assert!(read_f32(&f8).unwrap_err().0.contains("<f8"));
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/npy.rs`): dimensions whose product overflows.
+    #[test]
+    fn a_shape_too_large_to_count_is_refused() {
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 4, 7777777777777777777, 9), }";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        let error = read_f32(&bytes).unwrap_err().0;
+        assert!(error.contains("more than memory holds"), "{error}");
     }
 }

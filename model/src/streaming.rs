@@ -23,6 +23,10 @@ use crate::weights::{WeightsError, remap, remap_patterns};
 /// The most header bytes we accept (SD checkpoints have ~100 KiB headers).
 const MAX_HEADER_BYTES: u64 = 100 << 20;
 
+/// The largest tensor the stream accepts: it holds a tensor whole before handing it on, so a
+/// header may not make it reserve more (SD1.5's largest, the token embedding in f32, is 145 MiB).
+pub const MAX_TENSOR_BYTES: u64 = 512 << 20;
+
 /// A tensor's entry in the safetensors header.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorInfo {
@@ -116,9 +120,16 @@ fn parse_header(json: &[u8]) -> Result<Vec<TensorInfo>, WeightsError> {
         let offset =
             |i: usize| offsets.get(i).and_then(|o| o.as_u64()).ok_or_else(|| bad("bad data_offsets"));
         let (start, end) = (offset(0)?, offset(1)?);
-        let elements: u64 = shape.iter().map(|&d| d as u64).product();
-        if end < start || end - start != elements * size {
+        let bytes = shape.iter().try_fold(size, |n, &d| n.checked_mul(d as u64));
+        if end < start || Some(end - start) != bytes {
             return Err(bad("its byte range does not match its shape"));
+        }
+        if end - start > MAX_TENSOR_BYTES {
+            return Err(bad(&format!(
+                "{} MiB, more than a tensor may hold here ({} MiB)",
+                (end - start) >> 20,
+                MAX_TENSOR_BYTES >> 20
+            )));
         }
         tensors.push(TensorInfo { name: name.clone(), dtype, shape, start, end });
     }
@@ -215,6 +226,19 @@ impl SafetensorsStream {
             if self.pending.len() == len {
                 let bytes = std::mem::take(&mut self.pending);
                 on_tensor(TensorBytes { info, bytes })?;
+                self.next += 1;
+            }
+        }
+        // Empty tensors take no bytes: those next in line are complete already (found by
+        // fuzzing: one at the end of a file was never handed out, and the file seemed truncated).
+        if let Some(tensors) = &self.tensors
+            && self.pending.is_empty()
+            && self.skipped == 0
+        {
+            while let Some(info) = tensors.get(self.next).filter(|info| info.start == info.end) {
+                if wanted(info) {
+                    on_tensor(TensorBytes { info, bytes: Vec::new() })?;
+                }
                 self.next += 1;
             }
         }
@@ -430,6 +454,54 @@ impl ModuleMapper for Assign {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    fn stream(bytes: &[u8], chunk: usize) -> Result<Vec<(String, Vec<u8>)>, WeightsError> {
+        let mut stream = SafetensorsStream::new();
+        let mut tensors = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            stream.push(piece, |t| {
+                tensors.push((t.info.name.clone(), t.bytes));
+                Ok(())
+            })?;
+        }
+        stream.finish().map(|()| tensors)
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/safetensors_structured.rs`): an empty tensor last in
+    /// the file was never handed out, so a valid file was called truncated.
+    #[test]
+    fn empty_tensors_anywhere_are_handed_out() {
+        let header = r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},
+            "b":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},
+            "c":{"dtype":"F32","shape":[3,0],"data_offsets":[4,4]}}"#;
+        let bytes = file(header, &[1, 2, 3, 4]);
+        for chunk in [1, 2, 5, bytes.len()] {
+            let names: Vec<_> = stream(&bytes, chunk).unwrap().into_iter().map(|(name, _)| name).collect();
+            assert_eq!(names, ["a", "b", "c"], "chunks of {chunk}");
+        }
+        let only_empty = file(r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#, &[]);
+        assert_eq!(stream(&only_empty, 3).unwrap().len(), 1);
+    }
+
+    /// Headers whose shapes overflow or claim more than a tensor may hold are refused before
+    /// anything is reserved.
+    #[test]
+    fn impossible_shapes_are_refused_from_the_header() {
+        let overflow =
+            file(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#, &[]);
+        assert!(stream(&overflow, 7).unwrap_err().to_string().contains("does not match its shape"));
+        let huge =
+            file(r#"{"a":{"dtype":"F32","shape":[65536,65536],"data_offsets":[0,17179869184]}}"#, &[0; 8]);
+        let error = stream(&huge, 7).unwrap_err().to_string();
+        assert!(error.contains("16384 MiB, more than a tensor may hold here (512 MiB)"), "{error}");
+    }
 
     #[test]
     fn conversion_in_pieces_equals_whole() {

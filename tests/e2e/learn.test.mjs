@@ -8,12 +8,12 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { TIMEOUT_MS, until } from './page.mjs';
+import { SHAPES, TIMEOUT_MS, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
 // The site's copy of the shapes repository (web::models::SHAPES, vocabulary::shapes::LOGS).
-const LOGS = resolve(ROOT, 'public', 'hub', 'controlnet-web', 'shapes', 'resolve', 'v1', 'logs');
+const LOGS = resolve(SHAPES, 'logs');
 
 let site;
 before(async () => {
@@ -62,14 +62,17 @@ test('the Learn view replays the shipped ControlNet runs', { timeout: 5 * 60_000
         await until(() => page.getByTestId('learn-value-step').textContent().catch(() => ''), (t) => t === String(log.at(-1).step), `${run} to open`);
       }
       const convs = log[0].zero_convs.length;
+      // The weight norms: a line per zero convolution, and the hint encoder's last conv where the
+      // log has it (logs from before it was logged do not).
+      const norms = convs + (log.some((line) => line.hint_conv_norm !== undefined) ? 1 : 0);
       const drawn = await until(
         () => lines(page),
-        (l) => l['learn-loss-line']?.[0]?.points === log.length && l['learn-norms-line']?.length === convs,
+        (l) => l['learn-loss-line']?.[0]?.points === log.length && l['learn-norms-line']?.length === norms,
         `${run}'s charts`,
         TIMEOUT_MS,
       );
       assert.deepEqual(drawn['learn-loss-line'].map((l) => l.points), [log.length, log.length], 'loss, raw and smoothed');
-      assert.deepEqual(drawn['learn-norms-line'].map((l) => l.points), Array(convs).fill(log.length), 'a line per zero convolution');
+      assert.deepEqual(drawn['learn-norms-line'].map((l) => l.points), Array(norms).fill(log.length), 'a line per zero convolution (and the hint encoder\'s last conv)');
       assert.deepEqual(drawn['learn-residuals-line'].map((l) => l.points), Array(convs).fill(log.length));
 
       // A step: its values, and the latest sample at or before it.

@@ -1,9 +1,21 @@
 // What the e2e tests do to the page, as a visitor would: wait for it, type, draw, generate, and
 // compare its result with an image made natively.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 // SwiftShader computes on the 2 CPU cores that also run everything else.
 export const TIMEOUT_MS = 180_000;
+
+// The shapes models in the source tree, at the revision `vocabulary::shapes::REVISION` names
+// (read from there: one source of truth for the tests and the crates).
+export const SHAPES = (() => {
+  const root = resolve(import.meta.dirname, '..', '..');
+  const source = readFileSync(resolve(root, 'vocabulary', 'src', 'shapes.rs'), 'utf8');
+  const revision = source.match(/pub const REVISION: &str = "([^"]+)";/)?.[1];
+  assert.ok(revision, 'vocabulary/src/shapes.rs names the shapes models\' REVISION');
+  return resolve(root, 'public', 'hub', 'controlnet-web', 'shapes', 'resolve', revision);
+})();
 
 /** Polls `read` until `ok` holds of its value; returns the value. */
 export async function until(read, ok, what, timeout = TIMEOUT_MS) {

@@ -11,12 +11,11 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { configureTraining, openLearn, until } from './page.mjs';
+import { SHAPES, configureTraining, openLearn, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
 const CLI = process.env.CONTROLNET_CLI ?? resolve(ROOT, 'target', 'release', 'controlnet');
-const SHAPES = resolve(ROOT, 'public', 'hub', 'controlnet-web', 'shapes', 'resolve', 'v1');
 const RUN = {
   steps: Number(process.env.STEPS ?? 300),
   batch: Number(process.env.BATCH ?? 4),

@@ -12,17 +12,13 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { generate, open, psnr, set, stroke } from './page.mjs';
+import { SHAPES, generate, open, psnr, set, stroke } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
 const CLI = process.env.CONTROLNET_CLI ?? resolve(ROOT, 'target', 'debug', 'controlnet');
 // The shapes repository as the site serves it (web::models::SHAPES).
-const SHAPES = resolve(ROOT, 'public', 'hub', 'controlnet-web', 'shapes', 'resolve', 'v1');
 const MIN_PSNR_DB = 40;
-// The drawn square's interior against the image's shapes; the world eval's bar is 0.6 over 50
-// scenes, one drawing here.
-const MIN_IOU = 0.5;
 const SEED = 5;
 // A square outline, in fractions of the pad: its inside is pixels 19..44 at 64².
 const SQUARE = [[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7], [0.3, 0.3]];
@@ -132,7 +128,10 @@ for (const webgpu of [true, false]) test(`first open with no network (${webgpu ?
     const follows = await iou(page);
     console.log(JSON.stringify({ test: `${name}: first open, drawn scribble`, webgpu, prompt, steps, seconds, ...same, ...follows }));
     assert.ok(same.db >= MIN_PSNR_DB, `the page's image against the CLI's: ${JSON.stringify(same)}`);
-    assert.ok(follows.iou >= MIN_IOU, `the image follows the drawn square: ${JSON.stringify(follows)}`);
+    // How far the image follows the drawn square is printed, not asserted: the shipped models do
+    // not follow a drawing yet (README, "The shipped models": with the scribble ControlNet at
+    // scale 0 the CLI's image for this seed scores higher than at 1), so a bar here would pass or
+    // fail on the base model's blobs, not on the ControlNet (v1 passed a 0.5 bar with control off).
     assert.deepEqual(elsewhere, [], 'nothing but the site was asked for');
   } catch (error) {
     await screenshot(page, `${name}-failure`).catch(() => {});

@@ -15,13 +15,12 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { configureTraining as configure, generate, openLearn, stroke, until } from './page.mjs';
+import { SHAPES, configureTraining as configure, generate, openLearn, stroke, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
 const CLI = process.env.CONTROLNET_CLI ?? resolve(ROOT, 'target', 'debug', 'controlnet');
 // The shapes repository as the site serves it (web::models::SHAPES).
-const SHAPES = resolve(ROOT, 'public', 'hub', 'controlnet-web', 'shapes', 'resolve', 'v1');
 const RUN = { steps: 3, batch: 2, lr: 0.0002, seed: 7, examples: 16 };
 const REL = 1e-4;
 

@@ -59,7 +59,8 @@ impl std::error::Error for ParseError {}
 /// A value as A1111 quotes it: in double quotes, with `"` and `\` escaped, when it holds a comma,
 /// a colon or a quote; else as it is.
 fn quote(value: &str) -> String {
-    if value.contains([',', ':', '"', '\n']) {
+    // Also where the ends are blank: the reader trims unquoted values (found by fuzzing).
+    if value.contains([',', ':', '"', '\n']) || value.trim() != value {
         format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
     } else {
         value.to_owned()
@@ -180,7 +181,8 @@ impl Parameters {
         }
         let mut prompt = Vec::new();
         let mut negative: Option<Vec<&str>> = None;
-        for line in body.lines() {
+        // Line ends as any system writes them: a carriage return before a newline is not text.
+        for line in body.split('\n').map(|line| line.trim_end_matches('\r')) {
             match (&mut negative, line.strip_prefix("Negative prompt:")) {
                 (None, Some(rest)) => negative = Some(vec![rest.trim_start()]),
                 (Some(lines), _) => lines.push(line),
@@ -189,8 +191,9 @@ impl Parameters {
         }
         let mut parsed = Parameters {
             params: GenerationParams {
-                prompt: prompt.join("\n"),
-                negative_prompt: negative.map(|lines| lines.join("\n")).unwrap_or_default(),
+                // Trimmed, as A1111 reads them: surrounding blank lines are not part of a prompt.
+                prompt: prompt.join("\n").trim().to_owned(),
+                negative_prompt: negative.map(|lines| lines.join("\n").trim().to_owned()).unwrap_or_default(),
                 ..GenerationParams::default()
             },
             has_seed: false,
@@ -295,6 +298,21 @@ impl UnitText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/parameters.rs`): a prompt ending in blank lines lost
+    /// one on each read and write, so a text never read back as what it was written from.
+    #[test]
+    fn blank_lines_around_prompts_are_not_part_of_them() {
+        let text = "a cat \n\n\nNegative prompt: dog\n\nSteps: 20, Sampler: UniPC, CFG scale: 7.5";
+        let parsed = Parameters::parse(text).unwrap();
+        assert_eq!((parsed.params.prompt.as_str(), parsed.params.negative_prompt.as_str()), ("a cat", "dog"));
+        assert_eq!(Parameters::parse(&parsed.to_text()).unwrap().to_text(), parsed.to_text());
+        // A quoted model name with blank ends keeps them, written and read again.
+        let text = "a cat\nSteps: 20, Sampler: UniPC, Model: \" sd15\u{c}\"";
+        let parsed = Parameters::parse(text).unwrap();
+        assert_eq!(parsed.model, " sd15\u{c}");
+        assert_eq!(Parameters::parse(&parsed.to_text()).unwrap().model, parsed.model);
+    }
 
     fn example() -> Parameters {
         Parameters {

@@ -7,7 +7,7 @@ pub const REPO: &str = "controlnet-web/shapes";
 
 /// The models' version: a retrained set is committed under a new one, so that a URL never
 /// changes meaning (and a browser's cached copy is never stale).
-pub const REVISION: &str = "v1";
+pub const REVISION: &str = "v2";
 
 /// Where the site serves its own models, in the Hub's layout, relative to the page
 /// (`{SITE_HUB}/{REPO}/resolve/{REVISION}/{file}`); `public/{SITE_HUB}` in the source tree.

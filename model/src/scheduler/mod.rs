@@ -134,6 +134,10 @@ impl SchedulerConfig {
     }
 }
 
+/// The most training timesteps a config may declare (SD uses 1000): the schedule is computed
+/// for each of them.
+const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// The training schedule `DDPMScheduler.add_noise` uses (what `train_controlnet.py` noises
 /// latents with): `alphas_cumprod` of the config's betas, one per training timestep. Refuses by
 /// name what training here does not implement (v-prediction, zero-SNR rescaling).
@@ -290,10 +294,13 @@ impl TrainConfig {
         if self.thresholding {
             return unsupported("thresholding (dynamic thresholding is for pixel-space models)".to_owned());
         }
-        if self.num_train_timesteps < 2 {
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&self.num_train_timesteps) {
             return Err(SchedulerError::Config {
                 class,
-                message: format!("num_train_timesteps is {}", self.num_train_timesteps),
+                message: format!(
+                    "num_train_timesteps is {} (2 to {MAX_TRAIN_TIMESTEPS})",
+                    self.num_train_timesteps
+                ),
             });
         }
         if let Some(betas) = &self.trained_betas
@@ -305,6 +312,21 @@ impl TrainConfig {
                     "trained_betas has {} values for num_train_timesteps {}",
                     betas.len(),
                     self.num_train_timesteps
+                ),
+            });
+        }
+        // Every beta in (0, 1): else the noise levels are not numbers (found by fuzzing: a
+        // beta_start above 1 made every timestep NaN, one of 0 a noise level of 0, whose log the
+        // sigma schedulers take).
+        if let Some(t) = self.alphas_cumprod().iter().position(|&a| !(a > 0.0 && a < 1.0)) {
+            return Err(SchedulerError::Config {
+                class,
+                message: format!(
+                    "the betas (beta_start {}, beta_end {}{}) give no noise level at timestep {t}: \
+                     each beta must lie in (0, 1)",
+                    self.beta_start,
+                    self.beta_end,
+                    if self.trained_betas.is_some() { ", trained_betas" } else { "" }
                 ),
             });
         }
@@ -649,6 +671,31 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vocabulary::Named;
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/configs.rs`): betas outside [0, 1) made every
+    /// timestep NaN; a huge `num_train_timesteps` allocated its schedule.
+    #[test]
+    fn configs_without_a_noise_schedule_are_refused() {
+        let with = |key: &str, value: Value| SchedulerConfig::sd15().with_override(key, value);
+        for (config, says) in [
+            (with("beta_start", 1.00085.into()), "beta_start 1.00085"),
+            (with("beta_end", (-0.5).into()), "each beta must lie in (0, 1)"),
+            (with("beta_start", (-0.1).into()), "each beta must lie in (0, 1)"),
+            (with("beta_start", 0.into()), "no noise level at timestep 0"),
+            (with("num_train_timesteps", 1_000_000_000_000u64.into()), "2 to 100000"),
+        ] {
+            for &kind in SchedulerKind::ALL {
+                let Err(error) = Scheduler::new(kind, &config, 20) else { panic!("{kind:?}: not refused") };
+                let error = error.to_string();
+                assert!(error.contains(says), "{kind:?}: {error}");
+            }
+            assert!(training_alphas_cumprod(&config).is_err());
+        }
+        for &kind in SchedulerKind::ALL {
+            Scheduler::new(kind, &SchedulerConfig::sd15(), 20).expect("SD1.5's schedule");
+        }
+    }
 
     #[test]
     fn non_finite_numbers_are_quoted_outside_strings_only() {

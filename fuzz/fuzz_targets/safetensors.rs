@@ -1,0 +1,51 @@
+//! The safetensors stream (the page's loader parses weights as they arrive): any bytes, in
+//! chunks of any sizes. It must never panic, never allocate past what the file can hold, and
+//! give the same tensors and the same verdict however the bytes are split.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use model::streaming::SafetensorsStream;
+
+/// What a stream made of `file`: each tensor's name and bytes, and how it ended.
+fn run(file: &[u8], split: &mut dyn FnMut(usize) -> usize) -> (Vec<(String, Vec<u8>)>, Result<(), String>) {
+    let mut stream = SafetensorsStream::new();
+    let mut tensors = Vec::new();
+    let mut rest = file;
+    while !rest.is_empty() {
+        let take = split(rest.len()).clamp(1, rest.len());
+        let (chunk, after) = rest.split_at(take);
+        rest = after;
+        let pushed = stream.push(chunk, |t| {
+            assert_eq!(t.bytes.len() as u64, t.info.end - t.info.start);
+            tensors.push((t.info.name.clone(), t.bytes));
+            Ok(())
+        });
+        if let Err(e) = pushed {
+            return (tensors, Err(e.to_string()));
+        }
+    }
+    let end = stream.finish().map_err(|e| e.to_string());
+    if end.is_ok() {
+        assert_eq!(stream.total_len(), Some(file.len() as u64));
+    }
+    (tensors, end)
+}
+
+fuzz_target!(|data: &[u8]| {
+    // The first two bytes choose the chunk sizes, the rest is the file.
+    let Some((&[a, b], file)) = data.split_first_chunk::<2>() else { return };
+    let whole = run(file, &mut |len| len);
+    let sizes = [usize::from(a) + 1, usize::from(b) + 1];
+    let mut turn = 0;
+    let split = run(file, &mut |_| {
+        turn += 1;
+        sizes[turn % 2]
+    });
+    // A split stream may fail earlier (the error names the bytes seen so far), but what it
+    // completed is what the whole file gives, and it succeeds exactly when the whole file does.
+    assert_eq!(whole.1.is_ok(), split.1.is_ok(), "{:?} vs {:?}", whole.1, split.1);
+    assert!(whole.0.starts_with(&split.0) || split.0.starts_with(&whole.0));
+    if whole.1.is_ok() {
+        assert_eq!(whole.0, split.0);
+    }
+});
