@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::Precision;
 use crate::config::ConfigError;
+use crate::nn::embeddings::TokenEmbedding;
 use crate::weights::{WeightsError, load_bytes};
 
 /// Checkpoint keys written by transformers 5 (no `text_model.` prefix) → module paths.
@@ -154,7 +155,7 @@ pub struct ClipTextTransformer {
 
 #[derive(Module, Debug)]
 pub struct ClipTextEmbeddings {
-    pub token_embedding: Embedding,
+    pub token_embedding: TokenEmbedding,
     pub position_embedding: Embedding,
 }
 
@@ -218,7 +219,12 @@ impl ClipTextModel {
         Self {
             text_model: ClipTextTransformer {
                 embeddings: ClipTextEmbeddings {
-                    token_embedding: EmbeddingConfig::new(config.vocab_size, dim).init(device),
+                    token_embedding: TokenEmbedding::new(
+                        config.vocab_size,
+                        dim,
+                        vocabulary::memory::MAX_BUFFER_BYTES,
+                        device,
+                    ),
                     position_embedding: EmbeddingConfig::new(config.max_position_embeddings, dim)
                         .init(device),
                 },

@@ -1,7 +1,7 @@
 //! The loaded models' memory [`Profile`]: their weights measured, their activations' shapes read
 //! from their configs, for `vocabulary::memory::estimate` (which the page runs without burn).
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::prelude::*;
 
 pub use vocabulary::memory::{AttentionShape, MemoryEstimate, Profile, UNetShape, Weight, estimate};
@@ -9,6 +9,7 @@ pub use vocabulary::memory::{AttentionShape, MemoryEstimate, Profile, UNetShape,
 use crate::clip::ClipTextModel;
 use crate::config::{BlockKind, EncoderConfig};
 use crate::pipeline::Pipeline;
+use crate::save::{TorchVisitor, visit_torch};
 use crate::vae::AutoencoderKL;
 use crate::{ControlNet, Precision, UNet};
 
@@ -17,27 +18,21 @@ use crate::{ControlNet, Precision, UNet};
 fn parameters<M: Module>(module: &M) -> (u64, (u64, String)) {
     #[derive(Default)]
     struct Count {
-        path: Vec<String>,
         total: u64,
         largest: (u64, String),
     }
-    impl ModuleVisitor for Count {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.path.push(name.to_owned());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+    impl TorchVisitor for Count {
+        fn visit<const D: usize>(&mut self, path: String, _transpose: bool, param: &Param<Tensor<D>>) {
+            // One buffer each: a tensor held as row blocks counts block by block.
             let elements = param.lazy_shape().num_elements() as u64;
             self.total += elements;
             if elements > self.largest.0 {
-                self.largest = (elements, self.path.join("."));
+                self.largest = (elements, path);
             }
         }
     }
     let mut count = Count::default();
-    module.visit(&mut count);
+    visit_torch(module, &mut count);
     (count.total, count.largest)
 }
 

@@ -33,14 +33,15 @@ pub fn checkpoint_key(module_path: &str) -> String {
     })
 }
 
-/// One parameter as a checkpoint holds it.
+/// One parameter as a checkpoint holds it (or, for a tensor held as row blocks, one block of its
+/// rows: the blocks follow each other, with the same key).
 #[derive(Clone, Debug)]
 pub struct NamedTensor {
     /// diffusers' key.
     pub key: String,
     /// The module path it loads into.
     pub path: String,
-    /// PyTorch's shape (linear weights transposed back to `[out, in]`).
+    /// PyTorch's shape (linear weights transposed back to `[out, in]`; a block's own rows).
     pub shape: Vec<usize>,
     /// The values, flattened in PyTorch's order.
     pub values: Tensor<1>,
@@ -63,7 +64,8 @@ pub fn named_tensors<M: Module>(module: &M) -> Vec<NamedTensor> {
 }
 
 /// Sees every float parameter with its PyTorch path and whether it is a linear weight (stored
-/// transposed in PyTorch): the one walk that names parameters as checkpoints do.
+/// transposed in PyTorch): the one walk that names parameters as checkpoints do. The row blocks
+/// of one tensor come one after another, each with the tensor's path.
 pub trait TorchVisitor {
     fn visit<const D: usize>(&mut self, path: String, transpose: bool, param: &Param<Tensor<D>>);
 }
@@ -94,16 +96,31 @@ impl<V: TorchVisitor> ModuleVisitor for Paths<'_, V> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let (path, transpose) = torch_path(&self.path);
+        let TorchPath { path, transpose, .. } = torch_path(&self.path);
         self.visitor.visit(path, transpose, param);
     }
 }
 
-/// The PyTorch module path of the parameter `path` ends with (leaf names as PyTorch's: norms'
-/// `gamma`/`beta` are `weight`/`bias`), and whether it is a linear weight (stored transposed).
-/// The same rule as the loader's (`streaming::Assign`).
-pub(crate) fn torch_path(path: &[(String, String)]) -> (String, bool) {
+/// Where a parameter sits in a checkpoint: the PyTorch module path of the tensor (leaf names as
+/// PyTorch's: norms' `gamma`/`beta` are `weight`/`bias`), whether it is a linear weight (stored
+/// transposed), and, for a parameter held as row blocks (a list of parameters, such as
+/// [`crate::nn::embeddings::TokenEmbedding`]'s), which block of the tensor's rows it holds: the
+/// blocks of one tensor come in order, and together they are its rows. The same rule as the
+/// loader's (`streaming::Assign`).
+pub(crate) struct TorchPath {
+    pub path: String,
+    pub transpose: bool,
+    pub block: Option<usize>,
+}
+
+pub(crate) fn torch_path(path: &[(String, String)]) -> TorchPath {
     let (name, holder) = path.last().cloned().expect("a parameter has a name");
+    if holder == "Vec" {
+        // A parameter directly in a list: the list (named as the tensor) holds its rows.
+        let parts: Vec<&str> = path[..path.len() - 1].iter().map(|(n, _)| n.as_str()).collect();
+        let block = name.parse().expect("a list's entries are numbered");
+        return TorchPath { path: parts.join("."), transpose: false, block: Some(block) };
+    }
     let transpose = holder.ends_with("Linear") && name == "weight";
     let leaf = match (holder.ends_with("Norm"), name.as_str()) {
         (true, "gamma") => "weight".to_owned(),
@@ -112,7 +129,19 @@ pub(crate) fn torch_path(path: &[(String, String)]) -> (String, bool) {
     };
     let mut parts: Vec<&str> = path[..path.len() - 1].iter().map(|(n, _)| n.as_str()).collect();
     parts.push(&leaf);
-    (parts.join("."), transpose)
+    TorchPath { path: parts.join("."), transpose, block: None }
+}
+
+/// Consecutive items with the same key as one group (the row blocks of one tensor), in order.
+pub(crate) fn group_by_key<T>(items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        match groups.last_mut() {
+            Some(group) if key(&group[0]) == key(&item) => group.push(item),
+            _ => groups.push(vec![item]),
+        }
+    }
+    groups
 }
 
 /// `module` as a safetensors file in `precision` (keys sorted, as `safetensors` writes them),
@@ -133,14 +162,20 @@ pub async fn to_safetensors<M: Module>(
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings"));
     }
     let mut data = Vec::new();
-    for tensor in tensors {
-        let values = tensor.values.without_autodiff().cast(dtype).into_data_async().await.expect("read back");
-        let bytes = values.as_bytes();
+    // The row blocks of one tensor are read back one by one and written as one tensor.
+    for blocks in group_by_key(tensors, |t| &t.key) {
         let start = data.len();
-        data.extend_from_slice(bytes);
+        let mut shape = blocks[0].shape.clone();
+        shape[0] = blocks.iter().map(|b| b.shape[0]).sum();
+        let key = blocks[0].key.clone();
+        for block in blocks {
+            let values =
+                block.values.without_autodiff().cast(dtype).into_data_async().await.expect("read back");
+            data.extend_from_slice(values.as_bytes());
+        }
         header.insert(
-            tensor.key,
-            serde_json::json!({ "dtype": name, "shape": tensor.shape, "data_offsets": [start, data.len()] }),
+            key,
+            serde_json::json!({ "dtype": name, "shape": shape, "data_offsets": [start, data.len()] }),
         );
     }
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");

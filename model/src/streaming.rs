@@ -38,16 +38,23 @@ pub struct TensorInfo {
     pub end: u64,
 }
 
-/// A complete tensor from the stream, its bytes owned (they go on to the device without
-/// another copy).
+/// A complete tensor from the stream, or a piece of one (see [`SafetensorsStream::in_pieces`]),
+/// its bytes owned (they go on to the device without another copy).
 pub struct TensorBytes<'a> {
     pub info: &'a TensorInfo,
+    /// Where these bytes start in the tensor's (0 for a whole tensor and for its first piece).
+    pub offset: usize,
     pub bytes: Vec<u8>,
 }
 
 /// Host conversions (f16 → f32 and back) are done in pieces of at most this many elements, so a
 /// 56 MiB tensor never needs its converted copy whole in memory (the wasm heap only grows).
 const CONVERT_ELEMENTS: usize = 4 << 20;
+
+/// The loader takes tensors from the stream in pieces of this size, each uploaded as it
+/// completes: the host (in a browser, the wasm heap, which never shrinks) holds one piece and
+/// its conversion, not a whole tensor.
+pub const PIECE_BYTES: usize = 16 << 20;
 
 /// Incremental safetensors parsing: [`Self::push`] chunks of any size, in order.
 #[derive(Default)]
@@ -63,6 +70,10 @@ pub struct SafetensorsStream {
     pending: Vec<u8>,
     /// Bytes of the current unwanted tensor passed over so far.
     skipped: usize,
+    /// Bytes of the current wanted tensor handed out so far, in earlier pieces.
+    done: usize,
+    /// The size of the pieces a tensor is handed out in; `None`: whole tensors.
+    piece_bytes: Option<usize>,
     max_pending: usize,
 }
 
@@ -152,6 +163,15 @@ impl SafetensorsStream {
         Self::default()
     }
 
+    /// A stream that hands out each tensor in pieces of `piece_bytes` (a multiple of 8, so every
+    /// piece holds whole elements of any dtype; the last piece of a tensor may be shorter) as
+    /// soon as each piece is complete, so that at most one piece is held back, however large
+    /// the tensor: SD1.5's token embedding alone is 76 MB in fp16.
+    pub fn in_pieces(piece_bytes: usize) -> Self {
+        assert!(piece_bytes > 0 && piece_bytes.is_multiple_of(8), "pieces of whole elements");
+        Self { piece_bytes: Some(piece_bytes), ..Self::default() }
+    }
+
     /// The tensors, once the header has arrived.
     pub fn tensors(&self) -> Option<&[TensorInfo]> {
         self.tensors.as_deref()
@@ -162,7 +182,8 @@ impl SafetensorsStream {
         Some(8 + self.header_len? + self.tensors.as_ref().map(|_| self.data_len)?)
     }
 
-    /// The most bytes held back at once (an incomplete tensor): bounded by the largest tensor.
+    /// The most bytes held back at once (an incomplete tensor, or piece): bounded by the largest
+    /// tensor, and by the piece size where there is one.
     pub fn max_buffered(&self) -> usize {
         self.max_pending
     }
@@ -206,26 +227,32 @@ impl SafetensorsStream {
                 }
                 continue;
             }
-            if self.pending.is_empty() && chunk.len() >= len {
-                // The whole tensor is in this chunk: one copy, to own it.
-                on_tensor(TensorBytes { info, bytes: chunk[..len].to_vec() })?;
-                chunk = &chunk[len..];
-                self.next += 1;
-                self.position += len as u64;
-                continue;
+            // The next piece: the rest of the tensor, or at most `piece_bytes` of it.
+            let target = (len - self.done).min(self.piece_bytes.unwrap_or(usize::MAX));
+            if self.pending.is_empty() && chunk.len() >= target {
+                // The whole piece is in this chunk: one copy, to own it.
+                on_tensor(TensorBytes { info, offset: self.done, bytes: chunk[..target].to_vec() })?;
+                chunk = &chunk[target..];
+                self.position += target as u64;
+                self.done += target;
+            } else {
+                if self.pending.is_empty() {
+                    // Exactly the piece's size: growing by doubling would leave larger holes.
+                    self.pending = Vec::with_capacity(target);
+                }
+                let take = (target - self.pending.len()).min(chunk.len());
+                self.pending.extend_from_slice(&chunk[..take]);
+                self.max_pending = self.max_pending.max(self.pending.len());
+                chunk = &chunk[take..];
+                self.position += take as u64;
+                if self.pending.len() == target {
+                    let bytes = std::mem::take(&mut self.pending);
+                    on_tensor(TensorBytes { info, offset: self.done, bytes })?;
+                    self.done += target;
+                }
             }
-            if self.pending.is_empty() {
-                // Exactly the tensor's size: growing by doubling would leave larger holes.
-                self.pending = Vec::with_capacity(len);
-            }
-            let take = (len - self.pending.len()).min(chunk.len());
-            self.pending.extend_from_slice(&chunk[..take]);
-            self.max_pending = self.max_pending.max(self.pending.len());
-            chunk = &chunk[take..];
-            self.position += take as u64;
-            if self.pending.len() == len {
-                let bytes = std::mem::take(&mut self.pending);
-                on_tensor(TensorBytes { info, bytes })?;
+            if self.done == len {
+                self.done = 0;
                 self.next += 1;
             }
         }
@@ -234,10 +261,11 @@ impl SafetensorsStream {
         if let Some(tensors) = &self.tensors
             && self.pending.is_empty()
             && self.skipped == 0
+            && self.done == 0
         {
             while let Some(info) = tensors.get(self.next).filter(|info| info.start == info.end) {
                 if wanted(info) {
-                    on_tensor(TensorBytes { info, bytes: Vec::new() })?;
+                    on_tensor(TensorBytes { info, offset: 0, bytes: Vec::new() })?;
                 }
                 self.next += 1;
             }
@@ -297,8 +325,8 @@ pub struct StreamLoader {
     precision: Precision,
     remaps: Vec<(regex::Regex, String)>,
     ignored: Vec<regex::Regex>,
-    /// Module path (PyTorch leaf names) → flattened tensor and its checkpoint shape.
-    tensors: HashMap<String, (Vec<usize>, Tensor<1>)>,
+    /// Module path (PyTorch leaf names) → the tensor on the device, with its checkpoint shape.
+    tensors: HashMap<String, Stored>,
     stream: SafetensorsStream,
 }
 
@@ -317,11 +345,12 @@ impl StreamLoader {
             remaps: remap_patterns(extra_remaps),
             ignored: ignored.iter().map(|p| regex::Regex::new(p).expect("valid ignore pattern")).collect(),
             tensors: HashMap::new(),
-            stream: SafetensorsStream::new(),
+            stream: SafetensorsStream::in_pieces(PIECE_BYTES),
         }
     }
 
-    /// Feeds the next chunk of the file; complete tensors go to the device at once. Tensors
+    /// Feeds the next chunk of the file; each complete piece of a tensor goes to the device at
+    /// once ([`PIECE_BYTES`]). Tensors
     /// matching the `ignored` patterns are passed over unread, whatever their dtype; any other
     /// tensor that is not floating-point is an error.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), WeightsError> {
@@ -339,21 +368,26 @@ impl StreamLoader {
                 FloatDType::F16 => DType::F16,
                 _ => DType::F32,
             };
-            let tensor = upload(t.bytes, t.info.dtype, dtype, device);
+            let pieces = upload(t.bytes, t.info.dtype, dtype, device);
             // Hand the upload to the device now: backends hold written data until their queue
             // is flushed, and in a browser that memory is the wasm heap, which never shrinks.
             device.flush().map_err(|e| WeightsError::Format(format!("the device failed: {e:?}")))?;
-            tensors.insert(remap(remaps, &t.info.name), (t.info.shape.clone(), tensor));
+            let path = remap(remaps, &t.info.name);
+            if t.offset == 0 {
+                tensors.insert(path, Stored { shape: t.info.shape.clone(), pieces, taken: 0 });
+            } else {
+                tensors.get_mut(&path).expect("a tensor's first piece comes first").pieces.extend(pieces);
+            }
             Ok(())
         })
     }
 
     /// The checkpoint shape of the tensor collected for `module_path`, once streamed.
     pub fn shape(&self, module_path: &str) -> Option<&[usize]> {
-        self.tensors.get(module_path).map(|(shape, _)| shape.as_slice())
+        self.tensors.get(module_path).map(|stored| stored.shape.as_slice())
     }
 
-    /// The bytes held back at most so far (one tensor at worst).
+    /// The bytes held back at most so far (one piece at worst: [`PIECE_BYTES`]).
     pub fn max_buffered(&self) -> usize {
         self.stream.max_buffered()
     }
@@ -364,7 +398,17 @@ impl StreamLoader {
         let mut mapper =
             Assign { path: Vec::new(), tensors: self.tensors, missing: Vec::new(), errors: Vec::new() };
         let module = module.map(&mut mapper);
-        let mut unused: Vec<String> = mapper.tensors.into_keys().collect();
+        let mut unused = Vec::new();
+        for (path, stored) in mapper.tensors {
+            if stored.taken == 0 {
+                unused.push(path);
+            } else {
+                let (shape, taken) = (stored.shape, stored.taken);
+                mapper
+                    .errors
+                    .push(format!("{path}: the file has {shape:?}, the model's blocks hold {taken} rows"));
+            }
+        }
         unused.sort();
         mapper.missing.sort();
         if mapper.missing.is_empty() && unused.is_empty() && mapper.errors.is_empty() {
@@ -379,9 +423,52 @@ impl StreamLoader {
     }
 }
 
-/// Uploads a tensor's bytes as a flat tensor of `dtype`, converting on the host in pieces when
-/// the file's dtype differs.
-fn upload(bytes: Vec<u8>, file_dtype: DType, dtype: DType, device: &Device) -> Tensor<1> {
+/// A streamed tensor on the device, flattened, in pieces (see [`upload`]), with its checkpoint
+/// shape and how many of its rows have gone to row blocks so far.
+struct Stored {
+    shape: Vec<usize>,
+    pieces: Vec<Tensor<1>>,
+    taken: usize,
+}
+
+impl Stored {
+    /// Elements `[start, end)`, as one tensor.
+    fn range(&self, start: usize, end: usize) -> Tensor<1> {
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        for piece in &self.pieces {
+            let len = piece.dims()[0];
+            let (from, to) = (start.max(offset), end.min(offset + len));
+            if from < to {
+                parts.push(if to - from == len {
+                    piece.clone()
+                } else {
+                    piece.clone().narrow(0, from - offset, to - from)
+                });
+            }
+            offset += len;
+        }
+        match parts.len() {
+            0 => {
+                let first = &self.pieces[0];
+                let dtype = first.dtype();
+                Tensor::from_data(TensorData::from_bytes_vec(vec![], [0], dtype), (&first.device(), dtype))
+            }
+            1 => parts.pop().expect("one part"),
+            _ => Tensor::cat(parts, 0),
+        }
+    }
+
+    fn elements(&self) -> usize {
+        self.pieces.iter().map(|p| p.dims()[0]).sum()
+    }
+}
+
+/// Uploads a tensor's bytes as flat tensors of `dtype`: whole when it needs no conversion and
+/// fits one buffer, else in pieces (converted on the host piece by piece). A tensor over one
+/// buffer's limit can still load into row blocks ([`crate::nn::embeddings::TokenEmbedding`]),
+/// which take their rows from the pieces.
+fn upload(bytes: Vec<u8>, file_dtype: DType, dtype: DType, device: &Device) -> Vec<Tensor<1>> {
     upload_in_pieces(bytes, file_dtype, dtype, device, CONVERT_ELEMENTS)
 }
 
@@ -391,29 +478,68 @@ fn upload_in_pieces(
     dtype: DType,
     device: &Device,
     piece_elements: usize,
-) -> Tensor<1> {
+) -> Vec<Tensor<1>> {
     let elements = bytes.len() / file_dtype.size();
-    if file_dtype == dtype {
-        return Tensor::from_data(TensorData::from_bytes_vec(bytes, [elements], dtype), (device, dtype));
+    if file_dtype == dtype && bytes.len() as u64 <= vocabulary::memory::MAX_BUFFER_BYTES {
+        return vec![Tensor::from_data(
+            TensorData::from_bytes_vec(bytes, [elements], dtype),
+            (device, dtype),
+        )];
+    }
+    if bytes.is_empty() {
+        return vec![Tensor::from_data(TensorData::from_bytes_vec(vec![], [0], dtype), (device, dtype))];
     }
     let piece_bytes = piece_elements * file_dtype.size();
-    let mut pieces: Vec<Tensor<1>> = bytes
+    bytes
         .chunks(piece_bytes)
         .map(|piece| {
             let data =
                 TensorData::from_bytes_vec(piece.to_vec(), [piece.len() / file_dtype.size()], file_dtype);
-            Tensor::from_data(data.convert_dtype(dtype), (device, dtype))
+            let data = if file_dtype == dtype { data } else { data.convert_dtype(dtype) };
+            Tensor::from_data(data, (device, dtype))
         })
-        .collect();
-    drop(bytes);
-    if pieces.len() == 1 { pieces.pop().expect("one piece") } else { Tensor::cat(pieces, 0) }
+        .collect()
 }
 
 struct Assign {
     path: Vec<(String, String)>,
-    tensors: HashMap<String, (Vec<usize>, Tensor<1>)>,
+    tensors: HashMap<String, Stored>,
     missing: Vec<String>,
     errors: Vec<String>,
+}
+
+impl Assign {
+    /// The next rows of the tensor at `path` for a row block of `rows` × `cols`.
+    fn take_rows(&mut self, path: &str, block: usize, rows: usize, cols: usize) -> Option<Tensor<2>> {
+        let Some(stored) = self.tensors.get_mut(path) else {
+            // Reported once, at the first block.
+            if block == 0 {
+                self.missing.push(path.to_owned());
+            }
+            return None;
+        };
+        // A mismatch is reported once: the tensor is dropped, later blocks find nothing.
+        let [file_rows, file_cols] = stored.shape[..] else {
+            self.errors.push(format!("{path}: the file has {:?}, the model a table of rows", stored.shape));
+            self.tensors.remove(path);
+            return None;
+        };
+        if file_cols != cols || stored.taken + rows > file_rows {
+            self.errors.push(format!(
+                "{path}: the file has {:?}, the model's blocks hold at least {} rows of {cols}",
+                stored.shape,
+                stored.taken + rows
+            ));
+            self.tensors.remove(path);
+            return None;
+        }
+        let values = stored.range(stored.taken * cols, (stored.taken + rows) * cols);
+        stored.taken += rows;
+        if stored.taken == file_rows {
+            self.tensors.remove(path);
+        }
+        Some(values.reshape([rows, cols]))
+    }
 }
 
 impl ModuleMapper for Assign {
@@ -428,8 +554,17 @@ impl ModuleMapper for Assign {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         // The last entry is the parameter, with the type of the module holding it (as burn-store's
         // PyTorch adapter sees it): linear weights are [in, out] here, norms say gamma/beta.
-        let (path, transpose) = crate::save::torch_path(&self.path);
-        let Some((shape, tensor)) = self.tensors.remove(&path) else {
+        let crate::save::TorchPath { path, transpose, block } = crate::save::torch_path(&self.path);
+        let id = param.id;
+        if let Some(block) = block {
+            let dims = param.lazy_shape().dims::<D>();
+            let (rows, cols) = (dims[0], dims[1..].iter().product());
+            return match self.take_rows(&path, block, rows, cols) {
+                Some(value) => param.transform_for_load(value.reshape(dims), id),
+                None => param,
+            };
+        }
+        let Some(stored) = self.tensors.remove(&path) else {
             self.missing.push(path);
             return param;
         };
@@ -437,16 +572,15 @@ impl ModuleMapper for Assign {
         if transpose {
             expected.reverse();
         }
-        if shape != expected {
-            self.errors.push(format!("{path}: the file has {shape:?}, the model {expected:?}"));
+        if stored.shape != expected {
+            self.errors.push(format!("{path}: the file has {:?}, the model {expected:?}", stored.shape));
             return param;
         }
-        let dims: [usize; D] = shape.try_into().expect("same rank as checked");
-        let mut value = tensor.reshape(dims);
+        let dims: [usize; D] = stored.shape.clone().try_into().expect("same rank as checked");
+        let mut value = stored.range(0, stored.elements()).reshape(dims);
         if transpose {
             value = value.transpose();
         }
-        let id = param.id;
         param.transform_for_load(value, id)
     }
 }
@@ -504,14 +638,62 @@ mod tests {
     }
 
     #[test]
+    fn tensors_in_pieces_are_the_whole_tensors() {
+        // Three F32 tensors of 10, 0 and 3 elements.
+        let header = r#"{"a":{"dtype":"F32","shape":[10],"data_offsets":[0,40]},"b":{"dtype":"F32","shape":[0],"data_offsets":[40,40]},"c":{"dtype":"F32","shape":[3],"data_offsets":[40,52]}}"#;
+        let data: Vec<u8> = (0..52u8).collect();
+        let bytes = file(header, &data);
+        for piece in [8, 16, 64] {
+            for chunk in [1, 5, 13, bytes.len()] {
+                let mut stream = SafetensorsStream::in_pieces(piece);
+                let mut got: Vec<(String, usize, Vec<u8>)> = vec![];
+                for part in bytes.chunks(chunk) {
+                    stream
+                        .push(part, |t| {
+                            assert!(t.bytes.len() <= piece, "a piece of {} bytes", t.bytes.len());
+                            got.push((t.info.name.clone(), t.offset, t.bytes));
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+                stream.finish().unwrap();
+                assert!(stream.max_buffered() <= piece);
+                // Each tensor's pieces follow each other, from offset 0, and join into its bytes.
+                for (name, range) in [("a", 0..40), ("b", 40..40), ("c", 40..52)] {
+                    let pieces: Vec<_> = got.iter().filter(|(n, ..)| n == name).collect();
+                    let mut at = 0;
+                    let mut joined = vec![];
+                    for (_, offset, piece_bytes) in &pieces {
+                        assert_eq!(*offset, at, "{name} in pieces of {piece}, chunks of {chunk}");
+                        at += piece_bytes.len();
+                        joined.extend_from_slice(piece_bytes);
+                    }
+                    assert_eq!(
+                        joined,
+                        data[range].to_vec(),
+                        "{name} in pieces of {piece}, chunks of {chunk}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn conversion_in_pieces_equals_whole() {
         let device = Device::flex();
         let values: Vec<f32> = (0..10).map(|i| i as f32 * 0.37 - 1.5).collect();
         let halves: Vec<u8> =
             values.iter().flat_map(|&v| burn::tensor::f16::from_f32(v).to_le_bytes()).collect();
         for piece in [1, 3, 10, 64] {
-            let tensor = upload_in_pieces(halves.clone(), DType::F16, DType::F32, &device, piece);
-            let got = crate::block_on(tensor.into_data_async()).unwrap().try_to_vec::<f32>().unwrap();
+            let pieces = upload_in_pieces(halves.clone(), DType::F16, DType::F32, &device, piece);
+            assert_eq!(pieces.len(), 10usize.div_ceil(piece));
+            let stored = Stored { shape: vec![10], pieces, taken: 0 };
+            // Any range of the pieces, and the whole.
+            let read =
+                |t: Tensor<1>| crate::block_on(t.into_data_async()).unwrap().try_to_vec::<f32>().unwrap();
+            assert_eq!(read(stored.range(2, 7)).len(), 5);
+            assert_eq!(read(stored.range(4, 4)).len(), 0);
+            let got = read(stored.range(0, stored.elements()));
             let expected: Vec<f32> =
                 values.iter().map(|&v| burn::tensor::f16::from_f32(v).to_f32()).collect();
             assert_eq!(got, expected, "pieces of {piece}");

@@ -26,7 +26,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -164,11 +164,6 @@ pub struct ClipTokenizer {
     truncate_left: bool,
     pad_left: bool,
     byte_chars: [char; 256],
-    whitespace: Regex,
-    clip_split: Regex,
-    byte_level_split: Regex,
-    word_start: Regex,
-    word_end: Regex,
     cache: Mutex<HashMap<String, Vec<u32>>>,
 }
 
@@ -260,11 +255,6 @@ impl ClipTokenizer {
             truncate_left: false,
             pad_left: false,
             byte_chars: byte_chars(),
-            whitespace: regex(r"\s+"),
-            clip_split: regex(CLIP_SPLIT),
-            byte_level_split: regex(BYTE_LEVEL_SPLIT),
-            word_start: regex(r"^\w"),
-            word_end: regex(r"\w$"),
             cache: Mutex::new(HashMap::new()),
             vocab,
             merges,
@@ -383,7 +373,7 @@ impl ClipTokenizer {
     pub fn tokenize(&self, text: &str) -> Vec<u32> {
         let mut ids = vec![];
         // 1. Added tokens in the raw text; 2. normalization, and added tokens in normalized text.
-        for raw in split_added(text, &self.raw_added, self) {
+        for raw in split_added(text, &self.raw_added) {
             let piece = match raw {
                 Piece::Token(id) => {
                     ids.push(id);
@@ -392,13 +382,13 @@ impl ClipTokenizer {
                 Piece::Text(piece) => piece,
             };
             let normalized = self.normalize(piece);
-            for part in split_added(&normalized, &self.normalized_added, self) {
+            for part in split_added(&normalized, &self.normalized_added) {
                 match part {
                     Piece::Token(id) => ids.push(id),
                     // 3. Pre-tokenization and 4. BPE.
                     Piece::Text(part) => {
-                        for piece in self.clip_split.find_iter(part) {
-                            for word in self.byte_level_split.find_iter(piece.as_str()) {
+                        for piece in patterns().clip_split.find_iter(part) {
+                            for word in patterns().byte_level_split.find_iter(piece.as_str()) {
                                 let mapped: String =
                                     word.as_str().bytes().map(|b| self.byte_chars[b as usize]).collect();
                                 self.bpe(&mapped, &mut ids);
@@ -414,7 +404,7 @@ impl ClipTokenizer {
     /// The normalizer: NFC, whitespace runs to one space, lowercase per character.
     fn normalize(&self, text: &str) -> String {
         let nfc: String = text.nfc().collect();
-        self.whitespace.replace_all(&nfc, " ").chars().flat_map(char::to_lowercase).collect()
+        patterns().whitespace.replace_all(&nfc, " ").chars().flat_map(char::to_lowercase).collect()
     }
 
     /// BPE of one pre-tokenized word (already byte-mapped), appending its ids.
@@ -527,7 +517,7 @@ enum Piece<'a> {
 
 /// `tokenizers`' `AddedVocabulary::find_matches`: leftmost-longest matches of the added tokens,
 /// honouring `single_word`, `lstrip` and `rstrip`; empty stretches are dropped.
-fn split_added<'a>(text: &'a str, matchers: &[Matcher], tokenizer: &ClipTokenizer) -> Vec<Piece<'a>> {
+fn split_added<'a>(text: &'a str, matchers: &[Matcher]) -> Vec<Piece<'a>> {
     let mut pieces = vec![];
     if matchers.is_empty() {
         if !text.is_empty() {
@@ -551,8 +541,8 @@ fn split_added<'a>(text: &'a str, matchers: &[Matcher], tokenizer: &ClipTokenize
         at = stop;
         let token = &matcher.token;
         if token.single_word {
-            let start_space = start == 0 || !tokenizer.word_end.is_match(&text[..start]);
-            let stop_space = stop == text.len() || !tokenizer.word_start.is_match(&text[stop..]);
+            let start_space = start == 0 || !patterns().word_end.is_match(&text[..start]);
+            let stop_space = stop == text.len() || !patterns().word_start.is_match(&text[stop..]);
             if !start_space || !stop_space {
                 continue;
             }
@@ -827,8 +817,28 @@ fn byte_chars() -> [char; 256] {
     table
 }
 
-fn regex(pattern: &str) -> Regex {
-    Regex::new(pattern).expect("the tokenizer's patterns are valid")
+/// The tokenizer's fixed patterns, compiled once per process (compiling the Unicode classes of
+/// the split patterns costs more than reading a small vocabulary).
+struct Patterns {
+    whitespace: Regex,
+    clip_split: Regex,
+    byte_level_split: Regex,
+    word_start: Regex,
+    word_end: Regex,
+}
+
+fn patterns() -> &'static Patterns {
+    static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
+        let regex = |pattern| Regex::new(pattern).expect("the tokenizer's patterns are valid");
+        Patterns {
+            whitespace: regex(r"\s+"),
+            clip_split: regex(CLIP_SPLIT),
+            byte_level_split: regex(BYTE_LEVEL_SPLIT),
+            word_start: regex(r"^\w"),
+            word_end: regex(r"\w$"),
+        }
+    });
+    &PATTERNS
 }
 
 #[cfg(test)]

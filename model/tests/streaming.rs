@@ -6,6 +6,8 @@ mod common;
 use burn::prelude::*;
 use common::{fixture, fixtures, read};
 use model::PrecisionExt;
+use model::nn::embeddings::TokenEmbedding;
+use model::save::to_safetensors;
 use model::streaming::StreamLoader;
 use model::weights::{self, WeightsError};
 use model::{Precision, UNet, clip, vae};
@@ -140,6 +142,54 @@ fn vae_and_text_encoder_stream_with_their_remaps() {
         let error = common::relative_l2(&out, &common::pipeline_expected()["text.0.embeds"].values);
         assert!(error < 1e-5, "transformers 4 layout, chunks of {chunk}: relative L2 {error:.1e}");
     }
+    // The token embedding held as row blocks (SD1.5's is, being over one buffer's limit): here
+    // three blocks of the tiny vocabulary (334, 334, 332 rows). Any chunking, either file dtype,
+    // the same output; saved, the same file as the one-block model's.
+    let blocked = || {
+        let mut model = clip::ClipTextModel::new(&te_config, &device);
+        model.text_model.embeddings.token_embedding =
+            TokenEmbedding::new(te_config.vocab_size, te_config.hidden_size, 25_000, &device);
+        model
+    };
+    assert_eq!(blocked().text_model.embeddings.token_embedding.weight.len(), 3);
+    let te_half = std::fs::read(tiny.join("text_encoder/model.fp16.safetensors")).unwrap();
+    for (file, chunk, precision, tolerance) in [
+        (&tf4, 7, Precision::F32, 1e-5),
+        (&te_bytes, 3_000, Precision::F32, 1e-5),
+        (&te_half, 4096, Precision::F16, 5e-3),
+    ] {
+        let (loaded, _) = stream(blocked(), file, chunk, precision, clip::REMAPS, clip::IGNORED);
+        let loaded = loaded.unwrap_or_else(|e| panic!("blocks, chunks of {chunk}: {e}"));
+        let (_, out) = read(loaded.encode_ids(std::slice::from_ref(&ids), &device));
+        let error = common::relative_l2(&out, &common::pipeline_expected()["text.0.embeds"].values);
+        assert!(error < tolerance, "blocks, {precision:?}, chunks of {chunk}: relative L2 {error:.1e}");
+    }
+    let (one_block, _) = stream(
+        clip::ClipTextModel::new(&te_config, &device),
+        &te_bytes,
+        4096,
+        Precision::F32,
+        clip::REMAPS,
+        clip::IGNORED,
+    );
+    let (three_blocks, _) = stream(blocked(), &te_bytes, 4096, Precision::F32, clip::REMAPS, clip::IGNORED);
+    let metadata = Default::default();
+    let save = |m: &clip::ClipTextModel| model::block_on(to_safetensors(m, Precision::F32, &metadata));
+    assert_eq!(save(&three_blocks.unwrap()), save(&one_block.unwrap()), "blocks are saved as one tensor");
+    // A vocabulary the file does not have: the rows that do not fit are named.
+    for vocab_size in [999, 1001] {
+        let config = clip::ClipTextConfig { vocab_size, ..te_config.clone() };
+        let mut model = clip::ClipTextModel::new(&config, &device);
+        model.text_model.embeddings.token_embedding =
+            TokenEmbedding::new(vocab_size, config.hidden_size, 25_000, &device);
+        let (refused, _) = stream(model, &te_bytes, 4096, Precision::F32, clip::REMAPS, clip::IGNORED);
+        let message = refused.expect_err("another vocabulary").to_string();
+        assert!(
+            message.contains("text_model.embeddings.token_embedding.weight: the file has [1000, 16]"),
+            "{message}"
+        );
+    }
+
     // Not ignored, an integer tensor is refused by name.
     let (refused, _) =
         stream(clip::ClipTextModel::new(&te_config, &device), &tf4, 4096, Precision::F32, clip::REMAPS, &[]);
@@ -221,4 +271,43 @@ fn f16_files_stay_f16_when_computing_in_f16() {
     let error = common::relative_l2(&a, &b);
     println!("f16 streamed vs whole file: relative L2 {error:.1e}");
     assert!(error < 1e-3, "streamed and whole-file f16 loads differ: {error:.1e}");
+}
+
+/// SD1.5's token embedding (49408 × 768, 145 MiB in f32) is over lavapipe's 128 MiB buffer limit
+/// (and WebGPU's default binding limit): streamed into row blocks, it loads on the GPU and every
+/// looked-up row is the file's, on either side of the blocks' boundary.
+#[test]
+fn a_table_over_one_buffer_loads_into_row_blocks_on_the_gpu() {
+    let device = common::wgpu().clone();
+    let (rows, dim) = (49408usize, 768usize);
+    let value = |r: usize, c: usize| (r * 7 + c) as f32 * 0.001 - 1.0;
+    let header = format!(
+        r#"{{"weight":{{"dtype":"F32","shape":[{rows},{dim}],"data_offsets":[0,{}]}}}}"#,
+        rows * dim * 4
+    );
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.reserve(rows * dim * 4);
+    for r in 0..rows {
+        for c in 0..dim {
+            file.extend_from_slice(&value(r, c).to_le_bytes());
+        }
+    }
+    let table = TokenEmbedding::new(rows, dim, vocabulary::memory::MAX_BUFFER_BYTES, &device);
+    assert_eq!(table.weight.len(), 2);
+    let mut loader = StreamLoader::new(&device, Precision::F32, &[], &[]);
+    for part in file.chunks(1 << 20) {
+        loader.push(part).unwrap();
+    }
+    drop(file);
+    let table = loader.apply(table).unwrap();
+    let ids = [0usize, 1, 24703, 24704, 30000, 49407];
+    let input = Tensor::<2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]),
+        &device,
+    );
+    let (shape, got) = read(table.forward(input));
+    assert_eq!(shape, vec![1, ids.len(), dim]);
+    let expected: Vec<f32> = ids.iter().flat_map(|&r| (0..dim).map(move |c| value(r, c))).collect();
+    assert_eq!(got, expected);
 }

@@ -8,7 +8,10 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { open as openPage, set, until } from './page.mjs';
+import { drop as dropOn, open as openPage, set, until } from './page.mjs';
+
+/** Drops a file on the condition panel's drop zone. */
+const drop = (page, bytes, name, type) => dropOn(page.getByTestId('condition-drop'), bytes, name, type);
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -34,20 +37,6 @@ async function open() {
   await set(browser.page, 'width', 512);
   await set(browser.page, 'height', 512);
   return browser;
-}
-
-/** Drops a file on the drop zone as a browser would: dragenter, dragover, drop, with a DataTransfer. */
-async function drop(page, bytes, name, type) {
-  await page.getByTestId('condition-drop').evaluate(
-    (zone, { base64, name, type }) => {
-      const data = new DataTransfer();
-      data.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name, { type }));
-      for (const kind of ['dragenter', 'dragover', 'drop']) {
-        zone.dispatchEvent(new DragEvent(kind, { bubbles: true, cancelable: true, dataTransfer: data }));
-      }
-    },
-    { base64: Buffer.from(bytes).toString('base64'), name, type },
-  );
 }
 
 /** Pastes a file as Ctrl+V would, with the file on the clipboard. */

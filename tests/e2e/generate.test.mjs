@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { ARTIFACTS, launch, screenshot } from './browser.mjs';
-import { TIMEOUT_MS, generate, open, psnr, set, state, until } from './page.mjs';
+import { TIMEOUT_MS, drop, generate, open, psnr, set, state, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -65,20 +65,6 @@ async function native(name, units) {
   for (const [dir, image] of units) args.push('--controlnet', resolve(TINY, dir), '--control', image);
   await promisify(execFile)(CLI, args);
   return readFile(out);
-}
-
-/** Drops a file on `zone` as a browser would: dragenter, dragover, drop, with a DataTransfer. */
-async function drop(zone, bytes, name, type = 'image/png') {
-  await zone.evaluate(
-    (zone, { base64, name, type }) => {
-      const data = new DataTransfer();
-      data.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name, { type }));
-      for (const kind of ['dragenter', 'dragover', 'drop']) {
-        zone.dispatchEvent(new DragEvent(kind, { bubbles: true, cancelable: true, dataTransfer: data }));
-      }
-    },
-    { base64: Buffer.from(bytes).toString('base64'), name, type },
-  );
 }
 
 /** A PNG's tEXt chunks, by keyword. */

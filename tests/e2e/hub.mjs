@@ -24,8 +24,9 @@
 //        kind=slow&bps=B           the next response is throttled to B bytes per second
 //
 // Repositories are folders (`repos` maps "owner/repo" to a directory) or generated files
-// (`generated` maps "owner/repo" to { path: { size, read(start, end) → Buffer } }), so a test can
-// serve a multi-gigabyte safetensors file without ever writing it to disk.
+// (`generated` maps "owner/repo" to { path: { size, read(start, end) → Buffer, sha256? } }), so a
+// test can serve a multi-gigabyte safetensors file without ever writing it to disk; a generated
+// file's SHA-256 is announced only where it names one.
 import { createServer } from 'node:http';
 import { createHash } from 'node:crypto';
 import { open, readFile, readdir, stat } from 'node:fs/promises';
@@ -109,7 +110,8 @@ export async function hub({ repos = {}, generated = {}, redirect = true, hashes 
   }
 
   async function sha256(key, src) {
-    if (!src.file) return null; // Generated files: not worth hashing a gigabyte per test.
+    if (src.sha256) return src.sha256; // A generated file that knows its hash.
+    if (!src.file) return null; // Other generated files: not worth hashing a gigabyte per test.
     if (!hashCache.has(key)) hashCache.set(key, createHash('sha256').update(await readFile(src.file)).digest('hex'));
     return hashCache.get(key);
   }

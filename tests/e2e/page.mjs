@@ -31,30 +31,41 @@ export async function until(read, ok, what, timeout = TIMEOUT_MS) {
 
 /** PSNR in dB between the page's result image and a PNG (decoded by the browser, exactly). */
 export async function psnr(page, png) {
-  return page.getByTestId('result-image').evaluate(async (img, base64) => {
-    const decode = async (blob) => {
-      const bitmap = await createImageBitmap(blob);
-      const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-      const context = canvas.getContext('2d');
-      context.drawImage(bitmap, 0, 0);
-      return context.getImageData(0, 0, bitmap.width, bitmap.height);
-    };
-    const ours = await decode(await (await fetch(img.src)).blob());
-    const theirs = await decode(new Blob([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))]));
-    if (ours.width !== theirs.width || ours.height !== theirs.height) {
-      return { error: `${ours.width}×${ours.height} vs ${theirs.width}×${theirs.height}` };
-    }
-    let sum = 0;
-    let n = 0;
-    for (let i = 0; i < ours.data.length; i += 4) {
-      for (let c = 0; c < 3; c++) {
-        sum += (ours.data[i + c] - theirs.data[i + c]) ** 2;
-        n++;
+  const ours = await page.getByTestId('result-image').evaluate(async (img) => {
+    const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+    return btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(''));
+  });
+  return pngPsnr(page, Buffer.from(ours, 'base64'), png);
+}
+
+/** PSNR in dB between two PNGs (RGB), decoded by the page's browser. */
+export async function pngPsnr(page, a, b) {
+  return page.evaluate(
+    async ([a, b]) => {
+      const decode = async (base64) => {
+        const bitmap = await createImageBitmap(new Blob([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))]));
+        const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+        const context = canvas.getContext('2d');
+        context.drawImage(bitmap, 0, 0);
+        return context.getImageData(0, 0, bitmap.width, bitmap.height);
+      };
+      const [ours, theirs] = [await decode(a), await decode(b)];
+      if (ours.width !== theirs.width || ours.height !== theirs.height) {
+        return { error: `${ours.width}×${ours.height} vs ${theirs.width}×${theirs.height}` };
       }
-    }
-    const mse = sum / n;
-    return { db: mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse), mse, width: ours.width };
-  }, Buffer.from(png).toString('base64'));
+      let sum = 0;
+      let n = 0;
+      for (let i = 0; i < ours.data.length; i += 4) {
+        for (let c = 0; c < 3; c++) {
+          sum += (ours.data[i + c] - theirs.data[i + c]) ** 2;
+          n++;
+        }
+      }
+      const mse = sum / n;
+      return { db: mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse), mse, width: ours.width };
+    },
+    [Buffer.from(a).toString('base64'), Buffer.from(b).toString('base64')],
+  );
 }
 
 export const state = (page) => page.getByTestId('generate-progress').getAttribute('data-state');
@@ -78,6 +89,21 @@ export async function generate(page, want = 'done', timeout = TIMEOUT_MS) {
     await until(() => page.getByTestId('result-image').getAttribute('src'), (src) => src && src !== before, 'a new image');
   }
   return page.evaluate(() => window.__steps);
+}
+
+/** Drops a file on `zone` (a locator) as a browser would: dragenter, dragover, drop, with a
+ *  DataTransfer holding it. */
+export async function drop(zone, bytes, name, type = 'image/png') {
+  await zone.evaluate(
+    (zone, { base64, name, type }) => {
+      const data = new DataTransfer();
+      data.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name, { type }));
+      for (const kind of ['dragenter', 'dragover', 'drop']) {
+        zone.dispatchEvent(new DragEvent(kind, { bubbles: true, cancelable: true, dataTransfer: data }));
+      }
+    },
+    { base64: Buffer.from(bytes).toString('base64'), name, type },
+  );
 }
 
 /** Sets an input's value as typing would. */

@@ -710,7 +710,11 @@ fn number_field(
                 prop:value=move || signal.get().to_string()
                 on:change=move |event| {
                     let typed = event_target_value(&event).trim().parse::<f64>().unwrap_or(f64::NAN);
-                    if let Some(value) = keep(typed) {
+                    // Only a new value notifies: the browser sends `change` again when the field
+                    // loses focus, and that blur comes from the mouse-down of a click on Generate —
+                    // a size set again would make the control maps pending (Generate disabled)
+                    // between its mouse-down and mouse-up, and the click would be lost.
+                    if let Some(value) = keep(typed).filter(|&value| value != signal.get_untracked()) {
                         signal.set(value);
                     }
                     // Show what was kept even when the signal did not change.

@@ -1,8 +1,85 @@
-//! Timestep embeddings.
+//! Timestep embeddings, and token embeddings too large for one buffer.
 
-use burn::nn::{Linear, LinearConfig};
+use burn::module::Param;
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
+use burn::tensor::module::embedding;
+
+/// A token embedding table held as row blocks, each small enough for one GPU buffer: SD1.5's
+/// 49408 × 768 table is 145 MiB in f32, over WebGPU's 128 MiB binding limit (and lavapipe's),
+/// so it lives as two blocks of 24704 rows. Checkpoints hold it as one `weight`: the loader
+/// routes the rows into the blocks and the saver joins them back (the rule is
+/// [`crate::save::torch_path`]'s: a parameter held in a list is that list's rows, in order).
+#[derive(Module, Debug)]
+pub struct TokenEmbedding {
+    pub weight: Vec<Param<Tensor<2>>>,
+}
+
+impl TokenEmbedding {
+    /// `rows` × `dim`, N(0, 1) as `nn.Embedding` initialises (made when first used), in equal
+    /// blocks of at most `max_block_bytes` each in f32.
+    pub fn new(rows: usize, dim: usize, max_block_bytes: u64, device: &Device) -> Self {
+        let weight = block_rows(rows, dim, max_block_bytes)
+            .into_iter()
+            .map(|r| Initializer::Normal { mean: 0.0, std: 1.0 }.init([r, dim], device))
+            .collect();
+        Self { weight }
+    }
+
+    /// `ids` `[b, n]` → `[b, n, dim]`. With one block, burn's embedding; with several, each
+    /// block looks up the ids it holds (the others masked to exact zeros) and the lookups add.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        if let [whole] = self.weight.as_slice() {
+            return embedding(whole.val(), ids);
+        }
+        let mut start = 0;
+        let mut sum: Option<Tensor<3>> = None;
+        for block in &self.weight {
+            let rows = block.dims()[0];
+            let held = ids
+                .clone()
+                .greater_equal_elem(start as i64)
+                .bool_and(ids.clone().lower_elem((start + rows) as i64));
+            let local = ids.clone().sub_scalar(start as i64).clamp(0, rows as i64 - 1);
+            let found =
+                embedding(block.val(), local) * held.float().cast(block.val().dtype()).unsqueeze_dim::<3>(2);
+            sum = Some(match sum {
+                Some(sum) => sum + found,
+                None => found,
+            });
+            start += rows;
+        }
+        sum.expect("a table has rows")
+    }
+
+    /// The number of rows (the vocabulary size).
+    pub fn rows(&self) -> usize {
+        self.weight.iter().map(|b| b.lazy_shape().dims::<2>()[0]).sum()
+    }
+}
+
+/// The rows of each block of a `rows` × `dim` table split into equal blocks of at most
+/// `max_block_bytes` in f32 (the last block may be shorter).
+pub fn block_rows(rows: usize, dim: usize, max_block_bytes: u64) -> Vec<usize> {
+    let row_bytes = dim as u64 * 4;
+    let mut blocks = (rows as u64 * row_bytes).div_ceil(max_block_bytes.max(1)).max(1) as usize;
+    // Rounding the rows up may overshoot the limit by a row: one more block then.
+    while rows.div_ceil(blocks) > 1 && rows.div_ceil(blocks) as u64 * row_bytes > max_block_bytes {
+        blocks += 1;
+    }
+    let per_block = rows.div_ceil(blocks).max(1);
+    let mut sizes = vec![];
+    let mut left = rows;
+    while left > 0 {
+        sizes.push(per_block.min(left));
+        left -= sizes[sizes.len() - 1];
+    }
+    if sizes.is_empty() {
+        sizes.push(0);
+    }
+    sizes
+}
 
 /// diffusers' `get_timestep_embedding`: sinusoids of the timestep at geometric frequencies,
 /// computed on the host the way torch computes them (f32 frequencies and products).
@@ -53,5 +130,33 @@ impl TimestepEmbedding {
     /// `[batch, in_features]` → `[batch, dim]`
     pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
         self.linear_2.forward(silu(self.linear_1.forward(features)))
+    }
+}
+
+#[cfg(all(test, feature = "cpu"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_equal_and_within_the_limit() {
+        // SD1.5's table: 145 MiB in f32, two blocks under 128 MiB.
+        assert_eq!(block_rows(49408, 768, 128 << 20), vec![24704, 24704]);
+        assert_eq!(block_rows(1000, 16, 128 << 20), vec![1000]);
+        assert_eq!(block_rows(1000, 16, 25_000), vec![334, 334, 332]);
+        // Three blocks of 4 rows would overshoot 14 bytes: one more block.
+        assert_eq!(block_rows(10, 1, 14), vec![3, 3, 3, 1]);
+        // A row over the limit alone: one row per block (nothing smaller exists).
+        assert_eq!(block_rows(3, 100, 8), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn blocks_look_up_what_the_whole_table_does() {
+        let device = Device::flex();
+        let split = TokenEmbedding::new(10, 4, 3 * 4 * 4, &device);
+        assert_eq!(split.weight.iter().map(|w| w.dims()[0]).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+        let whole = Tensor::cat(split.weight.iter().map(|w| w.val()).collect(), 0);
+        let ids = Tensor::<2, Int>::from_data(TensorData::from([[0i64, 2, 3, 5, 6, 8, 9, 9]]), &device);
+        let read = |t: Tensor<3>| crate::block_on(t.into_data_async()).unwrap().try_to_vec::<f32>().unwrap();
+        assert_eq!(read(split.forward(ids.clone())), read(embedding(whole, ids)));
     }
 }

@@ -4,7 +4,7 @@ use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use crate::save::{TorchVisitor, checkpoint_key, torch_layout, visit_torch};
+use crate::save::{TorchVisitor, checkpoint_key, group_by_key, torch_layout, visit_torch};
 
 /// One parameter's gradient, named and laid out as PyTorch's `param.grad`.
 #[derive(Clone, Debug)]
@@ -30,7 +30,23 @@ pub fn named_gradients<M: Module>(module: &M, grads: &GradientsParams) -> Vec<Pa
     }
     let mut named = Named(grads, Vec::new());
     visit_torch(module, &mut named);
-    named.1
+    // A tensor held as row blocks has one gradient, its blocks' rows in order.
+    group_by_key(named.1, |g| &g.key)
+        .into_iter()
+        .map(|mut blocks| {
+            if blocks.len() == 1 {
+                return blocks.pop().expect("one");
+            }
+            let mut shape = blocks[0].shape.clone();
+            shape[0] = blocks.iter().map(|b| b.shape[0]).sum();
+            let key = blocks[0].key.clone();
+            ParamGradient {
+                key,
+                shape,
+                values: Tensor::cat(blocks.into_iter().map(|b| b.values).collect(), 0),
+            }
+        })
+        .collect()
 }
 
 /// The sum of the squares of every gradient `grads` holds for `module`'s parameters, `[1]`.

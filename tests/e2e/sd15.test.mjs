@@ -1,0 +1,174 @@
+// Full-size SD1.5 as a visitor brings it: the published layouts (the text encoder as
+// transformers 4 saved it, with its I64 `position_ids`; the VAE's old attention names; fp16
+// files), 2.86 GB with made-up weights (sd15.mjs), from a hub stand-in that answers as the Hub
+// does (302 to another origin, the linked size and hash on the redirect only, the JSON API's
+// SHA-256, here the hashes tests/fixtures/make_sd15_random_fixtures.py computed for the files it
+// ran diffusers on).
+//
+// 1. The CLI on those files (written to a folder) generates 64×64 in 2 UniPC steps with
+//    classifier-free guidance and the Canny ControlNet, in f32 as a browser without shader-f16
+//    does: its image equals diffusers' on the same weights to 40 dB. The CLI and the page share
+//    the loader (`model::loader` over `StreamLoader`) and the pipeline.
+// 2. The page loads SD1.5 and the ControlNet through the models panel: every weights file
+//    verified against the hub's SHA-256 (so the page holds the bytes diffusers computed with),
+//    each downloaded once, the GPU worker's WebAssembly memory within 256 MiB while 2.86 GB pass
+//    through it, and the memory estimate shows the f32 pipeline within WebGPU's 128 MiB buffers
+//    (the token embedding, 145 MiB in f32, is held in two blocks).
+// 3. With SD15_BROWSER_GENERATE=1, the page also generates and its image must equal diffusers'.
+//    Not by default: on SwiftShader (the only WebGPU of a machine without a GPU) the first of
+//    the two steps took ~15 min; on a real GPU it is seconds.
+//
+// The load's time and rate (and the generation's, when run) are printed as one JSON line.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { serve } from './server.mjs';
+import { hub } from './hub.mjs';
+import { launch, screenshot } from './browser.mjs';
+import { drop, generate, modelsState, open, pngPsnr, psnr, set, until } from './page.mjs';
+import { CONTROLNET_REPO, EXPECTED_PNG, FIXTURE, PIPELINE_REPO, sd15Repos, writeRepos } from './sd15.mjs';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
+const CLI = process.env.CONTROLNET_CLI ?? resolve(ROOT, 'target', 'debug', 'controlnet');
+const BROWSER_GENERATE = process.env.SD15_BROWSER_GENERATE === '1';
+const MIN_PSNR_DB = 40;
+const WASM_LIMIT = 256 * 2 ** 20;
+const SETTINGS = FIXTURE.settings;
+
+let site;
+let models;
+let scratch;
+
+before(async () => {
+  site = await serve(DIST);
+  models = await hub({ generated: sd15Repos() });
+  scratch = await mkdtemp(join(tmpdir(), 'controlnet-sd15-'));
+});
+after(async () => {
+  await models?.close();
+  await site?.close();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+/** The CLI's image for SETTINGS on the published files, as PNG bytes, and its time. */
+async function native() {
+  const folders = await writeRepos(sd15Repos(), join(scratch, 'hub'));
+  const out = join(scratch, 'cli.png');
+  const started = Date.now();
+  await promisify(execFile)(CLI, [
+    'generate', '--model', folders[PIPELINE_REPO], '--controlnet', folders[CONTROLNET_REPO],
+    '--control', resolve(ROOT, 'tests', 'fixtures', SETTINGS.control),
+    '--prompt', SETTINGS.prompt, '--negative-prompt', SETTINGS.negative, '--steps', String(SETTINGS.steps),
+    '--guidance', String(SETTINGS.guidance), '--scheduler', SETTINGS.scheduler, '--seed', String(SETTINGS.seed),
+    '--width', String(SETTINGS.size), '--height', String(SETTINGS.size), '--precision', 'f32', '--backend', 'cpu',
+    '--quiet', '--out', out,
+  ]);
+  const seconds = (Date.now() - started) / 1000;
+  const png = await readFile(out);
+  await rm(join(scratch, 'hub'), { recursive: true, force: true });
+  return { png, seconds };
+}
+
+test('full-size SD1.5 + Canny: the CLI equals diffusers; the page loads it verified, in bounded wasm memory', { timeout: (BROWSER_GENERATE ? 180 : 20) * 60_000 }, async () => {
+  const cli = await native();
+  const expected = await readFile(EXPECTED_PNG);
+  const browser = await launch({ webgpu: true });
+  const { page } = browser;
+  try {
+    // Every message of the page's workers that reports the WebAssembly memory, its largest value.
+    await page.addInitScript(() => {
+      const Native = window.Worker;
+      window.__wasmMemory = 0;
+      const scan = (value, depth) => {
+        if (!value || typeof value !== 'object' || ArrayBuffer.isView(value) || depth > 3) return;
+        if (typeof value.wasm_memory === 'number') window.__wasmMemory = Math.max(window.__wasmMemory, value.wasm_memory);
+        for (const key of Object.keys(value)) scan(value[key], depth + 1);
+      };
+      window.Worker = class extends Native {
+        constructor(...args) {
+          super(...args);
+          this.addEventListener('message', (event) => scan(event.data, 0));
+        }
+      };
+    });
+    await open(page, site.url);
+
+    await page.getByTestId('models-preset').selectOption('custom');
+    await set(page, 'models-base-url', models.url);
+    await set(page, 'models-pipeline', PIPELINE_REPO);
+    await set(page, 'models-controlnets', CONTROLNET_REPO);
+    await page.getByTestId('models-variant').selectOption('fp16');
+    const started = Date.now();
+    await page.getByTestId('models-load').click();
+    const loaded = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'SD1.5 to load', 20 * 60_000);
+    const loadSeconds = (Date.now() - started) / 1000;
+    assert.equal(loaded, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+    const bytes = Object.values(FIXTURE.files).reduce((sum, file) => sum + file.size, 0);
+    // Every weights file was verified against the hub's SHA-256 (none is marked unverified): the
+    // bytes the page computed with are the ones diffusers computed with.
+    assert.equal(await page.getByTestId('models-file-unverified').count(), 0, 'every weights file verified');
+    const served = await models.stats();
+    for (const [path, file] of Object.entries(sd15Repos()).flatMap(([repo, files]) => Object.entries(files).map(([p, f]) => [`${repo}/${p}`, f]))) {
+      if (file.sha256) assert.equal(served[path]?.bytes, file.size, `${path} was downloaded once, whole`);
+    }
+    await screenshot(page, 'sd15-1-loaded');
+
+    const estimate = await page.getByTestId('memory-estimate').textContent();
+    const wasmMemory = await page.evaluate(() => window.__wasmMemory);
+    const figures = {
+      bytes,
+      cli_s: cli.seconds,
+      cli_psnr_db: Number((await pngPsnr(page, cli.png, expected)).db.toFixed(1)),
+      load_s: Number(loadSeconds.toFixed(1)),
+      load_mb_per_s: Number((bytes / 1e6 / loadSeconds).toFixed(1)),
+      wasm_memory_mib: Number((wasmMemory / 2 ** 20).toFixed(1)),
+      estimate,
+    };
+    assert.ok(figures.cli_psnr_db >= MIN_PSNR_DB, `the CLI's image vs diffusers': ${figures.cli_psnr_db} dB`);
+    assert.ok(wasmMemory > 0, 'the worker reported its memory');
+    assert.ok(wasmMemory <= WASM_LIMIT, `wasm memory ${wasmMemory} > ${WASM_LIMIT}`);
+    // f32 (no shader-f16 on SwiftShader), and its largest buffer within WebGPU's default 128 MiB.
+    const largest = /largest buffer ([\d.]+) MiB/.exec(estimate);
+    assert.ok(largest && Number(largest[1]) <= 128, estimate);
+    assert.equal(await page.getByTestId('memory-refusal').count(), 0, 'the page does not refuse SD1.5 in f32');
+
+    if (BROWSER_GENERATE) {
+      await set(page, 'prompt', SETTINGS.prompt);
+      await set(page, 'negative-prompt', SETTINGS.negative);
+      if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
+      await set(page, 'seed', SETTINGS.seed);
+      await set(page, 'steps', SETTINGS.steps);
+      await set(page, 'guidance', SETTINGS.guidance);
+      await page.getByTestId('scheduler').selectOption(SETTINGS.scheduler);
+      await set(page, 'width', SETTINGS.size);
+      await set(page, 'height', SETTINGS.size);
+      const unit = page.getByTestId('control-unit').nth(0);
+      await unit.getByTestId('preprocessor').selectOption('none');
+      await unit.getByTestId('resize-mode').selectOption('just');
+      const control = await readFile(resolve(ROOT, 'tests', 'fixtures', SETTINGS.control));
+      await drop(unit.getByTestId('condition-drop'), control, 'edges.png');
+      await until(() => unit.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, 'the map');
+      await unit.getByTestId('unit-controlnet').selectOption({ index: 0 });
+      const generating = Date.now();
+      await generate(page, 'done', 120 * 60_000);
+      figures.generate_s = Number(((Date.now() - generating) / 1000).toFixed(1));
+      await screenshot(page, 'sd15-2-generated');
+      const result = await psnr(page, expected);
+      figures.psnr_db = Number(result.db.toFixed(1));
+      figures.wasm_memory_mib = Number(((await page.evaluate(() => window.__wasmMemory)) / 2 ** 20).toFixed(1));
+      assert.ok(result.db >= MIN_PSNR_DB, `the page's image vs diffusers': ${JSON.stringify(result)}`);
+    }
+    console.log(JSON.stringify({ sd15: figures }));
+  } catch (error) {
+    await screenshot(page, 'sd15-failed').catch(() => {});
+    console.log(browser.logs.slice(-40).join('\n'));
+    throw error;
+  } finally {
+    await browser.close();
+  }
+});
