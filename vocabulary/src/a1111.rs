@@ -242,7 +242,7 @@ impl UnitText {
         let s = &self.settings;
         let mut pairs = vec![
             format!("Module: {}", self.module.a1111()),
-            format!("Model: {}", self.model),
+            format!("Model: {}", quote(&self.model)),
             format!("Weight: {}", s.scale),
             format!("Resize Mode: {}", self.resize.a1111()),
         ];
@@ -273,7 +273,7 @@ impl UnitText {
             match key.as_str() {
                 // A1111's preprocessors we do not have leave the map as it is.
                 "Module" => unit.module = Preprocessor::from_a1111(&value).unwrap_or(Preprocessor::None),
-                "Model" => unit.model = value,
+                "Model" => unit.model = unquote(&value),
                 "Weight" => s.scale = number(&key, &value)?,
                 "Resize Mode" => unit.resize = ResizeMode::from_a1111(&value).unwrap_or_default(),
                 "Threshold A" => low = Some(number(&key, &value)?),
@@ -312,6 +312,21 @@ mod tests {
         let parsed = Parameters::parse(text).unwrap();
         assert_eq!(parsed.model, " sd15\u{c}");
         assert_eq!(Parameters::parse(&parsed.to_text()).unwrap().model, parsed.model);
+    }
+
+    /// A unit's model name with a quote, commas or colons is quoted inside the unit's own quoted
+    /// text, and reads back whole (found by fuzzing: it was written bare, and read back cut at
+    /// its first comma).
+    #[test]
+    fn unit_model_names_with_quotes_and_commas_survive() {
+        for name in ["\"M: 20Sampler:ul", "a, b: \"c\"", "me/tiny:controlnet", " padded "] {
+            let mut parameters = example();
+            parameters.units[0].model = name.into();
+            let read = Parameters::parse(&parameters.to_text()).unwrap();
+            assert_eq!(read.units[0].model, name);
+            assert_eq!(read.units[1].model, parameters.units[1].model);
+            assert_eq!(read.to_text(), parameters.to_text());
+        }
     }
 
     fn example() -> Parameters {
