@@ -349,10 +349,9 @@ impl StreamLoader {
         }
     }
 
-    /// Feeds the next chunk of the file; each complete piece of a tensor goes to the device at
-    /// once ([`PIECE_BYTES`]). Tensors
-    /// matching the `ignored` patterns are passed over unread, whatever their dtype; any other
-    /// tensor that is not floating-point is an error.
+    /// Feeds the next chunk of the file; each complete piece of a tensor ([`PIECE_BYTES`]) goes
+    /// to the device at once. Tensors matching the `ignored` patterns are passed over unread,
+    /// whatever their dtype; any other tensor that is not floating-point is an error.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), WeightsError> {
         let Self { stream, tensors, device, precision, remaps, ignored } = self;
         let wanted = |info: &TensorInfo| !ignored.iter().any(|re| re.is_match(&info.name));
