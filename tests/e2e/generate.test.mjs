@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { ARTIFACTS, launch, screenshot } from './browser.mjs';
-import { TIMEOUT_MS, drop, generate, open, psnr, set, state, until } from './page.mjs';
+import { TIMEOUT_MS, generate, open, psnr, set, state, typeSettings, until, useMap } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -126,24 +126,12 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     await screenshot(page, 'generate-1-models-loaded');
 
     // Prompt and settings.
-    await set(page, 'prompt', SETTINGS.prompt);
-    await set(page, 'negative-prompt', SETTINGS.negative);
-    if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
-    await set(page, 'seed', SETTINGS.seed);
-    await set(page, 'steps', SETTINGS.steps);
-    await set(page, 'guidance', SETTINGS.guidance);
-    await page.getByTestId('scheduler').selectOption(SETTINGS.scheduler);
-    await set(page, 'width', SETTINGS.size);
-    await set(page, 'height', SETTINGS.size);
+    await typeSettings(page, SETTINGS);
     await set(page, 'preview-every', 1);
 
     // The first unit: the edge map as it is (no preprocessor, no resizing at 64×64).
     const first = page.getByTestId('control-unit').nth(0);
-    await first.getByTestId('preprocessor').selectOption('none');
-    await first.getByTestId('resize-mode').selectOption('just');
-    await drop(first.getByTestId('condition-drop'), await readFile(EDGES), 'edges.png');
-    await until(() => first.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, 'the map');
-    await first.getByTestId('unit-controlnet').selectOption({ index: 0 });
+    await useMap(first, await readFile(EDGES), 'edges.png');
     await screenshot(page, 'generate-2-ready');
 
     // One unit: progress arrives step by step, and the image is the native one.
@@ -175,11 +163,7 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     // Two units together: the second ControlNet with a scribble.
     await page.getByTestId('add-unit').click();
     const second = page.getByTestId('control-unit').nth(1);
-    await second.getByTestId('preprocessor').selectOption('none');
-    await second.getByTestId('resize-mode').selectOption('just');
-    await drop(second.getByTestId('condition-drop'), await readFile(SCRIBBLE), 'scribble.png');
-    await until(() => second.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, 'map 2');
-    await second.getByTestId('unit-controlnet').selectOption({ index: 1 });
+    await useMap(second, await readFile(SCRIBBLE), 'scribble.png', 1);
     await generate(page);
     const two = await psnr(page, twoUnits);
     console.log(JSON.stringify({ test: 'two units vs native', ...two }));

@@ -106,6 +106,30 @@ export async function drop(zone, bytes, name, type = 'image/png') {
   );
 }
 
+/** Types a generation's settings as a visitor would: `{ prompt, negative, seed, steps,
+ *  guidance, scheduler, size }` (a fixed seed, a square size). */
+export async function typeSettings(page, settings) {
+  await set(page, 'prompt', settings.prompt);
+  await set(page, 'negative-prompt', settings.negative);
+  if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
+  await set(page, 'seed', settings.seed);
+  await set(page, 'steps', settings.steps);
+  await set(page, 'guidance', settings.guidance);
+  await page.getByTestId('scheduler').selectOption(settings.scheduler);
+  await set(page, 'width', settings.size);
+  await set(page, 'height', settings.size);
+}
+
+/** Gives a control unit an image as its map as it is (no preprocessor, no resizing at its own
+ *  size), waits for the map, and picks the loaded ControlNet at `controlnet`. */
+export async function useMap(unit, bytes, name, controlnet = 0) {
+  await unit.getByTestId('preprocessor').selectOption('none');
+  await unit.getByTestId('resize-mode').selectOption('just');
+  await drop(unit.getByTestId('condition-drop'), bytes, name);
+  await until(() => unit.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, `the map of ${name}`);
+  await unit.getByTestId('unit-controlnet').selectOption({ index: controlnet });
+}
+
 /** Sets an input's value as typing would. */
 export async function set(page, testid, value) {
   await page.getByTestId(testid).fill(String(value));

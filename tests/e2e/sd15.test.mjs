@@ -29,7 +29,7 @@ import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { drop, generate, modelsState, open, pngPsnr, psnr, set, until } from './page.mjs';
+import { generate, modelsState, open, pngPsnr, psnr, set, typeSettings, until, useMap } from './page.mjs';
 import { CONTROLNET_REPO, EXPECTED_PNG, FIXTURE, PIPELINE_REPO, sd15Repos, writeRepos } from './sd15.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -138,22 +138,9 @@ test('full-size SD1.5 + Canny: the CLI equals diffusers; the page loads it verif
     assert.equal(await page.getByTestId('memory-refusal').count(), 0, 'the page does not refuse SD1.5 in f32');
 
     if (BROWSER_GENERATE) {
-      await set(page, 'prompt', SETTINGS.prompt);
-      await set(page, 'negative-prompt', SETTINGS.negative);
-      if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
-      await set(page, 'seed', SETTINGS.seed);
-      await set(page, 'steps', SETTINGS.steps);
-      await set(page, 'guidance', SETTINGS.guidance);
-      await page.getByTestId('scheduler').selectOption(SETTINGS.scheduler);
-      await set(page, 'width', SETTINGS.size);
-      await set(page, 'height', SETTINGS.size);
-      const unit = page.getByTestId('control-unit').nth(0);
-      await unit.getByTestId('preprocessor').selectOption('none');
-      await unit.getByTestId('resize-mode').selectOption('just');
+      await typeSettings(page, SETTINGS);
       const control = await readFile(resolve(ROOT, 'tests', 'fixtures', SETTINGS.control));
-      await drop(unit.getByTestId('condition-drop'), control, 'edges.png');
-      await until(() => unit.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, 'the map');
-      await unit.getByTestId('unit-controlnet').selectOption({ index: 0 });
+      await useMap(page.getByTestId('control-unit').nth(0), control, 'edges.png');
       const generating = Date.now();
       await generate(page, 'done', 120 * 60_000);
       figures.generate_s = Number(((Date.now() - generating) / 1000).toFixed(1));

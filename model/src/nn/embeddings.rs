@@ -52,11 +52,6 @@ impl TokenEmbedding {
         }
         sum.expect("a table has rows")
     }
-
-    /// The number of rows (the vocabulary size).
-    pub fn rows(&self) -> usize {
-        self.weight.iter().map(|b| b.lazy_shape().dims::<2>()[0]).sum()
-    }
 }
 
 /// The rows of each block of a `rows` × `dim` table split into equal blocks of at most
