@@ -62,13 +62,34 @@ impl std::error::Error for DecodeError {}
 ///   on white, which is what the scribble preprocessor expects.
 /// * Images with more than [`MAX_DECODE_PIXELS`] pixels are refused before decoding; images whose
 ///   longer side exceeds [`MAX_WORKING_SIDE`] are scaled down to it (INTER_AREA).
+/// * A cut-off JPEG is refused before decoding (decoders fill the rest with grey): one that ends
+///   before its end-of-image marker, or holds fewer bits of picture data than its header's size
+///   has 8×8 blocks.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    decode_full(bytes, Alpha::OnWhite).map(fit_working_size)
+}
+
+/// What becomes of an image's transparency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpha {
+    /// Composited on white, as the A1111 extension's `HWC3` does (the page's condition images).
+    OnWhite,
+    /// Dropped, as PIL's `convert("RGB")` does (diffusers' `load_image`, which the CLI equals).
+    Drop,
+}
+
+/// Decodes an image file to RGB8 at its own size, with [`decode`]'s checks (formats, the pixel
+/// limit, cut-off JPEGs refused) and EXIF orientation; `alpha` says what becomes of
+/// transparency.
+pub fn decode_full(bytes: &[u8], alpha: Alpha) -> Result<RgbImage, DecodeError> {
     let format = image::guess_format(bytes).map_err(|_| DecodeError::NotAnImage)?;
     // The JPEG decoder fills a cut-off file with grey and reports success; a map of half a
     // picture would be silently wrong.
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(DecodeError::Damaged("the JPEG file ends too early".into()));
-    }
+    let jpeg = if format == ImageFormat::Jpeg {
+        Some(jpeg_layout(bytes).ok_or_else(|| DecodeError::Damaged("the JPEG file ends too early".into()))?)
+    } else {
+        None
+    };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     // A decoder may need the output image and a copy of it; 16-bit RGBA is 8 bytes a pixel.
@@ -85,21 +106,42 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
             name(format)
         )));
     }
+    // Huffman coding spends at least a bit on each 8×8 block (its DC code), so fewer bits than
+    // blocks is a file cut short that still ends with an end-of-image marker: decoders would fill
+    // the picture with grey, at the cost of decoding all of it.
+    if let Some(JpegLayout { scan_bytes, arithmetic: false }) = jpeg {
+        let blocks = u64::from(width.div_ceil(8)) * u64::from(height.div_ceil(8));
+        if (scan_bytes as u64) * 8 < blocks {
+            return Err(DecodeError::Damaged(format!(
+                "the JPEG file holds {scan_bytes} bytes of picture data, too few for {width}×{height} pixels"
+            )));
+        }
+    }
     let orientation = decoder.orientation().ok();
     let mut image =
         DynamicImage::from_decoder(decoder).map_err(|e| error(format, e, Some((width, height))))?;
     if let Some(orientation) = orientation {
         image.apply_orientation(orientation);
     }
-    let rgb = if image.color().has_alpha() { on_white(image) } else { to_rgb(image) };
-    Ok(fit_working_size(rgb))
+    Ok(if alpha == Alpha::OnWhite && image.color().has_alpha() { on_white(image) } else { to_rgb(image) })
 }
 
-/// Whether a JPEG's segments and entropy-coded scans run up to an end-of-image marker: walks
-/// the marker segments (skipping their payloads, EXIF thumbnails included) and scans the
-/// compressed data for the next marker (`FF` then anything but `00` (stuffing) or `D0`–`D7`
-/// (restarts)). Progressive files have several scans with tables between them.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
+/// What [`jpeg_layout`] finds in a JPEG file.
+#[derive(Clone, Copy, Debug)]
+struct JpegLayout {
+    /// The entropy-coded bytes of all its scans.
+    scan_bytes: usize,
+    /// Arithmetic coding (SOF9–SOF15), which can spend less than a bit on a block.
+    arithmetic: bool,
+}
+
+/// A JPEG's layout if its segments and entropy-coded scans run up to an end-of-image marker
+/// (`None`: it ends too early): walks the marker segments (skipping their payloads, EXIF
+/// thumbnails included) and scans the compressed data for the next marker (`FF` then anything
+/// but `00` (stuffing) or `D0`–`D7` (restarts)). Progressive files have several scans with tables
+/// between them.
+fn jpeg_layout(bytes: &[u8]) -> Option<JpegLayout> {
+    let mut layout = JpegLayout { scan_bytes: 0, arithmetic: false };
     let mut i = 2; // after SOI
     loop {
         // Fill bytes may precede a marker.
@@ -107,21 +149,21 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
             i += 1;
         }
         let (Some(&0xFF), Some(&marker)) = (bytes.get(i), bytes.get(i + 1)) else {
-            return false;
+            return None;
         };
         i += 2;
         match marker {
-            0xD9 => return true,
+            0xD9 => return Some(layout),
             // Standalone markers without a length.
             0x01 | 0xD0..=0xD7 => continue,
+            0xC9..=0xCB | 0xCD..=0xCF => layout.arithmetic = true,
             _ => {}
         }
-        let Some(length) = bytes.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
-            return false;
-        };
+        let length = bytes.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))?;
         i += length;
         if marker == 0xDA {
             // Entropy-coded data up to the next real marker.
+            let start = i;
             loop {
                 match (bytes.get(i), bytes.get(i + 1)) {
                     (Some(&0xFF), Some(&next))
@@ -130,9 +172,10 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
                         break;
                     }
                     (Some(_), Some(_)) => i += 1,
-                    _ => return false,
+                    _ => return None,
                 }
             }
+            layout.scan_bytes += i - start;
         }
     }
 }

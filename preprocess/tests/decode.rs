@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 use image::{ExtendedColorType, ImageFormat};
-use preprocess::{DecodeError, MAX_DECODE_PIXELS, MAX_WORKING_SIDE, RgbImage};
+use preprocess::{Alpha, DecodeError, MAX_DECODE_PIXELS, MAX_WORKING_SIDE, RgbImage};
 
 fn pattern(width: usize, height: usize) -> RgbImage {
     let pixels = (0..height)
@@ -98,6 +98,54 @@ fn refuses_truncated_files() {
             );
         }
     }
+}
+
+#[test]
+fn refuses_a_small_cut_off_jpeg_claiming_many_pixels_at_once() {
+    // 774 bytes (found by the images fuzzer): a JPEG header declaring 65535×255 pixels, EXIF
+    // orientation 7, and a scan of a few bytes. Decoders fill the missing part with grey and
+    // report success, after 0.3 s of decoding and rotating 50 MB (the CLI's decoder did); both
+    // alpha modes refuse it before decoding.
+    let bytes = include_bytes!("fixtures/cut-off-65535x255.jpg");
+    for result in [preprocess::decode(bytes), preprocess::decode_full(bytes, Alpha::Drop)] {
+        let error = result.map(|image| (image.width, image.height)).unwrap_err();
+        assert_eq!(error, DecodeError::Damaged("the JPEG file ends too early".into()));
+    }
+    // A whole 64×48 JPEG whose header says 65535×255: its scan ends with an end-of-image marker,
+    // but a bit per 8×8 block is the least Huffman coding spends, and 261,120 blocks need
+    // 32,640 bytes.
+    let mut bomb = encode(&pattern(64, 48), ImageFormat::Jpeg);
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline frame header");
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x00, 0xFF, 0xFF, 0xFF]);
+    for result in [preprocess::decode(&bomb), preprocess::decode_full(&bomb, Alpha::Drop)] {
+        let error = result.map(|image| (image.width, image.height)).unwrap_err();
+        assert!(
+            matches!(&error, DecodeError::Damaged(why) if why.ends_with("too few for 65535×255 pixels")),
+            "{error:?}"
+        );
+    }
+    // The least a real encoder spends: one colour, 2048×2048, decodes.
+    let flat = encode(&RgbImage::filled(2048, 2048, [90, 90, 90]), ImageFormat::Jpeg);
+    println!("a flat 2048×2048 JPEG: {} bytes", flat.len());
+    assert_eq!(preprocess::decode(&flat).map(|image| image.width), Ok(2048));
+}
+
+#[test]
+fn transparency_is_on_white_or_dropped_as_asked() {
+    let pixels = [10u8, 20, 30, 0, 200, 100, 50, 255];
+    let mut png = Vec::new();
+    image::write_buffer_with_format(
+        &mut Cursor::new(&mut png),
+        &pixels,
+        2,
+        1,
+        ExtendedColorType::Rgba8,
+        ImageFormat::Png,
+    )
+    .unwrap();
+    assert_eq!(preprocess::decode(&png).unwrap().pixels, [255, 255, 255, 200, 100, 50]);
+    assert_eq!(preprocess::decode_full(&png, Alpha::OnWhite).unwrap().pixels, [255, 255, 255, 200, 100, 50]);
+    assert_eq!(preprocess::decode_full(&png, Alpha::Drop).unwrap().pixels, [10, 20, 30, 200, 100, 50]);
 }
 
 /// CRC-32 (PNG chunks).

@@ -1,7 +1,8 @@
 // Generate in the tab, end to end, as a visitor does it: load the tiny fixture pipeline and its two
 // ControlNets from a stand-in for the Hugging Face Hub (hub.mjs), type a prompt, drop a condition
 // image, generate 2 steps at 64×64, and get the image the native pipeline makes for the same seed
-// and settings (`controlnet generate` on the CPU backend). Then: Cancel stops a long run midway and
+// and settings (`controlnet generate` on the CPU backend); the same ControlNet kept as one file in
+// the original format (A1111's and ComfyUI's) makes the same image. Then: Cancel stops a long run midway and
 // the next run succeeds; two control units steer one image together (again equal to the CLI's);
 // the GPU device destroyed mid-generation is reported and recovered from by a restart that reloads
 // the models; the gallery and the prompt survive a reload; the gallery's download is a PNG whose `parameters`
@@ -25,6 +26,8 @@ const CLI = process.env.CONTROLNET_CLI ?? resolve(ROOT, 'target', 'debug', 'cont
 const TINY = resolve(ROOT, 'tests', 'fixtures', 'tiny');
 const EDGES = resolve(TINY, 'control', 'edges_64x64.png');
 const SCRIBBLE = resolve(TINY, 'control', 'scribble_64x64.png');
+// tiny/controlnet's weights in the original single-file format (make_published_fixtures.py).
+const SINGLE_FILE = 'control_v11p_sd15_tiny.safetensors';
 // The issue's bar: the browser's image and the native one agree to 40 dB PSNR (8-bit).
 const MIN_PSNR_DB = 40;
 
@@ -114,7 +117,8 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     await page.getByTestId('models-preset').selectOption('custom');
     await set(page, 'models-base-url', models.url);
     await set(page, 'models-pipeline', 'test/tiny');
-    await set(page, 'models-controlnets', 'test/tiny:controlnet\ntest/tiny:controlnet2');
+    // The third: the first one as A1111 and ComfyUI keep it, one file in the original format.
+    await set(page, 'models-controlnets', `test/tiny:controlnet\ntest/tiny:controlnet2\ntest/tiny:${SINGLE_FILE}`);
     await page.getByTestId('models-variant').selectOption('none');
     await page.getByTestId('models-load').click();
     const loaded = await until(
@@ -159,6 +163,16 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     assert.ok((await psnr(page, oneUnit)).db >= MIN_PSNR_DB, 'the run after a cancel is the native image');
     // The shaders are compiled by now: this is the step time a second image costs.
     const warmStepMs = Number(await page.getByTestId('result-image').getAttribute('data-step-ms'));
+
+    // The single-file ControlNet (the third loaded) makes the first one's image.
+    const options = await first.getByTestId('unit-controlnet').locator('option').allTextContents();
+    assert.ok(options[2]?.includes(SINGLE_FILE), `the unit offers the single file: ${JSON.stringify(options)}`);
+    await first.getByTestId('unit-controlnet').selectOption({ index: 2 });
+    await generate(page);
+    const single = await psnr(page, oneUnit);
+    console.log(JSON.stringify({ test: 'single-file ControlNet vs native folder', ...single }));
+    assert.ok(single.db >= MIN_PSNR_DB, `single file: ${JSON.stringify(single)}`);
+    await first.getByTestId('unit-controlnet').selectOption({ index: 0 });
 
     // Two units together: the second ControlNet with a scribble.
     await page.getByTestId('add-unit').click();
@@ -219,9 +233,9 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     await generate(page);
     assert.ok((await psnr(page, twoUnits)).db >= MIN_PSNR_DB, 'after a restart, the same image');
 
-    // The gallery: four images, newest first; the download carries the parameters.
+    // The gallery: five images, newest first; the download carries the parameters.
     const items = page.getByTestId('gallery-item');
-    await until(() => items.count(), (n) => n === 4, 'four gallery items');
+    await until(() => items.count(), (n) => n === 5, 'five gallery items');
     const [download] = await Promise.all([
       page.waitForEvent('download'),
       items.nth(0).getByTestId('gallery-download').click(),
@@ -245,7 +259,7 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
 
     // A reload: the gallery and the prompt are still there.
     await page.reload();
-    await until(() => page.getByTestId('gallery-item').count(), (n) => n === 4, 'the gallery after a reload');
+    await until(() => page.getByTestId('gallery-item').count(), (n) => n === 5, 'the gallery after a reload');
     assert.equal(await page.getByTestId('prompt').inputValue(), SETTINGS.prompt);
     assert.equal(await page.getByTestId('steps').inputValue(), String(SETTINGS.steps));
     await screenshot(page, 'generate-8-reloaded');

@@ -41,11 +41,8 @@ pub struct Models {
 
 /// A model folder's name for the user: its repository, and its folder inside it if any.
 pub fn model_name(model: &ModelRef) -> String {
-    if model.subfolder.is_empty() {
-        model.source.repo.clone()
-    } else {
-        format!("{}/{}", model.source.repo, model.subfolder)
-    }
+    let location = model.location();
+    if location.is_empty() { model.source.repo.clone() } else { format!("{}/{location}", model.source.repo) }
 }
 
 /// How progress messages, the plan and errors name a file: `{repo}/{path}`.
@@ -91,9 +88,10 @@ impl PipelineFiles {
     }
 }
 
-/// A ControlNet folder's `config.json` and weights.
-fn controlnet_files(controlnet: &ModelRef) -> (String, String) {
-    (controlnet.path("config.json"), controlnet.path(&controlnet.weights_name("diffusion_pytorch_model")))
+/// A ControlNet folder's `config.json` (none for a single file) and weights.
+fn controlnet_files(controlnet: &ModelRef) -> (Option<String>, String) {
+    let config = controlnet.file.is_none().then(|| controlnet.path("config.json"));
+    (config, controlnet.path(&controlnet.weights_name("diffusion_pytorch_model")))
 }
 
 /// One file a load reads, in the order it reads them.
@@ -128,7 +126,9 @@ pub fn planned_paths(set: &ModelSet) -> Vec<PlannedPath<'_>> {
     ];
     for controlnet in &set.controlnets {
         let (config, weights) = controlnet_files(controlnet);
-        planned.push(file(controlnet, config, false, false));
+        if let Some(config) = config {
+            planned.push(file(controlnet, config, false, false));
+        }
         planned.push(file(controlnet, weights, true, false));
     }
     planned
@@ -159,9 +159,15 @@ pub async fn load_pipeline(
     for c in &set.controlnets {
         let mut files =
             WebFiles { id, cache: cache.as_ref(), model: c, remote: known(c), loaded: &mut loaded };
-        let controlnet = loader::load_controlnet(&mut files, &model_name(c), &pipeline)
-            .await
-            .map_err(|e| e.to_string())?;
+        let name = model_name(c);
+        let controlnet = match &c.file {
+            Some(file) => {
+                let stem = file.strip_suffix(".safetensors").unwrap_or(file);
+                loader::load_single_file_controlnet(&mut files, stem, &name, &pipeline).await
+            }
+            None => loader::load_controlnet(&mut files, &name, &pipeline).await,
+        }
+        .map_err(|e| e.to_string())?;
         controlnets.push(controlnet);
     }
     let models = Models {
@@ -332,7 +338,7 @@ fn download_error(model: &ModelRef, path: &str, error: DownloadError) -> String 
     match error {
         DownloadError::Http { status: 404, .. } if path.ends_with("model_index.json") => format!(
             "{name} has no model_index.json at revision {revision}: it is not a diffusers Stable Diffusion \
-             pipeline (a ControlNet goes in the ControlNet list; single-file checkpoints are not supported)"
+             pipeline (a ControlNet goes in the ControlNet list, as a folder or as one .safetensors file)"
         ),
         DownloadError::Http { status: 404, .. }
             if path.ends_with(".safetensors") && model.variant.is_some() =>
@@ -481,6 +487,7 @@ mod tests {
             },
             subfolder: subfolder.into(),
             variant: variant.map(str::to_owned),
+            file: None,
         }
     }
 
@@ -519,5 +526,19 @@ mod tests {
         assert_eq!(weights, 5);
         assert_eq!(model_name(&set.controlnets[0]), "test/tiny/controlnet");
         assert_eq!(model_name(&set.controlnets[1]), "lllyasviel/canny");
+    }
+
+    #[test]
+    fn a_single_file_controlnet_is_its_one_file() {
+        let single = ModelRef {
+            file: Some("control_v11p_sd15_tiny.safetensors".into()),
+            ..model("test/tiny", "", None)
+        };
+        let set = ModelSet { pipeline: model("test/tiny", "", None), controlnets: vec![single] };
+        let planned = planned_paths(&set);
+        let last = planned.last().unwrap();
+        assert_eq!((last.path.as_str(), last.weights), ("control_v11p_sd15_tiny.safetensors", true));
+        assert_eq!(planned.len(), 13, "the pipeline's twelve files, then the ControlNet's one");
+        assert_eq!(model_name(&set.controlnets[0]), "test/tiny/control_v11p_sd15_tiny.safetensors");
     }
 }

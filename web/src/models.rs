@@ -93,6 +93,7 @@ impl Pinned {
             },
             subfolder: String::new(),
             variant: self.variant.map(str::to_owned),
+            file: None,
         }
     }
 
@@ -121,9 +122,11 @@ pub fn parse_base_url(base_url: &str) -> Result<String, String> {
     Ok(trimmed.to_owned())
 }
 
-/// A model folder from a spec the user typed: `owner/name[@revision][:subfolder]`, e.g.
+/// A model from a spec the user typed: `owner/name[@revision][:path]`, e.g.
 /// `lllyasviel/control_v11p_sd15_canny`, `me/tiny@v2:controlnet`. The revision defaults to
-/// `main`.
+/// `main`. A path ending in `.safetensors` names a single-file model (its folder, then its file:
+/// `comfyanonymous/ControlNet-v1-1_fp16_safetensors:control_v11p_sd15_canny_fp16.safetensors`),
+/// which has no variant; any other path is a folder.
 ///
 /// The parts end up in URLs and in the cache's keys, so each is checked rather than escaped:
 /// names and revisions use the Hub's characters (letters, digits, `-`, `_`, `.`), and no part
@@ -189,6 +192,11 @@ pub fn parse_spec(
             subfolder
         }
     };
+    let (subfolder, file) = match subfolder.rsplit_once('/') {
+        _ if !subfolder.ends_with(".safetensors") => (subfolder, None),
+        Some((folder, file)) => (folder, Some(file)),
+        None => ("", Some(subfolder)),
+    };
     // An imported folder lives only in the cache, under its own revision, whatever the mirror.
     let local = owner == LOCAL_OWNER;
     Ok(ModelRef {
@@ -200,7 +208,8 @@ pub fn parse_spec(
             cache: cache || local,
         },
         subfolder: subfolder.to_owned(),
-        variant: variant.map(str::to_owned),
+        variant: if file.is_some() { None } else { variant.map(str::to_owned) },
+        file: file.map(str::to_owned),
     })
 }
 
@@ -243,6 +252,26 @@ mod tests {
         assert_eq!(nested.subfolder, "unet");
         let deep = parse_spec("a/b:x/y", HUB, None, true).unwrap();
         assert_eq!(deep.subfolder, "x/y");
+        assert_eq!((deep.file.as_deref(), deep.location().as_str()), (None, "x/y"));
+
+        // One file in the original format, at the root or in a folder: no variant applies.
+        let single =
+            "comfyanonymous/ControlNet-v1-1_fp16_safetensors:control_v11p_sd15_canny_fp16.safetensors";
+        let single = parse_spec(single, HUB, Some("fp16"), true).unwrap();
+        assert_eq!(single.subfolder, "");
+        assert_eq!(single.file.as_deref(), Some("control_v11p_sd15_canny_fp16.safetensors"));
+        assert_eq!(single.variant, None);
+        assert_eq!(
+            single.weights_name("diffusion_pytorch_model"),
+            "control_v11p_sd15_canny_fp16.safetensors"
+        );
+        let nested = parse_spec("a/b@v2:models/cn/canny.safetensors", HUB, Some("fp16"), true).unwrap();
+        assert_eq!(
+            (nested.subfolder.as_str(), nested.file.as_deref()),
+            ("models/cn", Some("canny.safetensors"))
+        );
+        assert_eq!(nested.location(), "models/cn/canny.safetensors");
+        assert_eq!(nested.path(&nested.weights_name("x")), "models/cn/canny.safetensors");
 
         for pinned in [SD15, CANNY, SCRIBBLE] {
             let parsed = parse_spec(&pinned.spec(), HUB, pinned.variant, true).unwrap();

@@ -174,7 +174,7 @@ impl Default for TrainSettings {
     }
 }
 
-/// One model folder: a repository (or a folder inside one) in the Hub's layout.
+/// One model: a repository (or a folder inside one) in the Hub's layout, or one file in it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelRef {
     pub source: ModelSource,
@@ -184,6 +184,11 @@ pub struct ModelRef {
     /// The weights variant: `Some("fp16")` reads `diffusion_pytorch_model.fp16.safetensors` and
     /// `model.fp16.safetensors`, as diffusers' `variant="fp16"` does.
     pub variant: Option<String>,
+    /// `Some(name)`: the model is one `.safetensors` file in `subfolder`, in the original (LDM)
+    /// format, as A1111 and ComfyUI users keep ControlNets (`control_v11p_sd15_canny.safetensors`;
+    /// its config follows from the pipeline's UNet). `None`: a diffusers folder.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 impl ModelRef {
@@ -193,11 +198,21 @@ impl ModelRef {
     }
 
     /// A weights file's name with the variant: `diffusion_pytorch_model.safetensors` →
-    /// `diffusion_pytorch_model.fp16.safetensors`.
+    /// `diffusion_pytorch_model.fp16.safetensors`; a single-file model's file whatever the stem.
     pub fn weights_name(&self, stem: &str) -> String {
-        match &self.variant {
-            Some(variant) => format!("{stem}.{variant}.safetensors"),
-            None => format!("{stem}.safetensors"),
+        match (&self.file, &self.variant) {
+            (Some(file), _) => file.clone(),
+            (None, Some(variant)) => format!("{stem}.{variant}.safetensors"),
+            (None, None) => format!("{stem}.safetensors"),
+        }
+    }
+
+    /// Where the model is in its repository: its folder, or its file for a single-file model
+    /// (`""`: the repository's root).
+    pub fn location(&self) -> String {
+        match &self.file {
+            Some(file) => self.path(file),
+            None => self.subfolder.clone(),
         }
     }
 }

@@ -154,6 +154,12 @@ impl Settings {
         let pipeline = self
             .pipeline
             .with(|spec| parse_spec(spec, &base_url, variant, cache))
+            .and_then(|pipeline| match pipeline.file {
+                Some(_) => Err("a pipeline is a diffusers folder (model_index.json); only ControlNets are \
+                                read from one .safetensors file"
+                    .to_owned()),
+                None => Ok(pipeline),
+            })
             .map_err(|e| format!("Pipeline: {e}"))?;
         let controlnets = self.controlnets.with(|specs| {
             specs
@@ -207,13 +213,10 @@ impl Choice {
     }
 }
 
-/// A model's name on the page: its repository, and its folder if not the root.
+/// A model's name on the page: its repository, and its folder or file if not the root.
 fn model_name(model: &ModelRef) -> String {
-    if model.subfolder.is_empty() {
-        model.source.repo.clone()
-    } else {
-        format!("{}:{}", model.source.repo, model.subfolder)
-    }
+    let location = model.location();
+    if location.is_empty() { model.source.repo.clone() } else { format!("{}:{location}", model.source.repo) }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -590,7 +593,7 @@ pub fn ModelsPanel(
 fn CustomModels(settings: Settings) -> impl IntoView {
     view! {
         <fieldset class="models-custom">
-            <legend>"Custom models: owner/name[@revision][:subfolder]"</legend>
+            <legend>"Custom models: owner/name[@revision][:folder or :file.safetensors]"</legend>
             <label>
                 "Stable Diffusion pipeline "
                 <input
@@ -604,7 +607,8 @@ fn CustomModels(settings: Settings) -> impl IntoView {
                 />
             </label>
             <label>
-                "ControlNets, one per line (none for plain text-to-image) "
+                "ControlNets, one per line: a diffusers folder or one .safetensors file as A1111 keeps it \
+                 (none for plain text-to-image) "
                 <textarea
                     data-testid="models-controlnets"
                     rows="3"
