@@ -4,7 +4,9 @@
 // a corrupted cached chunk is noticed and fetched again; a 500 from the hub is retried; bytes
 // corrupted on the way fail the SHA-256 check and nothing of them stays cached; IndexedDB
 // refusing a write mid-file leaves no half-file and the load completes; without IndexedDB, or
-// without storage quota, the weights load uncached and the worker says why; a gigabyte file streams through in bounded wasm memory.
+// without storage quota, the weights load uncached and the worker says why; two tabs loading the
+// same file at once both complete and leave it once in the cache; a gigabyte file streams through
+// in bounded wasm memory.
 //
 // The test drives the worker directly (its typed protocol as JSON), from a page of the same
 // origin as the site, so that what it measures is the worker's alone.
@@ -406,6 +408,58 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       const next = await loadUNet(page, 'main');
       assert.match(next.cacheProblems.find((m) => m.file === '')?.message ?? '', /The weights cache cannot be opened \(.*VersionError/);
       await page.evaluate(() => new Promise((done) => (indexedDB.deleteDatabase('controlnet-weights').onsuccess = done)));
+    });
+
+    await t.test('(l) two tabs loading the same file at once both complete, and the cache holds it once, whole', async () => {
+      // Two tabs of the site, each with its own worker, start the same (throttled) download into
+      // the one cache: they write the same chunks and manifest concurrently.
+      await models.reset();
+      await models.fault(WEIGHTS_KEY, 'slow', { bps: Math.round(weightsSize / 4) });
+      const other = await browser.context.newPage();
+      try {
+        await openWorker(other);
+        const [first, second] = await Promise.all([loadUNet(page, 'two-tabs'), loadUNet(other, 'two-tabs')]);
+        for (const [label, load] of [['first tab', first], ['second tab', second]]) {
+          console.log(`${label}: ${JSON.stringify(load.weights)}; ${JSON.stringify(load.cacheProblems)}`);
+          assert.ok(!load.weights.unverified, `${label}: verified`);
+        }
+        assert.ok(first.weights.stored || second.weights.stored, 'one of them stored the file');
+        await checkOutput(page, 'first tab, loaded beside another');
+        await checkOutput(other, 'second tab, loaded beside another');
+      } finally {
+        await other.close();
+      }
+      // What the cache holds: the file's chunks once each and its manifest, complete; the next
+      // load reads it all from there and verifies it.
+      const records = await page.evaluate(
+        (prefix) =>
+          new Promise((done, fail) => {
+            const open = indexedDB.open('controlnet-weights');
+            open.onerror = () => fail(open.error);
+            open.onsuccess = () => {
+              const db = open.result;
+              const tx = db.transaction(['chunks-v1', 'files-v1'], 'readonly');
+              const keys = { chunks: [], files: [] };
+              tx.objectStore('chunks-v1').getAllKeys().onsuccess = (e) => (keys.chunks = e.target.result);
+              tx.objectStore('files-v1').getAllKeys().onsuccess = (e) => (keys.files = e.target.result);
+              tx.oncomplete = () => {
+                db.close();
+                done({
+                  chunks: keys.chunks.filter((k) => k.startsWith(prefix)).length,
+                  files: keys.files.filter((k) => k.startsWith(prefix)).length,
+                });
+              };
+            };
+          }),
+        `test/tiny@two-tabs/${WEIGHTS}`,
+      );
+      assert.deepEqual(records, { chunks: Math.ceil(weightsSize / CHUNK), files: 1 });
+      await models.reset();
+      const { weights } = await loadUNet(page, 'two-tabs');
+      assert.equal(weights.cached_bytes, weightsSize, 'the next load reads the whole file from the cache');
+      assert.equal(weights.fetched_bytes, 0);
+      assert.ok(!weights.unverified);
+      await checkOutput(page, 'from the cache the two tabs filled');
     });
   } catch (error) {
     console.log(browser.logs.join('\n'));
