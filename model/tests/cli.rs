@@ -109,6 +109,83 @@ fn generate_reproduces_diffusers() {
     }
 }
 
+/// PSNR of two 8-bit RGB images of one size, in dB.
+fn psnr_8bit(a: &image_io::Rgb8, b: &image_io::Rgb8) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    let mse =
+        a.pixels.iter().zip(&b.pixels).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>()
+            / a.pixels.len() as f64;
+    10.0 * (255.0f64.powi(2) / mse.max(1e-12)).log10()
+}
+
+/// Pipelines of other shapes (tests/fixtures/make_topology_fixtures.py): diffusers' own ControlNet
+/// test components (a VAE scaling by 2, a first block with fewer channels than heads, one norm
+/// group) and a three-level one (a VAE scaling by 4): the CLI's image for seed 1234 equals
+/// diffusers' from the same latents, on both backends.
+#[test]
+fn other_topologies_equal_diffusers() {
+    let dir = out_dir();
+    for name in ["dummy", "three"] {
+        let folder = format!("topology/{name}");
+        let fixture_json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixtures().join(&folder).join("fixture.json")).unwrap())
+                .unwrap();
+        let settings = &fixture_json["settings"];
+        let expected =
+            image_io::decode(&std::fs::read(fixtures().join(&folder).join("expected.png")).unwrap()).unwrap();
+        for backend in ["cpu", "wgpu"] {
+            let out = dir.join(format!("topology-{name}-{backend}.png"));
+            let text = |key: &str| settings[key].as_str().unwrap().to_owned();
+            let number = |key: &str| settings[key].to_string();
+            let args = [
+                "generate".to_owned(),
+                "--model".to_owned(),
+                fixture(&folder),
+                "--controlnet".to_owned(),
+                fixture(&format!("{folder}/controlnet")),
+                "--control".to_owned(),
+                fixture(settings["control"].as_str().unwrap()),
+                "--prompt".to_owned(),
+                text("prompt"),
+                "--negative-prompt".to_owned(),
+                text("negative"),
+                "--seed".to_owned(),
+                number("seed"),
+                "--steps".to_owned(),
+                number("steps"),
+                "--guidance".to_owned(),
+                number("guidance"),
+                "--scheduler".to_owned(),
+                text("scheduler"),
+                "--width".to_owned(),
+                number("size"),
+                "--height".to_owned(),
+                number("size"),
+                "--precision".to_owned(),
+                "f32".to_owned(),
+                "--backend".to_owned(),
+                backend.to_owned(),
+                "--quiet".to_owned(),
+                "--out".to_owned(),
+                out.to_string_lossy().into_owned(),
+            ];
+            let output = controlnet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(
+                output.status.success(),
+                "{name}, {backend}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let image = image_io::decode(&std::fs::read(&out).unwrap()).unwrap();
+            let psnr = psnr_8bit(&image, &expected);
+            println!(
+                "{name} (VAE scale {}), {backend}: CLI vs diffusers PSNR {psnr:.1} dB (without the ControlNet: {} dB)",
+                fixture_json["vae_scale_factor"], fixture_json["psnr_without_controlnet_db"]
+            );
+            assert!(psnr >= 40.0, "{name}, {backend}: PSNR {psnr:.1} dB < 40 dB");
+        }
+    }
+}
+
 #[test]
 fn seeds_are_reproducible() {
     let dir = out_dir();
