@@ -4,7 +4,8 @@
 // estimate; a reload loads from the cache without fetching a weight byte; deleting the repository
 // from the cache view makes the next load download again; and with a storage quota too small for
 // the weights, the page says so, loads them uncached, and still generates. Last, a diffusers folder
-// picked from the disk is imported into the cache and loads with no request to any server. The hub
+// picked from the disk is imported into the cache and loads with no request to any server (after an
+// import the GPU worker died in, which ends with the reason and imports again after Restart). The hub
 // behaves as the real one does (weights through a cross-origin redirect, their SHA-256 in its JSON
 // API): every file is verified; a hub that names no SHA-256 gets its weights marked unverified.
 import { test, before, after } from 'node:test';
@@ -183,6 +184,31 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
   try {
     const { page } = local;
     await open(page, site.url);
+    // The GPU worker dies during the import (an uncaught error, what a panic in the wasm is, on
+    // its first write of the import): the import ends with the reason, the picker works again,
+    // and after Restart the same folder imports.
+    for (const worker of page.workers()) {
+      // The GPU workers (the generator's and the device check's, which writes nothing).
+      if ((await worker.evaluate(() => self.name)) !== 'worker') continue;
+      await worker.evaluate(() => {
+        const put = IDBObjectStore.prototype.put;
+        IDBObjectStore.prototype.put = function (...args) {
+          IDBObjectStore.prototype.put = put;
+          setTimeout(() => {
+            throw new Error('the test stopped the worker mid-import');
+          });
+          return put.apply(this, args);
+        };
+      });
+    }
+    await page.getByTestId('import-folder').setInputFiles(TINY);
+    const failed = await page.getByTestId('import-error').textContent({ timeout: TIMEOUT_MS });
+    console.log(`import when the worker dies: ${failed}`);
+    assert.match(failed, /^The GPU worker stopped during the import \(.*the test stopped the worker mid-import.*\); restart it and import again\.$/);
+    assert.ok(await page.getByTestId('import-folder').isEnabled(), 'the picker works again');
+    await screenshot(page, 'models-5-import-stopped');
+    await page.getByTestId('gpu-restart').click();
+    await until(() => modelsState(page), (s) => s === 'loaded', 'the restart');
     await page.getByTestId('import-folder').setInputFiles(TINY);
     await page.getByTestId('import-done').waitFor({ timeout: TIMEOUT_MS });
     assert.equal(await page.getByTestId('models-pipeline').inputValue(), 'local/tiny');
@@ -192,7 +218,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     await load(page);
     const stats = await models.stats();
     assert.deepEqual(Object.keys(stats), [], `an imported folder loads without the network: ${JSON.stringify(stats)}`);
-    await screenshot(page, 'models-5-imported');
+    await screenshot(page, 'models-6-imported');
   } catch (error) {
     await screenshot(local.page, 'models-import-failure').catch(() => {});
     console.log(local.logs.slice(-40).join('\n'));

@@ -112,7 +112,7 @@ pub fn LocalImport(
             waiters.try_with_value(|w| w.borrow_mut().drain().collect()).unwrap_or_default();
         for (_, (resolve, slot)) in pending {
             let message =
-                format!("the GPU worker stopped during the import ({reason}); restart it and import again");
+                format!("The GPU worker stopped during the import ({reason}); restart it and import again.");
             *slot.borrow_mut() = Some(Response::Error { id: None, message });
             let _ = resolve.call0(&JsValue::UNDEFINED);
         }
