@@ -24,11 +24,41 @@ use crate::protocol::{CachedFile, CachedModel};
 /// The database, and its version: bump it (and the store names) when the layout changes.
 pub const DATABASE: &str = "controlnet-weights";
 const VERSION: u32 = 1;
-/// Chunk records: `{ data: Uint8Array, sha256: hex }`, keyed by [`FileKey::chunk`].
+/// Chunk records: `{ data: Uint8Array, xxh3: hex }` (records of older builds carry `sha256: hex`
+/// instead; see [`ChunkCheck`]), keyed by [`FileKey::chunk`].
 pub const CHUNKS: &str = "chunks-v1";
 /// Manifests: `{ size, chunk_bytes, sha256, complete, repo, revision, file }`, keyed by
 /// [`FileKey::manifest`].
 pub const FILES: &str = "files-v1";
+
+/// How a chunk record proves its bytes on every load. New records carry XXH3-64 (a few GB/s in
+/// wasm: reading from the cache is not slowed by it); records written by older builds carry the
+/// chunk's SHA-256, still honoured. Integrity against the server is the whole file's SHA-256,
+/// checked once, at download: a manifest is marked complete only after it matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkCheck {
+    Xxh3(u64),
+    /// Lower-case hex.
+    Sha256(String),
+}
+
+impl ChunkCheck {
+    /// The check a new record of `data` carries.
+    pub fn of(data: &[u8]) -> Self {
+        Self::Xxh3(xxhash_rust::xxh3::xxh3_64(data))
+    }
+
+    /// Whether `data` is the stored chunk.
+    pub fn matches(&self, data: &[u8]) -> bool {
+        match self {
+            Self::Xxh3(sum) => xxhash_rust::xxh3::xxh3_64(data) == *sum,
+            Self::Sha256(hex) => {
+                use sha2::Digest;
+                crate::download::hex(&sha2::Sha256::digest(data)) == *hex
+            }
+        }
+    }
+}
 
 /// What went wrong in IndexedDB. DOM errors keep their `DOMException` name and message.
 #[derive(Clone, Debug, PartialEq)]
@@ -220,8 +250,12 @@ impl Cache {
         Ok(request(&count).await?.as_f64().unwrap_or(0.0) > 0.0)
     }
 
-    /// Chunk `index` and the SHA-256 recorded when it was stored; the caller verifies them.
-    pub async fn chunk(&self, key: &FileKey, index: u64) -> Result<Option<(Uint8Array, String)>, CacheError> {
+    /// Chunk `index` and the check recorded when it was stored; the caller verifies them.
+    pub async fn chunk(
+        &self,
+        key: &FileKey,
+        index: u64,
+    ) -> Result<Option<(Uint8Array, ChunkCheck)>, CacheError> {
         let (_, store) = self.store(CHUNKS, IdbTransactionMode::Readonly)?;
         let value =
             request(&store.get(&key.chunk(index).into()).map_err(|e| CacheError::from_js(&e))?).await?;
@@ -231,23 +265,24 @@ impl Cache {
         let data = get(&value, "data")
             .dyn_into::<Uint8Array>()
             .map_err(|_| CacheError::Malformed(format!("chunk {} has no data", key.chunk(index))))?;
-        let sha256 = get(&value, "sha256")
-            .as_string()
-            .ok_or_else(|| CacheError::Malformed(format!("chunk {} has no sha256", key.chunk(index))))?;
-        Ok(Some((data, sha256)))
+        let xxh3 = get(&value, "xxh3").as_string().and_then(|hex| u64::from_str_radix(&hex, 16).ok());
+        let check = match (xxh3, get(&value, "sha256").as_string()) {
+            (Some(sum), _) => ChunkCheck::Xxh3(sum),
+            (None, Some(sha256)) => ChunkCheck::Sha256(sha256),
+            (None, None) => {
+                return Err(CacheError::Malformed(format!("chunk {} has no checksum", key.chunk(index))));
+            }
+        };
+        Ok(Some((data, check)))
     }
 
-    /// Stores chunk `index` (a copy into a JS buffer), waiting until it is committed.
-    pub async fn put_chunk(
-        &self,
-        key: &FileKey,
-        index: u64,
-        data: &[u8],
-        sha256: &str,
-    ) -> Result<(), CacheError> {
+    /// Stores chunk `index` (a copy into a JS buffer) with its [`ChunkCheck`], waiting until it is
+    /// committed.
+    pub async fn put_chunk(&self, key: &FileKey, index: u64, data: &[u8]) -> Result<(), CacheError> {
         let record = Object::new();
         set(&record, "data", &Uint8Array::from(data));
-        set(&record, "sha256", &JsValue::from_str(sha256));
+        let ChunkCheck::Xxh3(sum) = ChunkCheck::of(data) else { unreachable!("new records are XXH3") };
+        set(&record, "xxh3", &JsValue::from_str(&format!("{sum:016x}")));
         let (tx, store) = self.store(CHUNKS, IdbTransactionMode::Readwrite)?;
         store.put_with_key(&record, &key.chunk(index).into()).map_err(|e| CacheError::from_js(&e))?;
         transaction_done(&tx).await

@@ -5,7 +5,7 @@
 //! message per slice, waiting for each answer before sending the next: the file is never whole in
 //! either heap, and the worker's message queue never holds more than one slice. Once the last
 //! slice is stored, the manifest is marked complete with the file's SHA-256, and the loader reads
-//! it like any cached file (it verifies every chunk again as it goes).
+//! it like any cached file (it checks every chunk again as it goes).
 
 use sha2::{Digest, Sha256};
 
@@ -64,14 +64,13 @@ impl Import {
             return Err(format!("{file}: a slice of {} bytes where {expected} were expected", bytes.len()));
         }
         let index = offset / DEFAULT_CHUNK_BYTES;
-        let sha256 = hex(&Sha256::digest(bytes));
-        cache.put_chunk(&self.key, index, bytes, &sha256).await.map_err(|e| format!("{file}: {e}"))?;
+        cache.put_chunk(&self.key, index, bytes).await.map_err(|e| format!("{file}: {e}"))?;
         self.hash.update(bytes);
         self.next += bytes.len() as u64;
         if self.next < self.size {
             return Ok(Imported::Partial { bytes: self.next });
         }
-        let sha256 = hex(&self.hash.clone().finalize());
+        let sha256 = crate::download::hex(&self.hash.clone().finalize());
         let manifest = Manifest {
             size: self.size,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
@@ -82,8 +81,4 @@ impl Import {
         cache.put_manifest(&self.key, &manifest).await.map_err(|e| format!("{file}: {e}"))?;
         Ok(Imported::Complete { sha256 })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
