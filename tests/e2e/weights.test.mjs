@@ -603,6 +603,33 @@ test('(m) a cold start from the cache: IndexedDB to the device, MB/s printed', {
     assert.equal(cached.cached_bytes, cached.size, 'all of it from the cache');
     assert.equal(cached.fetched_bytes, 0);
     assert.ok(!cached.unverified, 'verified');
+    // The first stage alone: IndexedDB's reads of the same records, in the page.
+    const read = await page.evaluate(
+      (prefix) =>
+        new Promise((done, fail) => {
+          const open = indexedDB.open('controlnet-weights');
+          open.onerror = () => fail(open.error);
+          open.onsuccess = () => {
+            const db = open.result;
+            const keys = db.transaction('chunks-v1').objectStore('chunks-v1').getAllKeys(IDBKeyRange.bound(prefix, `${prefix}\uffff`));
+            keys.onsuccess = async () => {
+              const started = performance.now();
+              let bytes = 0;
+              for (const key of keys.result) {
+                const record = await new Promise((got) => {
+                  const get = db.transaction('chunks-v1').objectStore('chunks-v1').get(key);
+                  get.onsuccess = () => got(get.result);
+                });
+                bytes += record.data.length;
+              }
+              db.close();
+              done({ bytes, ms: performance.now() - started });
+            };
+          };
+        }),
+      'test/cold@main/cold.safetensors#',
+    );
+    console.log(JSON.stringify({ bench: 'cold start: IndexedDB reads alone', ms: Math.round(read.ms), mb_per_s: Math.round(read.bytes / 1e3 / read.ms) }));
   } catch (error) {
     console.log(browser.logs.join('\n'));
     throw error;

@@ -14,6 +14,7 @@ use std::fmt;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     DomException, IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode,
     WorkerGlobalScope,
@@ -57,6 +58,33 @@ impl ChunkCheck {
                 crate::download::hex(&sha2::Sha256::digest(data)) == *hex
             }
         }
+    }
+}
+
+/// A chunk being read ([`Cache::read_chunk`]).
+pub struct ChunkRead {
+    name: String,
+    started: Result<JsFuture, CacheError>,
+}
+
+impl ChunkRead {
+    /// The chunk and its recorded check, once read; `None` if it has no record.
+    pub async fn get(self) -> Result<Option<(Uint8Array, ChunkCheck)>, CacheError> {
+        let value = self.started?.await.map_err(request_error)?;
+        if value.is_undefined() {
+            return Ok(None);
+        }
+        let name = self.name;
+        let data = get(&value, "data")
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| CacheError::Malformed(format!("chunk {name} has no data")))?;
+        let xxh3 = get(&value, "xxh3").as_string().and_then(|hex| u64::from_str_radix(&hex, 16).ok());
+        let check = match (xxh3, get(&value, "sha256").as_string()) {
+            (Some(sum), _) => ChunkCheck::Xxh3(sum),
+            (None, Some(sha256)) => ChunkCheck::Sha256(sha256),
+            (None, None) => return Err(CacheError::Malformed(format!("chunk {name} has no checksum"))),
+        };
+        Ok(Some((data, check)))
     }
 }
 
@@ -256,24 +284,17 @@ impl Cache {
         key: &FileKey,
         index: u64,
     ) -> Result<Option<(Uint8Array, ChunkCheck)>, CacheError> {
-        let (_, store) = self.store(CHUNKS, IdbTransactionMode::Readonly)?;
-        let value =
-            request(&store.get(&key.chunk(index).into()).map_err(|e| CacheError::from_js(&e))?).await?;
-        if value.is_undefined() {
-            return Ok(None);
-        }
-        let data = get(&value, "data")
-            .dyn_into::<Uint8Array>()
-            .map_err(|_| CacheError::Malformed(format!("chunk {} has no data", key.chunk(index))))?;
-        let xxh3 = get(&value, "xxh3").as_string().and_then(|hex| u64::from_str_radix(&hex, 16).ok());
-        let check = match (xxh3, get(&value, "sha256").as_string()) {
-            (Some(sum), _) => ChunkCheck::Xxh3(sum),
-            (None, Some(sha256)) => ChunkCheck::Sha256(sha256),
-            (None, None) => {
-                return Err(CacheError::Malformed(format!("chunk {} has no checksum", key.chunk(index))));
-            }
-        };
-        Ok(Some((data, check)))
+        self.read_chunk(key, index).get().await
+    }
+
+    /// Starts reading chunk `index` now: the browser reads it while the caller works on the
+    /// previous one ([`ChunkRead::get`] waits for it).
+    pub fn read_chunk(&self, key: &FileKey, index: u64) -> ChunkRead {
+        let started = self.store(CHUNKS, IdbTransactionMode::Readonly).and_then(|(_, store)| {
+            let get = store.get(&key.chunk(index).into()).map_err(|e| CacheError::from_js(&e))?;
+            Ok(JsFuture::from(crate::idb::request_promise(&get)))
+        });
+        ChunkRead { name: key.chunk(index), started }
     }
 
     /// Stores chunk `index` (a copy into a JS buffer) with its [`ChunkCheck`], waiting until it is
@@ -377,9 +398,12 @@ impl Cache {
 
 /// Resolves with an `IDBRequest`'s result once it succeeds.
 pub async fn request(request: &IdbRequest) -> Result<JsValue, CacheError> {
-    crate::idb::request(request).await.map_err(|e| {
-        if e.is_null() { CacheError::from_dom(None, "the request") } else { CacheError::from_js(&e) }
-    })
+    crate::idb::request(request).await.map_err(request_error)
+}
+
+/// A failed request's error (`null` when IndexedDB gives none) as a [`CacheError`].
+fn request_error(error: JsValue) -> CacheError {
+    if error.is_null() { CacheError::from_dom(None, "the request") } else { CacheError::from_js(&error) }
 }
 
 /// Resolves once `tx` has committed; its error (a quota error, typically) otherwise.

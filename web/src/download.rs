@@ -23,7 +23,7 @@ use web_sys::{
     ReadableStreamDefaultReader, ReadableStreamReadResult, RequestInit, StorageEstimate, WorkerGlobalScope,
 };
 
-use crate::cache::{Cache, CacheError, FileKey, Manifest};
+use crate::cache::{Cache, CacheError, ChunkRead, FileKey, Manifest};
 
 /// The cache's chunk size unless the request says otherwise.
 pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
@@ -253,10 +253,20 @@ pub async fn load_file(
     // Cached chunks are copied into this one buffer, reused: the wasm heap does not fragment.
     let mut cached = Vec::new();
 
+    // The next chunk's read from IndexedDB, started while this one is checked and consumed.
+    let mut ahead: Option<(u64, ChunkRead)> = None;
     while index < chunks {
         // From the cache, verified.
         if let Some(c) = cache {
-            match c.chunk(key, index).await {
+            let read = match ahead.take() {
+                Some((at, read)) if at == index => read,
+                _ => c.read_chunk(key, index),
+            };
+            let chunk = read.get().await;
+            if index + 1 < chunks && matches!(chunk, Ok(Some(_))) {
+                ahead = Some((index + 1, c.read_chunk(key, index + 1)));
+            }
+            match chunk {
                 Ok(Some((data, check))) => {
                     let (start, end) = chunk_range(size, chunk_bytes, index);
                     cached.resize(data.length() as usize, 0);

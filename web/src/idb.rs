@@ -10,7 +10,13 @@ use web_sys::{IdbDatabase, IdbFactory, IdbOpenDbRequest, IdbRequest, IdbTransact
 
 /// Resolves with an `IDBRequest`'s result once it succeeds.
 pub async fn request(request: &IdbRequest) -> Result<JsValue, JsValue> {
-    let promise = Promise::new(&mut |resolve, reject| {
+    JsFuture::from(request_promise(request)).await
+}
+
+/// A promise of an `IDBRequest`'s result, its handlers attached now: a request started ahead of
+/// time (the next chunk, read while this one is used) cannot finish unheard.
+pub fn request_promise(request: &IdbRequest) -> Promise {
+    Promise::new(&mut |resolve, reject| {
         let on_success = Closure::once_into_js(move |event: web_sys::Event| {
             let result = event
                 .target()
@@ -31,8 +37,7 @@ pub async fn request(request: &IdbRequest) -> Result<JsValue, JsValue> {
         });
         request.set_onsuccess(Some(on_success.unchecked_ref()));
         request.set_onerror(Some(on_error.unchecked_ref()));
-    });
-    JsFuture::from(promise).await
+    })
 }
 
 /// Resolves once `tx` has committed; its error (a quota error, typically) otherwise.
