@@ -134,39 +134,6 @@ pub fn chunk_range(size: u64, chunk_bytes: u64, index: u64) -> (u64, u64) {
     (start, (start + chunk_bytes).min(size))
 }
 
-/// Feeds chunks `0..until` of a file being read back from the cache into `file_hash`: a complete
-/// file whose chunk `until` must come from the network after all is checked as a whole, as a
-/// download is. Each chunk is checked again; one that changed or went away since it was read
-/// fails the load (the next one starts over).
-#[allow(clippy::too_many_arguments)]
-async fn hash_cached(
-    cache: Option<&Cache>,
-    key: &FileKey,
-    url: &str,
-    size: u64,
-    chunk_bytes: u64,
-    until: u64,
-    file_hash: &mut Sha256,
-    buffer: &mut Vec<u8>,
-) -> Result<(), DownloadError> {
-    let changed = || DownloadError::Protocol {
-        url: url.into(),
-        message: "the cached copy changed while it was read; load it again".into(),
-    };
-    for index in 0..until {
-        let Some(c) = cache else { return Err(changed()) };
-        let Ok(Some((data, check))) = c.chunk(key, index).await else { return Err(changed()) };
-        let (start, end) = chunk_range(size, chunk_bytes, index);
-        buffer.resize(data.length() as usize, 0);
-        data.copy_to(buffer);
-        if buffer.len() as u64 != end - start || !check.matches(buffer) {
-            return Err(changed());
-        }
-        file_hash.update(&buffer[..]);
-    }
-    Ok(())
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -185,239 +152,364 @@ pub fn parse_content_range(header: &str) -> Option<(u64, u64)> {
     Some((start.parse().ok()?, size.parse().ok()?))
 }
 
-/// Loads `job`'s file into `consume`, chunk by chunk, in order, each byte once.
+/// Loads `job`'s file into `consume`, chunk by chunk, in order, each byte once: the manifest
+/// (the cache's, or a new one from the server's size and hash), then each chunk from the cache
+/// where it is stored and checks out, else from the network with the chunks after it that the
+/// cache lacks (retried with backoff), then the file's SHA-256 against the server's.
 pub async fn load_file(
     job: Job<'_>,
     on_progress: &mut dyn FnMut(Progress),
     on_cache_problem: &mut dyn FnMut(&CacheProblem),
     consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Loaded, DownloadError> {
-    let Job { url, key, mut cache, chunk_bytes, remote } = job;
-    let chunk_bytes = chunk_bytes.max(1);
-    let mut give_up_cache = |cache: &mut Option<&Cache>, error: CacheError, needed: u64, available| {
-        on_cache_problem(&CacheProblem { error, needed, available });
-        *cache = None;
-    };
-
-    let mut known = None;
-    if let Some(c) = cache {
-        match c.manifest(key).await {
-            Ok(Some(manifest)) if manifest.chunk_bytes == chunk_bytes => known = Some(manifest),
-            // Another chunk size: those records are of no use.
-            Ok(Some(_)) => {
-                let _ = c.delete(key).await;
-            }
-            Ok(None) => {}
-            Err(error) => give_up_cache(&mut cache, error, 0, None),
-        }
-    }
-    let manifest = match known {
-        Some(manifest) => manifest,
-        None => {
-            let (size, sha256) = match remote {
-                Some(remote) => (remote.size, remote.sha256.clone()),
-                None => head(url).await?,
-            };
-            let server_sha256 = sha256.is_some();
-            let manifest = Manifest { size, chunk_bytes, sha256, complete: false, server_sha256 };
-            if let Some(c) = cache {
-                let available = free_space().await;
-                if available.is_some_and(|free| free < size) {
-                    let error = CacheError::QuotaExceeded(format!(
-                        "{} MiB are needed, {} MiB are free",
-                        mib(size),
-                        mib(available.unwrap_or(0))
-                    ));
-                    give_up_cache(&mut cache, error, size, available);
-                } else if let Err(error) = c.put_manifest(key, &manifest).await {
-                    give_up_cache(&mut cache, error, size, available);
-                }
-            }
-            manifest
-        }
-    };
-
-    let size = manifest.size;
-    let chunks = chunk_count(size, chunk_bytes);
-    let mut loaded = Loaded { size, ..Loaded::default() };
-    let mut file_hash = Sha256::new();
-    // A complete file matched its SHA-256 when it was stored: read back whole from the cache, each
-    // chunk's checksum is proof enough, and the file is not hashed again (the cold start's cost).
-    // The first chunk that must come from the network ends that: the chunks before it are hashed
-    // from the cache, and the file is checked as a download is.
-    let mut hashing = !(manifest.complete && manifest.sha256.is_some());
-    let mut done = 0u64;
-    let mut index = 0u64;
+    let mut file = FileLoad::open(job, on_progress, on_cache_problem, consume).await?;
     let mut failures = 0u32;
-    let mut last_progress = f64::NEG_INFINITY;
-    // Cached chunks are copied into this one buffer, reused: the wasm heap does not fragment.
-    let mut cached = Vec::new();
-
-    // The next chunk's read from IndexedDB, started while this one is checked and consumed.
-    let mut ahead: Option<(u64, ChunkRead)> = None;
-    while index < chunks {
-        // From the cache, verified.
-        if let Some(c) = cache {
-            let read = match ahead.take() {
-                Some((at, read)) if at == index => read,
-                _ => c.read_chunk(key, index),
-            };
-            let chunk = read.get().await;
-            if index + 1 < chunks && matches!(chunk, Ok(Some(_))) {
-                ahead = Some((index + 1, c.read_chunk(key, index + 1)));
+    while file.index < file.chunks {
+        if file.read_cached().await? {
+            continue;
+        }
+        let (message, progressed) = match file.fetch_missing().await? {
+            Fetched::All => {
+                failures = 0;
+                continue;
             }
-            match chunk {
-                Ok(Some((data, check))) => {
-                    let (start, end) = chunk_range(size, chunk_bytes, index);
-                    cached.resize(data.length() as usize, 0);
-                    data.copy_to(&mut cached);
-                    drop(data);
-                    if cached.len() as u64 == end - start && check.matches(&cached) {
-                        if hashing {
-                            file_hash.update(&cached);
-                        }
-                        consume(&cached).map_err(DownloadError::Consumer)?;
-                        done += cached.len() as u64;
-                        loaded.cached_bytes += cached.len() as u64;
-                        on_progress(Progress { bytes: done, total: size, from_cache: true });
-                        index += 1;
-                        continue;
-                    }
-                    loaded.corrupt_chunks += 1;
+            Fetched::Failed { message, progressed } => (message, progressed),
+        };
+        // Chunks that arrived before the failure count: the backoff starts over.
+        failures = if progressed { 1 } else { failures + 1 };
+        file.loaded.retries += 1;
+        if failures >= MAX_ATTEMPTS {
+            return Err(DownloadError::Network {
+                url: file.url.into(),
+                message: format!("{message} ({failures} attempts)"),
+            });
+        }
+        let resume = file.index * file.chunk_bytes;
+        web_sys::console::warn_1(&format!("{}: {message}; resuming from byte {resume}", file.url).into());
+        sleep(FIRST_BACKOFF_MS << (failures - 1).min(5)).await;
+    }
+    file.finish().await
+}
+
+/// What one network attempt did.
+enum Fetched {
+    /// Every chunk asked for arrived.
+    All,
+    /// The attempt failed, after some chunks arrived or before any did.
+    Failed { message: String, progressed: bool },
+}
+
+/// One file being loaded: where it stands, and where its bytes go.
+struct FileLoad<'a> {
+    url: &'a str,
+    key: &'a FileKey,
+    /// `None` once the cache has failed (the load goes on without it).
+    cache: Option<&'a Cache>,
+    chunk_bytes: u64,
+    manifest: Manifest,
+    chunks: u64,
+    /// The next chunk to hand out.
+    index: u64,
+    /// Bytes handed out so far.
+    done: u64,
+    loaded: Loaded,
+    file_hash: Sha256,
+    /// Whether the file's SHA-256 is being computed. A complete file matched it when it was
+    /// stored: read back whole from the cache, each chunk's checksum is proof enough (the cold
+    /// start's cost). The first chunk that must come from the network ends that: the chunks
+    /// before it are hashed from the cache, and the file is checked as a download is.
+    hashing: bool,
+    /// Cached chunks are copied into this one buffer, reused: the wasm heap does not fragment.
+    buffer: Vec<u8>,
+    /// The next chunk's read from IndexedDB, started while this one is checked and consumed.
+    ahead: Option<(u64, ChunkRead)>,
+    last_progress: f64,
+    on_progress: &'a mut dyn FnMut(Progress),
+    on_cache_problem: &'a mut dyn FnMut(&CacheProblem),
+    consume: &'a mut dyn FnMut(&[u8]) -> Result<(), String>,
+}
+
+impl<'a> FileLoad<'a> {
+    /// The file's manifest: the cache's if it has one of this chunk size, else a new one from the
+    /// server's size and hash, stored when the quota allows.
+    async fn open(
+        job: Job<'a>,
+        on_progress: &'a mut dyn FnMut(Progress),
+        on_cache_problem: &'a mut dyn FnMut(&CacheProblem),
+        consume: &'a mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<Self, DownloadError> {
+        let Job { url, key, cache, chunk_bytes, remote } = job;
+        let chunk_bytes = chunk_bytes.max(1);
+        let placeholder =
+            Manifest { size: 0, chunk_bytes, sha256: None, complete: false, server_sha256: false };
+        let mut file = Self {
+            url,
+            key,
+            cache,
+            chunk_bytes,
+            manifest: placeholder,
+            chunks: 0,
+            index: 0,
+            done: 0,
+            loaded: Loaded::default(),
+            file_hash: Sha256::new(),
+            hashing: true,
+            buffer: Vec::new(),
+            ahead: None,
+            last_progress: f64::NEG_INFINITY,
+            on_progress,
+            on_cache_problem,
+            consume,
+        };
+        let known = match file.cache.map(|c| (c, c.manifest(key))) {
+            Some((c, manifest)) => match manifest.await {
+                Ok(Some(manifest)) if manifest.chunk_bytes == chunk_bytes => Some(manifest),
+                // Another chunk size: those records are of no use.
+                Ok(Some(_)) => {
+                    let _ = c.delete(key).await;
+                    None
                 }
-                Ok(None) => {}
-                Err(error) => give_up_cache(&mut cache, error, size, None),
+                Ok(None) => None,
+                Err(error) => {
+                    file.give_up_cache(error, 0, None);
+                    None
+                }
+            },
+            None => None,
+        };
+        file.manifest = match known {
+            Some(manifest) => manifest,
+            None => file.new_manifest(remote).await?,
+        };
+        file.chunks = chunk_count(file.manifest.size, chunk_bytes);
+        file.loaded = Loaded { size: file.manifest.size, ..Loaded::default() };
+        file.hashing = !(file.manifest.complete && file.manifest.sha256.is_some());
+        Ok(file)
+    }
+
+    /// A manifest from the server's size and hash (the Hub's API, else a `HEAD` request), stored
+    /// if the cache has room for the file.
+    async fn new_manifest(&mut self, remote: Option<&RemoteFile>) -> Result<Manifest, DownloadError> {
+        let (size, sha256) = match remote {
+            Some(remote) => (remote.size, remote.sha256.clone()),
+            None => head(self.url).await?,
+        };
+        let server_sha256 = sha256.is_some();
+        let manifest =
+            Manifest { size, chunk_bytes: self.chunk_bytes, sha256, complete: false, server_sha256 };
+        if let Some(c) = self.cache {
+            let available = free_space().await;
+            if available.is_some_and(|free| free < size) {
+                let error = CacheError::QuotaExceeded(format!(
+                    "{} MiB are needed, {} MiB are free",
+                    mib(size),
+                    mib(available.unwrap_or(0))
+                ));
+                self.give_up_cache(error, size, available);
+            } else if let Err(error) = c.put_manifest(self.key, &manifest).await {
+                self.give_up_cache(error, size, available);
             }
         }
+        Ok(manifest)
+    }
 
-        // From the network: this chunk and the ones after it the cache lacks.
-        if !hashing {
-            hashing = true;
-            hash_cached(cache, key, url, size, chunk_bytes, index, &mut file_hash, &mut cached).await?;
+    /// Tells the caller why the cache is no longer used, and stops using it.
+    fn give_up_cache(&mut self, error: CacheError, needed: u64, available: Option<u64>) {
+        (self.on_cache_problem)(&CacheProblem { error, needed, available });
+        self.cache = None;
+    }
+
+    /// Hands out chunk `index` from the cache if it is there and checks out; `false` otherwise
+    /// (it must come from the network).
+    async fn read_cached(&mut self) -> Result<bool, DownloadError> {
+        let Some(c) = self.cache else { return Ok(false) };
+        let index = self.index;
+        let read = match self.ahead.take() {
+            Some((at, read)) if at == index => read,
+            _ => c.read_chunk(self.key, index),
+        };
+        let data = match read.get().await {
+            Ok(Some((data, check))) => Some((data, check)),
+            Ok(None) => None,
+            Err(error) => {
+                self.give_up_cache(error, self.manifest.size, None);
+                return Ok(false);
+            }
+        };
+        let Some((data, check)) = data else { return Ok(false) };
+        if index + 1 < self.chunks {
+            self.ahead = Some((index + 1, c.read_chunk(self.key, index + 1)));
         }
-        let mut last = index + 1;
-        match cache {
+        let (start, end) = chunk_range(self.manifest.size, self.chunk_bytes, index);
+        self.buffer.resize(data.length() as usize, 0);
+        data.copy_to(&mut self.buffer);
+        drop(data);
+        if self.buffer.len() as u64 != end - start || !check.matches(&self.buffer) {
+            self.loaded.corrupt_chunks += 1;
+            return Ok(false);
+        }
+        if self.hashing {
+            self.file_hash.update(&self.buffer);
+        }
+        (self.consume)(&self.buffer).map_err(DownloadError::Consumer)?;
+        self.done += self.buffer.len() as u64;
+        self.loaded.cached_bytes += self.buffer.len() as u64;
+        (self.on_progress)(Progress { bytes: self.done, total: self.manifest.size, from_cache: true });
+        self.index += 1;
+        Ok(true)
+    }
+
+    /// Starts hashing the file, from its first chunk, if a complete one was being read back
+    /// unhashed: chunks `0..index` are read from the cache again and checked once more; one that
+    /// changed or went away since fails the load (the next one starts over).
+    async fn start_hashing(&mut self) -> Result<(), DownloadError> {
+        if self.hashing {
+            return Ok(());
+        }
+        self.hashing = true;
+        let changed = || DownloadError::Protocol {
+            url: self.url.into(),
+            message: "the cached copy changed while it was read; load it again".into(),
+        };
+        for index in 0..self.index {
+            let Some(c) = self.cache else { return Err(changed()) };
+            let Ok(Some((data, check))) = c.chunk(self.key, index).await else { return Err(changed()) };
+            let (start, end) = chunk_range(self.manifest.size, self.chunk_bytes, index);
+            self.buffer.resize(data.length() as usize, 0);
+            data.copy_to(&mut self.buffer);
+            if self.buffer.len() as u64 != end - start || !check.matches(&self.buffer) {
+                return Err(changed());
+            }
+            self.file_hash.update(&self.buffer);
+        }
+        Ok(())
+    }
+
+    /// One network attempt: chunk `index` and the ones after it that the cache lacks, in one
+    /// ranged request, each complete chunk stored, hashed and handed out as it arrives.
+    async fn fetch_missing(&mut self) -> Result<Fetched, DownloadError> {
+        self.start_hashing().await?;
+        let (size, chunk_bytes) = (self.manifest.size, self.chunk_bytes);
+        let mut last = self.index + 1;
+        match self.cache {
             Some(c) => {
-                while last < chunks && !c.has_chunk(key, last).await.unwrap_or(false) {
+                while last < self.chunks && !c.has_chunk(self.key, last).await.unwrap_or(false) {
                     last += 1;
                 }
             }
-            None => last = chunks,
+            None => last = self.chunks,
         }
-        let (from, _) = chunk_range(size, chunk_bytes, index);
+        let (from, _) = chunk_range(size, chunk_bytes, self.index);
         let (_, to) = chunk_range(size, chunk_bytes, last - 1);
-
-        let failure = match Body::open(url, from, to, size).await {
-            Err(DownloadError::Network { message, .. }) => Some(message),
+        let mut body = match Body::open(self.url, from, to, size).await {
+            Ok(body) => body,
+            Err(DownloadError::Network { message, .. }) => {
+                return Ok(Fetched::Failed { message, progressed: false });
+            }
             Err(DownloadError::Http { status, .. }) if status >= 500 || status == 429 => {
-                Some(format!("the server answered {status}"))
+                let message = format!("the server answered {status}");
+                return Ok(Fetched::Failed { message, progressed: false });
             }
             Err(other) => return Err(other),
-            Ok(mut body) => {
-                let (start, end) = chunk_range(size, chunk_bytes, index);
-                let mut buffer = Vec::with_capacity((end - start) as usize);
-                let mut failure = None;
-                while index < last {
-                    let piece = match body.next().await {
-                        Ok(Some(piece)) => piece,
-                        Ok(None) => {
-                            failure = Some(format!("the body ended after {} bytes", from + body.received));
-                            break;
-                        }
-                        Err(message) => {
-                            failure = Some(message);
-                            break;
-                        }
-                    };
-                    let length = piece.length() as usize;
-                    loaded.fetched_bytes += length as u64;
-                    let mut offset = 0;
-                    while offset < length {
-                        if index >= last {
-                            return Err(DownloadError::Protocol {
-                                url: url.into(),
-                                message: "the server sent more bytes than asked for".into(),
-                            });
-                        }
-                        let (start, end) = chunk_range(size, chunk_bytes, index);
-                        let take = ((end - start) as usize - buffer.len()).min(length - offset);
-                        let old = buffer.len();
-                        buffer.resize(old + take, 0);
-                        piece.subarray(offset as u32, (offset + take) as u32).copy_to(&mut buffer[old..]);
-                        offset += take;
-                        if buffer.len() as u64 == end - start {
-                            // A complete chunk: stored, hashed, consumed, dropped.
-                            if let Some(c) = cache
-                                && let Err(error) = c.put_chunk(key, index, &buffer).await
-                            {
-                                let available = free_space().await;
-                                // Free what this file took; the load goes on without the cache.
-                                let _ = c.delete(key).await;
-                                give_up_cache(&mut cache, error, size, available);
-                            }
-                            file_hash.update(&buffer);
-                            consume(&buffer).map_err(DownloadError::Consumer)?;
-                            done += buffer.len() as u64;
-                            buffer.clear();
-                            index += 1;
-                            failures = 0;
-                            on_progress(Progress { bytes: done, total: size, from_cache: false });
-                        }
-                    }
-                    let now = now_ms();
-                    if now - last_progress > 100.0 {
-                        last_progress = now;
-                        let bytes = done + buffer.len() as u64;
-                        on_progress(Progress { bytes, total: size, from_cache: false });
-                    }
+        };
+        let first = self.index;
+        let (start, end) = chunk_range(size, chunk_bytes, self.index);
+        let mut buffer = Vec::with_capacity((end - start) as usize);
+        let outcome = loop {
+            if self.index >= last {
+                break None;
+            }
+            let piece = match body.next().await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => {
+                    break Some(format!("the body ended after {} bytes", from + body.received));
                 }
-                body.cancel();
-                failure
+                Err(message) => break Some(message),
+            };
+            let length = piece.length() as usize;
+            self.loaded.fetched_bytes += length as u64;
+            let mut offset = 0;
+            while offset < length {
+                if self.index >= last {
+                    return Err(DownloadError::Protocol {
+                        url: self.url.into(),
+                        message: "the server sent more bytes than asked for".into(),
+                    });
+                }
+                let (start, end) = chunk_range(size, chunk_bytes, self.index);
+                let take = ((end - start) as usize - buffer.len()).min(length - offset);
+                let old = buffer.len();
+                buffer.resize(old + take, 0);
+                piece.subarray(offset as u32, (offset + take) as u32).copy_to(&mut buffer[old..]);
+                offset += take;
+                if buffer.len() as u64 == end - start {
+                    self.downloaded(&buffer).await?;
+                    buffer.clear();
+                }
+            }
+            let now = now_ms();
+            if now - self.last_progress > 100.0 {
+                self.last_progress = now;
+                let bytes = self.done + buffer.len() as u64;
+                (self.on_progress)(Progress { bytes, total: size, from_cache: false });
             }
         };
-        if let Some(message) = failure {
-            failures += 1;
-            loaded.retries += 1;
-            if failures >= MAX_ATTEMPTS {
-                return Err(DownloadError::Network {
-                    url: url.into(),
-                    message: format!("{message} ({failures} attempts)"),
-                });
-            }
-            web_sys::console::warn_1(
-                &format!("{url}: {message}; resuming from byte {}", index * chunk_bytes).into(),
-            );
-            sleep(FIRST_BACKOFF_MS << (failures - 1).min(5)).await;
-        }
+        body.cancel();
+        Ok(match outcome {
+            None => Fetched::All,
+            Some(message) => Fetched::Failed { message, progressed: self.index > first },
+        })
     }
 
-    if !hashing {
-        // Read back whole from the cache: the hash it matched when it was stored.
-        loaded.sha256 = manifest.sha256.clone().unwrap_or_default();
-        loaded.verified = manifest.server_sha256;
-        loaded.stored = true;
-        return Ok(loaded);
-    }
-    loaded.sha256 = hex(&file_hash.finalize());
-    if let Some(expected) = manifest.sha256.as_ref().filter(|expected| **expected != loaded.sha256) {
-        if let Some(c) = cache {
-            let _ = c.delete(key).await;
+    /// A complete chunk from the network: stored, hashed, handed out.
+    async fn downloaded(&mut self, chunk: &[u8]) -> Result<(), DownloadError> {
+        if let Some(c) = self.cache
+            && let Err(error) = c.put_chunk(self.key, self.index, chunk).await
+        {
+            let available = free_space().await;
+            // Free what this file took; the load goes on without the cache.
+            let _ = c.delete(self.key).await;
+            self.give_up_cache(error, self.manifest.size, available);
         }
-        return Err(DownloadError::Sha256 {
-            url: url.into(),
-            expected: expected.clone(),
-            actual: loaded.sha256.clone(),
-        });
+        self.file_hash.update(chunk);
+        (self.consume)(chunk).map_err(DownloadError::Consumer)?;
+        self.done += chunk.len() as u64;
+        self.index += 1;
+        (self.on_progress)(Progress { bytes: self.done, total: self.manifest.size, from_cache: false });
+        Ok(())
     }
-    loaded.verified = manifest.server_sha256 && manifest.sha256.is_some();
-    if let Some(c) = cache {
-        let complete = Manifest { sha256: Some(loaded.sha256.clone()), complete: true, ..manifest };
-        match c.put_manifest(key, &complete).await {
-            Ok(()) => loaded.stored = true,
-            Err(error) => give_up_cache(&mut cache, error, size, None),
+
+    /// The file's SHA-256 against the server's, and the manifest marked complete.
+    async fn finish(mut self) -> Result<Loaded, DownloadError> {
+        let manifest = self.manifest.clone();
+        if !self.hashing {
+            // Read back whole from the cache: the hash it matched when it was stored.
+            self.loaded.sha256 = manifest.sha256.clone().unwrap_or_default();
+            self.loaded.verified = manifest.server_sha256;
+            self.loaded.stored = true;
+            return Ok(self.loaded);
         }
+        self.loaded.sha256 = hex(&self.file_hash.clone().finalize());
+        if let Some(expected) = manifest.sha256.as_ref().filter(|expected| **expected != self.loaded.sha256) {
+            if let Some(c) = self.cache {
+                let _ = c.delete(self.key).await;
+            }
+            return Err(DownloadError::Sha256 {
+                url: self.url.into(),
+                expected: expected.clone(),
+                actual: self.loaded.sha256.clone(),
+            });
+        }
+        self.loaded.verified = manifest.server_sha256 && manifest.sha256.is_some();
+        if let Some(c) = self.cache {
+            let complete = Manifest { sha256: Some(self.loaded.sha256.clone()), complete: true, ..manifest };
+            match c.put_manifest(self.key, &complete).await {
+                Ok(()) => self.loaded.stored = true,
+                Err(error) => self.give_up_cache(error, self.manifest.size, None),
+            }
+        }
+        Ok(self.loaded)
     }
-    Ok(loaded)
 }
 
 fn mib(bytes: u64) -> String {
