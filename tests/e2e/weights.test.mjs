@@ -179,6 +179,32 @@ async function checkOutput(page, label) {
 
 const fetched = async (file = WEIGHTS_KEY) => (await models.stats())[file]?.bytes ?? 0;
 
+/** The keys of the cache's chunk records and manifests that start with `prefix`, read in `page`. */
+function cachedRecords(page, prefix) {
+  return page.evaluate(
+    (prefix) =>
+      new Promise((done, fail) => {
+        const open = indexedDB.open('controlnet-weights');
+        open.onerror = () => fail(open.error);
+        open.onsuccess = () => {
+          const db = open.result;
+          const tx = db.transaction(['chunks-v1', 'files-v1'], 'readonly');
+          const keys = { chunks: [], files: [] };
+          tx.objectStore('chunks-v1').getAllKeys().onsuccess = (e) => (keys.chunks = e.target.result);
+          tx.objectStore('files-v1').getAllKeys().onsuccess = (e) => (keys.files = e.target.result);
+          tx.oncomplete = () => {
+            db.close();
+            done({
+              chunks: keys.chunks.filter((k) => k.startsWith(prefix)),
+              files: keys.files.filter((k) => k.startsWith(prefix)),
+            });
+          };
+        };
+      }),
+    prefix,
+  );
+}
+
 test('weights download once, resume after a cut, survive a corrupted chunk', { timeout: 900_000 }, async (t) => {
   const browser = await launch({ webgpu: true });
   const { page } = browser;
@@ -349,28 +375,7 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       assert.ok(!weights.stored, 'not stored');
       assert.equal(weights.fetched_bytes, weightsSize, 'the whole file came from the network, once');
       await checkOutput(page, 'after a write refused mid-file');
-      const records = await page.evaluate(
-        (prefix) =>
-          new Promise((done, fail) => {
-            const open = indexedDB.open('controlnet-weights');
-            open.onerror = () => fail(open.error);
-            open.onsuccess = () => {
-              const db = open.result;
-              const tx = db.transaction(['chunks-v1', 'files-v1'], 'readonly');
-              const keys = { chunks: [], files: [] };
-              tx.objectStore('chunks-v1').getAllKeys().onsuccess = (e) => (keys.chunks = e.target.result);
-              tx.objectStore('files-v1').getAllKeys().onsuccess = (e) => (keys.files = e.target.result);
-              tx.oncomplete = () => {
-                db.close();
-                done({
-                  chunks: keys.chunks.filter((k) => k.startsWith(prefix)),
-                  files: keys.files.filter((k) => k.startsWith(prefix)),
-                });
-              };
-            };
-          }),
-        `test/tiny@quota-mid/${WEIGHTS}`,
-      );
+      const records = await cachedRecords(page, `test/tiny@quota-mid/${WEIGHTS}`);
       assert.deepEqual(records, { chunks: [], files: [] }, 'no half-file is left in the cache');
       // With room again, the next load fetches and stores it whole.
       await worker.evaluate(() => self.restoreIndexedDb());
@@ -466,29 +471,11 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       }
       // What the cache holds: the file's chunks once each and its manifest, complete; the next
       // load reads it all from there and verifies it.
-      const records = await page.evaluate(
-        (prefix) =>
-          new Promise((done, fail) => {
-            const open = indexedDB.open('controlnet-weights');
-            open.onerror = () => fail(open.error);
-            open.onsuccess = () => {
-              const db = open.result;
-              const tx = db.transaction(['chunks-v1', 'files-v1'], 'readonly');
-              const keys = { chunks: [], files: [] };
-              tx.objectStore('chunks-v1').getAllKeys().onsuccess = (e) => (keys.chunks = e.target.result);
-              tx.objectStore('files-v1').getAllKeys().onsuccess = (e) => (keys.files = e.target.result);
-              tx.oncomplete = () => {
-                db.close();
-                done({
-                  chunks: keys.chunks.filter((k) => k.startsWith(prefix)).length,
-                  files: keys.files.filter((k) => k.startsWith(prefix)).length,
-                });
-              };
-            };
-          }),
-        `test/tiny@two-tabs/${WEIGHTS}`,
+      const records = await cachedRecords(page, `test/tiny@two-tabs/${WEIGHTS}`);
+      assert.deepEqual(
+        { chunks: records.chunks.length, files: records.files.length },
+        { chunks: Math.ceil(weightsSize / CHUNK), files: 1 },
       );
-      assert.deepEqual(records, { chunks: Math.ceil(weightsSize / CHUNK), files: 1 });
       await models.reset();
       const { weights } = await loadUNet(page, 'two-tabs');
       assert.equal(weights.cached_bytes, weightsSize, 'the next load reads the whole file from the cache');
