@@ -87,6 +87,23 @@ function relativeL2(actual, wanted) {
 async function openWorker(page) {
   // Any path of the site's origin will do (a 404 page): the app's own workers stay out of it.
   await page.goto(`${site.url}weights-test`);
+  // The weights database from the page, as promises: `idb.open()`, `idb.result(request)`,
+  // `idb.done(transaction)`.
+  await page.evaluate(() => {
+    const settle = (target, ok, value, error) =>
+      new Promise((done, fail) => {
+        target[ok] = () => done(value());
+        target.onerror = () => fail(error());
+      });
+    window.idb = {
+      open: () => {
+        const open = indexedDB.open('controlnet-weights');
+        return settle(open, 'onsuccess', () => open.result, () => open.error);
+      },
+      result: (request) => settle(request, 'onsuccess', () => request.result, () => request.error),
+      done: (tx) => settle(tx, 'oncomplete', () => undefined, () => tx.error),
+    };
+  });
   await page.evaluate(
     () =>
       new Promise((ready, fail) => {
@@ -181,28 +198,15 @@ const fetched = async (file = WEIGHTS_KEY) => (await models.stats())[file]?.byte
 
 /** The keys of the cache's chunk records and manifests that start with `prefix`, read in `page`. */
 function cachedRecords(page, prefix) {
-  return page.evaluate(
-    (prefix) =>
-      new Promise((done, fail) => {
-        const open = indexedDB.open('controlnet-weights');
-        open.onerror = () => fail(open.error);
-        open.onsuccess = () => {
-          const db = open.result;
-          const tx = db.transaction(['chunks-v1', 'files-v1'], 'readonly');
-          const keys = { chunks: [], files: [] };
-          tx.objectStore('chunks-v1').getAllKeys().onsuccess = (e) => (keys.chunks = e.target.result);
-          tx.objectStore('files-v1').getAllKeys().onsuccess = (e) => (keys.files = e.target.result);
-          tx.oncomplete = () => {
-            db.close();
-            done({
-              chunks: keys.chunks.filter((k) => k.startsWith(prefix)),
-              files: keys.files.filter((k) => k.startsWith(prefix)),
-            });
-          };
-        };
-      }),
-    prefix,
-  );
+  return page.evaluate(async (prefix) => {
+    const db = await idb.open();
+    const tx = db.transaction(['chunks-v1', 'files-v1'], 'readonly');
+    const [chunks, files] = await Promise.all(
+      ['chunks-v1', 'files-v1'].map((name) => idb.result(tx.objectStore(name).getAllKeys())),
+    );
+    db.close();
+    return { chunks: chunks.filter((k) => k.startsWith(prefix)), files: files.filter((k) => k.startsWith(prefix)) };
+  }, prefix);
 }
 
 test('weights download once, resume after a cut, survive a corrupted chunk', { timeout: 900_000 }, async (t) => {
@@ -254,31 +258,16 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
 
     await t.test('(d) a corrupted cached chunk is detected and fetched again', async () => {
       const key = `test/tiny@main/${WEIGHTS}#000003`;
-      const flipped = await page.evaluate(
-        (key) =>
-          new Promise((done, fail) => {
-            const open = indexedDB.open('controlnet-weights');
-            open.onerror = () => fail(open.error);
-            open.onsuccess = () => {
-              const db = open.result;
-              const tx = db.transaction('chunks-v1', 'readwrite');
-              const store = tx.objectStore('chunks-v1');
-              const get = store.get(key);
-              get.onsuccess = () => {
-                const record = get.result;
-                record.data[1234] ^= 0xff;
-                store.put(record, key);
-              };
-              tx.oncomplete = () => {
-                db.close();
-                done(true);
-              };
-              tx.onerror = () => fail(tx.error);
-            };
-          }),
-        key,
-      );
-      assert.ok(flipped);
+      await page.evaluate(async (key) => {
+        const db = await idb.open();
+        const tx = db.transaction('chunks-v1', 'readwrite');
+        const store = tx.objectStore('chunks-v1');
+        const record = await idb.result(store.get(key));
+        record.data[1234] ^= 0xff;
+        store.put(record, key);
+        await idb.done(tx);
+        db.close();
+      }, key);
       await models.reset();
       const { weights } = await loadUNet(page, 'main');
       assert.equal(weights.corrupt_chunks, 1);
@@ -291,30 +280,16 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       assert.equal(again.weights.corrupt_chunks, 0);
       assert.equal(await fetched(), 0);
       // A chunk record as older builds wrote it (its SHA-256, no XXH3) is still read and checked.
-      await page.evaluate(
-        (key) =>
-          new Promise((done, fail) => {
-            const open = indexedDB.open('controlnet-weights');
-            open.onerror = () => fail(open.error);
-            open.onsuccess = async () => {
-              const db = open.result;
-              const read = db.transaction('chunks-v1').objectStore('chunks-v1').get(key);
-              read.onsuccess = async () => {
-                const record = read.result;
-                const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', record.data));
-                const sha256 = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
-                const tx = db.transaction('chunks-v1', 'readwrite');
-                tx.objectStore('chunks-v1').put({ data: record.data, sha256 }, key);
-                tx.oncomplete = () => {
-                  db.close();
-                  done();
-                };
-                tx.onerror = () => fail(tx.error);
-              };
-            };
-          }),
-        `test/tiny@main/${WEIGHTS}#000002`,
-      );
+      await page.evaluate(async (key) => {
+        const db = await idb.open();
+        const record = await idb.result(db.transaction('chunks-v1').objectStore('chunks-v1').get(key));
+        const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', record.data));
+        const sha256 = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+        const tx = db.transaction('chunks-v1', 'readwrite');
+        tx.objectStore('chunks-v1').put({ data: record.data, sha256 }, key);
+        await idb.done(tx);
+        db.close();
+      }, `test/tiny@main/${WEIGHTS}#000002`);
       await models.reset();
       const legacy = await loadUNet(page, 'main');
       assert.equal(legacy.weights.corrupt_chunks, 0, 'an older record is read as it was written');
@@ -591,31 +566,17 @@ test('(m) a cold start from the cache: IndexedDB to the device, MB/s printed', {
     assert.equal(cached.fetched_bytes, 0);
     assert.ok(!cached.unverified, 'verified');
     // The first stage alone: IndexedDB's reads of the same records, in the page.
-    const read = await page.evaluate(
-      (prefix) =>
-        new Promise((done, fail) => {
-          const open = indexedDB.open('controlnet-weights');
-          open.onerror = () => fail(open.error);
-          open.onsuccess = () => {
-            const db = open.result;
-            const keys = db.transaction('chunks-v1').objectStore('chunks-v1').getAllKeys(IDBKeyRange.bound(prefix, `${prefix}\uffff`));
-            keys.onsuccess = async () => {
-              const started = performance.now();
-              let bytes = 0;
-              for (const key of keys.result) {
-                const record = await new Promise((got) => {
-                  const get = db.transaction('chunks-v1').objectStore('chunks-v1').get(key);
-                  get.onsuccess = () => got(get.result);
-                });
-                bytes += record.data.length;
-              }
-              db.close();
-              done({ bytes, ms: performance.now() - started });
-            };
-          };
-        }),
-      'test/cold@main/cold.safetensors#',
-    );
+    const read = await page.evaluate(async (prefix) => {
+      const db = await idb.open();
+      const chunks = () => db.transaction('chunks-v1').objectStore('chunks-v1');
+      const keys = await idb.result(chunks().getAllKeys(IDBKeyRange.bound(prefix, `${prefix}\uffff`)));
+      const started = performance.now();
+      let bytes = 0;
+      for (const key of keys) bytes += (await idb.result(chunks().get(key))).data.length;
+      const ms = performance.now() - started;
+      db.close();
+      return { bytes, ms };
+    }, 'test/cold@main/cold.safetensors#');
     console.log(JSON.stringify({ bench: 'cold start: IndexedDB reads alone', ms: Math.round(read.ms), mb_per_s: Math.round(read.bytes / 1e3 / read.ms) }));
   } catch (error) {
     console.log(browser.logs.join('\n'));

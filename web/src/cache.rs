@@ -44,11 +44,6 @@ pub enum ChunkCheck {
 }
 
 impl ChunkCheck {
-    /// The check a new record of `data` carries.
-    pub fn of(data: &[u8]) -> Self {
-        Self::Xxh3(xxhash_rust::xxh3::xxh3_64(data))
-    }
-
     /// Whether `data` is the stored chunk.
     pub fn matches(&self, data: &[u8]) -> bool {
         match self {
@@ -302,7 +297,7 @@ impl Cache {
     pub async fn put_chunk(&self, key: &FileKey, index: u64, data: &[u8]) -> Result<(), CacheError> {
         let record = Object::new();
         set(&record, "data", &Uint8Array::from(data));
-        let ChunkCheck::Xxh3(sum) = ChunkCheck::of(data) else { unreachable!("new records are XXH3") };
+        let sum = xxhash_rust::xxh3::xxh3_64(data);
         set(&record, "xxh3", &JsValue::from_str(&format!("{sum:016x}")));
         let (tx, store) = self.store(CHUNKS, IdbTransactionMode::Readwrite)?;
         store.put_with_key(&record, &key.chunk(index).into()).map_err(|e| CacheError::from_js(&e))?;

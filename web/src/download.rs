@@ -23,7 +23,7 @@ use web_sys::{
     ReadableStreamDefaultReader, ReadableStreamReadResult, RequestInit, StorageEstimate, WorkerGlobalScope,
 };
 
-use crate::cache::{Cache, CacheError, ChunkRead, FileKey, Manifest};
+use crate::cache::{Cache, CacheError, ChunkCheck, ChunkRead, FileKey, Manifest};
 
 /// The cache's chunk size unless the request says otherwise.
 pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
@@ -199,6 +199,63 @@ enum Fetched {
     Failed { message: String, progressed: bool },
 }
 
+/// The file's manifest: the cache's if it has one of this chunk size, else a new one from the
+/// server's size and hash (the Hub's API, else a `HEAD` request), stored if the cache has room.
+async fn file_manifest(
+    url: &str,
+    key: &FileKey,
+    cache: &mut Option<&Cache>,
+    chunk_bytes: u64,
+    remote: Option<&RemoteFile>,
+    on_cache_problem: &mut dyn FnMut(&CacheProblem),
+) -> Result<Manifest, DownloadError> {
+    if let Some(c) = *cache {
+        match c.manifest(key).await {
+            Ok(Some(manifest)) if manifest.chunk_bytes == chunk_bytes => return Ok(manifest),
+            // Another chunk size: those records are of no use.
+            Ok(Some(_)) => {
+                let _ = c.delete(key).await;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                give_up_cache(cache, on_cache_problem, CacheProblem { error, needed: 0, available: None });
+            }
+        }
+    }
+    let (size, sha256) = match remote {
+        Some(remote) => (remote.size, remote.sha256.clone()),
+        None => head(url).await?,
+    };
+    let server_sha256 = sha256.is_some();
+    let manifest = Manifest { size, chunk_bytes, sha256, complete: false, server_sha256 };
+    if let Some(c) = *cache {
+        let available = free_space().await;
+        let error = if available.is_some_and(|free| free < size) {
+            Some(CacheError::QuotaExceeded(format!(
+                "{} MiB are needed, {} MiB are free",
+                mib(size),
+                mib(available.unwrap_or(0))
+            )))
+        } else {
+            c.put_manifest(key, &manifest).await.err()
+        };
+        if let Some(error) = error {
+            give_up_cache(cache, on_cache_problem, CacheProblem { error, needed: size, available });
+        }
+    }
+    Ok(manifest)
+}
+
+/// Tells the caller why the cache is no longer used, and stops using it.
+fn give_up_cache(
+    cache: &mut Option<&Cache>,
+    on_cache_problem: &mut dyn FnMut(&CacheProblem),
+    problem: CacheProblem,
+) {
+    on_cache_problem(&problem);
+    *cache = None;
+}
+
 /// One file being loaded: where it stands, and where its bytes go.
 struct FileLoad<'a> {
     url: &'a str,
@@ -230,93 +287,39 @@ struct FileLoad<'a> {
 }
 
 impl<'a> FileLoad<'a> {
-    /// The file's manifest: the cache's if it has one of this chunk size, else a new one from the
-    /// server's size and hash, stored when the quota allows.
+    /// Where a load of `job` starts: its manifest ([`file_manifest`]), nothing handed out yet.
     async fn open(
         job: Job<'a>,
         on_progress: &'a mut dyn FnMut(Progress),
         on_cache_problem: &'a mut dyn FnMut(&CacheProblem),
         consume: &'a mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<Self, DownloadError> {
-        let Job { url, key, cache, chunk_bytes, remote } = job;
+        let Job { url, key, mut cache, chunk_bytes, remote } = job;
         let chunk_bytes = chunk_bytes.max(1);
-        let placeholder =
-            Manifest { size: 0, chunk_bytes, sha256: None, complete: false, server_sha256: false };
-        let mut file = Self {
+        let manifest = file_manifest(url, key, &mut cache, chunk_bytes, remote, on_cache_problem).await?;
+        Ok(Self {
             url,
             key,
             cache,
             chunk_bytes,
-            manifest: placeholder,
-            chunks: 0,
+            chunks: chunk_count(manifest.size, chunk_bytes),
             index: 0,
             done: 0,
-            loaded: Loaded::default(),
+            loaded: Loaded { size: manifest.size, ..Loaded::default() },
             file_hash: Sha256::new(),
-            hashing: true,
+            hashing: !(manifest.complete && manifest.sha256.is_some()),
+            manifest,
             buffer: Vec::new(),
             ahead: None,
             last_progress: f64::NEG_INFINITY,
             on_progress,
             on_cache_problem,
             consume,
-        };
-        let known = match file.cache.map(|c| (c, c.manifest(key))) {
-            Some((c, manifest)) => match manifest.await {
-                Ok(Some(manifest)) if manifest.chunk_bytes == chunk_bytes => Some(manifest),
-                // Another chunk size: those records are of no use.
-                Ok(Some(_)) => {
-                    let _ = c.delete(key).await;
-                    None
-                }
-                Ok(None) => None,
-                Err(error) => {
-                    file.give_up_cache(error, 0, None);
-                    None
-                }
-            },
-            None => None,
-        };
-        file.manifest = match known {
-            Some(manifest) => manifest,
-            None => file.new_manifest(remote).await?,
-        };
-        file.chunks = chunk_count(file.manifest.size, chunk_bytes);
-        file.loaded = Loaded { size: file.manifest.size, ..Loaded::default() };
-        file.hashing = !(file.manifest.complete && file.manifest.sha256.is_some());
-        Ok(file)
+        })
     }
 
-    /// A manifest from the server's size and hash (the Hub's API, else a `HEAD` request), stored
-    /// if the cache has room for the file.
-    async fn new_manifest(&mut self, remote: Option<&RemoteFile>) -> Result<Manifest, DownloadError> {
-        let (size, sha256) = match remote {
-            Some(remote) => (remote.size, remote.sha256.clone()),
-            None => head(self.url).await?,
-        };
-        let server_sha256 = sha256.is_some();
-        let manifest =
-            Manifest { size, chunk_bytes: self.chunk_bytes, sha256, complete: false, server_sha256 };
-        if let Some(c) = self.cache {
-            let available = free_space().await;
-            if available.is_some_and(|free| free < size) {
-                let error = CacheError::QuotaExceeded(format!(
-                    "{} MiB are needed, {} MiB are free",
-                    mib(size),
-                    mib(available.unwrap_or(0))
-                ));
-                self.give_up_cache(error, size, available);
-            } else if let Err(error) = c.put_manifest(self.key, &manifest).await {
-                self.give_up_cache(error, size, available);
-            }
-        }
-        Ok(manifest)
-    }
-
-    /// Tells the caller why the cache is no longer used, and stops using it.
     fn give_up_cache(&mut self, error: CacheError, needed: u64, available: Option<u64>) {
-        (self.on_cache_problem)(&CacheProblem { error, needed, available });
-        self.cache = None;
+        give_up_cache(&mut self.cache, self.on_cache_problem, CacheProblem { error, needed, available });
     }
 
     /// Hands out chunk `index` from the cache if it is there and checks out; `false` otherwise
@@ -340,11 +343,7 @@ impl<'a> FileLoad<'a> {
         if index + 1 < self.chunks {
             self.ahead = Some((index + 1, c.read_chunk(self.key, index + 1)));
         }
-        let (start, end) = chunk_range(self.manifest.size, self.chunk_bytes, index);
-        self.buffer.resize(data.length() as usize, 0);
-        data.copy_to(&mut self.buffer);
-        drop(data);
-        if self.buffer.len() as u64 != end - start || !check.matches(&self.buffer) {
+        if !self.take_checked(index, &data, &check) {
             self.loaded.corrupt_chunks += 1;
             return Ok(false);
         }
@@ -357,6 +356,15 @@ impl<'a> FileLoad<'a> {
         (self.on_progress)(Progress { bytes: self.done, total: self.manifest.size, from_cache: true });
         self.index += 1;
         Ok(true)
+    }
+
+    /// Copies cached chunk `index` into the buffer; whether it has the chunk's length and its
+    /// recorded check.
+    fn take_checked(&mut self, index: u64, data: &Uint8Array, check: &ChunkCheck) -> bool {
+        let (start, end) = chunk_range(self.manifest.size, self.chunk_bytes, index);
+        self.buffer.resize(data.length() as usize, 0);
+        data.copy_to(&mut self.buffer);
+        self.buffer.len() as u64 == end - start && check.matches(&self.buffer)
     }
 
     /// Starts hashing the file, from its first chunk, if a complete one was being read back
@@ -374,10 +382,7 @@ impl<'a> FileLoad<'a> {
         for index in 0..self.index {
             let Some(c) = self.cache else { return Err(changed()) };
             let Ok(Some((data, check))) = c.chunk(self.key, index).await else { return Err(changed()) };
-            let (start, end) = chunk_range(self.manifest.size, self.chunk_bytes, index);
-            self.buffer.resize(data.length() as usize, 0);
-            data.copy_to(&mut self.buffer);
-            if self.buffer.len() as u64 != end - start || !check.matches(&self.buffer) {
+            if !self.take_checked(index, &data, &check) {
                 return Err(changed());
             }
             self.file_hash.update(&self.buffer);
