@@ -112,8 +112,8 @@ fn refuses_a_small_cut_off_jpeg_claiming_many_pixels_at_once() {
         assert_eq!(error, DecodeError::Damaged("the JPEG file ends too early".into()));
     }
     // A whole 64×48 JPEG whose header says 65535×255: its scan ends with an end-of-image marker,
-    // but a bit per 8×8 block is the least Huffman coding spends, and 261,120 blocks need
-    // 32,640 bytes.
+    // but a bit per 8×8 block is the least Huffman coding spends, and 262,144 blocks need
+    // 32,768 bytes.
     let mut bomb = encode(&pattern(64, 48), ImageFormat::Jpeg);
     let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline frame header");
     bomb[sof + 5..sof + 9].copy_from_slice(&[0x00, 0xFF, 0xFF, 0xFF]);
