@@ -555,7 +555,7 @@ test('(m) a cold start from the cache: IndexedDB to the device, MB/s printed', {
         console.log(
           JSON.stringify({ bench: `cold start: ${label}`, mib: file.size / 2 ** 20, ms: Math.round(answer.elapsed_ms), mb_per_s: Math.round(rate), ...file }),
         );
-        return file;
+        return { ...file, elapsed_ms: answer.elapsed_ms };
       });
     const first = await stream('downloaded and stored');
     assert.ok(first.stored && !first.unverified);
@@ -565,6 +565,11 @@ test('(m) a cold start from the cache: IndexedDB to the device, MB/s printed', {
     assert.equal(cached.cached_bytes, cached.size, 'all of it from the cache');
     assert.equal(cached.fetched_bytes, 0);
     assert.ok(!cached.unverified, 'verified');
+    // The worker's account of its time: every part was spent, and together they fit in the load.
+    const parts = Object.values(cached.times);
+    assert.equal(parts.length, 4);
+    assert.ok(parts.every((ms) => ms > 0), JSON.stringify(cached.times));
+    assert.ok(parts.reduce((a, b) => a + b) <= cached.elapsed_ms, JSON.stringify(cached.times));
     // The first stage alone: IndexedDB's reads of the same records, in the page.
     const read = await page.evaluate(async (prefix) => {
       const db = await idb.open();

@@ -24,6 +24,7 @@ use web_sys::{
 };
 
 use crate::cache::{Cache, CacheError, ChunkCheck, ChunkRead, FileKey, Manifest};
+use crate::protocol::LoadTimes;
 
 /// The cache's chunk size unless the request says otherwise.
 pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
@@ -102,6 +103,8 @@ pub struct Loaded {
     pub sha256: String,
     /// Whether its SHA-256 was checked against the server's (now, or when it was downloaded).
     pub verified: bool,
+    /// Where the worker's time went.
+    pub times: LoadTimes,
 }
 
 /// What the server says of a file before it is fetched.
@@ -331,7 +334,10 @@ impl<'a> FileLoad<'a> {
             Some((at, read)) if at == index => read,
             _ => c.read_chunk(self.key, index),
         };
-        let data = match read.get().await {
+        let waited = now_ms();
+        let read = read.get().await;
+        self.loaded.times.wait_ms += now_ms() - waited;
+        let data = match read {
             Ok(Some((data, check))) => Some((data, check)),
             Ok(None) => None,
             Err(error) => {
@@ -348,9 +354,13 @@ impl<'a> FileLoad<'a> {
             return Ok(false);
         }
         if self.hashing {
+            let started = now_ms();
             self.file_hash.update(&self.buffer);
+            self.loaded.times.hash_ms += now_ms() - started;
         }
+        let started = now_ms();
         (self.consume)(&self.buffer).map_err(DownloadError::Consumer)?;
+        self.loaded.times.consume_ms += now_ms() - started;
         self.done += self.buffer.len() as u64;
         self.loaded.cached_bytes += self.buffer.len() as u64;
         (self.on_progress)(Progress { bytes: self.done, total: self.manifest.size, from_cache: true });
@@ -362,9 +372,14 @@ impl<'a> FileLoad<'a> {
     /// recorded check.
     fn take_checked(&mut self, index: u64, data: &Uint8Array, check: &ChunkCheck) -> bool {
         let (start, end) = chunk_range(self.manifest.size, self.chunk_bytes, index);
+        let started = now_ms();
         self.buffer.resize(data.length() as usize, 0);
         data.copy_to(&mut self.buffer);
-        self.buffer.len() as u64 == end - start && check.matches(&self.buffer)
+        let copied = now_ms();
+        self.loaded.times.copy_ms += copied - started;
+        let checked = self.buffer.len() as u64 == end - start && check.matches(&self.buffer);
+        self.loaded.times.hash_ms += now_ms() - copied;
+        checked
     }
 
     /// Starts hashing the file, from its first chunk, if a complete one was being read back
@@ -424,7 +439,10 @@ impl<'a> FileLoad<'a> {
             if self.index >= last {
                 break None;
             }
-            let piece = match body.next().await {
+            let waited = now_ms();
+            let piece = body.next().await;
+            self.loaded.times.wait_ms += now_ms() - waited;
+            let piece = match piece {
                 Ok(Some(piece)) => piece,
                 Ok(None) => {
                     break Some(format!("the body ended after {} bytes", from + body.received));
@@ -444,8 +462,10 @@ impl<'a> FileLoad<'a> {
                 let (start, end) = chunk_range(size, chunk_bytes, self.index);
                 let take = ((end - start) as usize - buffer.len()).min(length - offset);
                 let old = buffer.len();
+                let started = now_ms();
                 buffer.resize(old + take, 0);
                 piece.subarray(offset as u32, (offset + take) as u32).copy_to(&mut buffer[old..]);
+                self.loaded.times.copy_ms += now_ms() - started;
                 offset += take;
                 if buffer.len() as u64 == end - start {
                     self.downloaded(&buffer).await?;
@@ -468,16 +488,26 @@ impl<'a> FileLoad<'a> {
 
     /// A complete chunk from the network: stored, hashed, handed out.
     async fn downloaded(&mut self, chunk: &[u8]) -> Result<(), DownloadError> {
+        let waited = now_ms();
+        let stored = match self.cache {
+            Some(c) => c.put_chunk(self.key, self.index, chunk).await,
+            None => Ok(()),
+        };
+        self.loaded.times.wait_ms += now_ms() - waited;
         if let Some(c) = self.cache
-            && let Err(error) = c.put_chunk(self.key, self.index, chunk).await
+            && let Err(error) = stored
         {
             let available = free_space().await;
             // Free what this file took; the load goes on without the cache.
             let _ = c.delete(self.key).await;
             self.give_up_cache(error, self.manifest.size, available);
         }
+        let started = now_ms();
         self.file_hash.update(chunk);
+        let hashed = now_ms();
+        self.loaded.times.hash_ms += hashed - started;
         (self.consume)(chunk).map_err(DownloadError::Consumer)?;
+        self.loaded.times.consume_ms += now_ms() - hashed;
         self.done += chunk.len() as u64;
         self.index += 1;
         (self.on_progress)(Progress { bytes: self.done, total: self.manifest.size, from_cache: false });

@@ -469,6 +469,7 @@ pub fn file_loaded(file: &str, loaded: Loaded) -> FileLoaded {
         stored: loaded.stored,
         sha256: loaded.sha256,
         unverified: false,
+        times: loaded.times,
     }
 }
 

@@ -438,6 +438,23 @@ pub struct FileLoaded {
     /// cached chunk's own hash were checked): the page says so.
     #[serde(default)]
     pub unverified: bool,
+    /// Where the worker's time went while it loaded the file.
+    #[serde(default)]
+    pub times: LoadTimes,
+}
+
+/// Where a file's load spent the worker's time, in milliseconds (`performance.now()`); what is
+/// left of the elapsed time went to opening the cache, the manifest and the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadTimes {
+    /// Awaiting bytes: cache reads, the network's body and cache writes.
+    pub wait_ms: f64,
+    /// Copying chunks into the wasm heap.
+    pub copy_ms: f64,
+    /// Checking them: each cached chunk's XXH3, the file's SHA-256 when it is computed.
+    pub hash_ms: f64,
+    /// The consumer: parsing the safetensors stream and uploading tensors to the device.
+    pub consume_ms: f64,
 }
 
 /// One file a load will read.
