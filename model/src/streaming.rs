@@ -492,12 +492,36 @@ fn upload_in_pieces(
     bytes
         .chunks(piece_bytes)
         .map(|piece| {
-            let data =
-                TensorData::from_bytes_vec(piece.to_vec(), [piece.len() / file_dtype.size()], file_dtype);
-            let data = if file_dtype == dtype { data } else { data.convert_dtype(dtype) };
+            let elements = [piece.len() / file_dtype.size()];
+            let data = match widen(piece, file_dtype, dtype) {
+                Some(values) => TensorData::new(values, elements),
+                None => {
+                    let data = TensorData::from_bytes_vec(piece.to_vec(), elements, file_dtype);
+                    if file_dtype == dtype { data } else { data.convert_dtype(dtype) }
+                }
+            };
             Tensor::from_data(data, (device, dtype))
         })
         .collect()
+}
+
+/// A piece of f16 or bf16 values as f32, the conversion a browser without `shader-f16` makes for
+/// every weight of an fp16 checkpoint; `None` for any other pair of types. Exact (f16 through a
+/// table of `half`'s own conversion of all 65,536 values, bf16 by its definition: the top half of
+/// an f32), and in wasm, which has no f16 instructions, several times faster than converting
+/// value by value (burn's `convert_dtype`).
+fn widen(piece: &[u8], from: DType, to: DType) -> Option<Vec<f32>> {
+    static F16: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
+    let bits = piece.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    match (from, to) {
+        (DType::F16, DType::F32) => {
+            let table = F16
+                .get_or_init(|| (0..=u16::MAX).map(|b| burn::tensor::f16::from_bits(b).to_f32()).collect());
+            Some(bits.map(|b| table[usize::from(b)]).collect())
+        }
+        (DType::BF16, DType::F32) => Some(bits.map(|b| f32::from_bits(u32::from(b) << 16)).collect()),
+        _ => None,
+    }
 }
 
 struct Assign {
@@ -587,6 +611,27 @@ impl ModuleMapper for Assign {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every f16 and bf16 value, NaNs and subnormals included, widens to what burn's own
+    /// conversion gives, bit for bit (a NaN to a NaN).
+    #[test]
+    fn widening_equals_burns_conversion_for_every_half() {
+        let all: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+        for from in [DType::F16, DType::BF16] {
+            let ours = widen(&all, from, DType::F32).expect("a widening");
+            let burns =
+                TensorData::from_bytes_vec(all.clone(), [all.len() / 2], from).convert_dtype(DType::F32);
+            let burns = burns.as_slice::<f32>().unwrap();
+            assert_eq!(ours.len(), 65536);
+            for (bits, (a, b)) in ours.iter().zip(burns).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{from:?} {bits:#06x}: {a} vs {b}"
+                );
+            }
+        }
+        assert!(widen(&all, DType::F32, DType::F16).is_none());
+    }
 
     fn file(header: &str, data: &[u8]) -> Vec<u8> {
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
