@@ -19,12 +19,11 @@ use sha2::{Digest, Sha256};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    ReadableStreamDefaultReader, ReadableStreamReadResult, RequestInit, StorageEstimate, WorkerGlobalScope,
-};
+use web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult, RequestInit, StorageEstimate};
 
 use crate::cache::{Cache, CacheError, ChunkCheck, ChunkRead, FileKey, Manifest};
 use crate::protocol::LoadTimes;
+use crate::scope::{now_ms, scope};
 
 /// The cache's chunk size unless the request says otherwise.
 pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
@@ -549,14 +548,6 @@ impl<'a> FileLoad<'a> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1 << 20) as f64)
-}
-
-fn scope() -> WorkerGlobalScope {
-    js_sys::global().unchecked_into()
-}
-
-fn now_ms() -> f64 {
-    scope().performance().map_or(0.0, |p| p.now())
 }
 
 async fn sleep(ms: i32) {

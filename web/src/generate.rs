@@ -14,7 +14,8 @@ use model::vocabulary::a1111::{Parameters, UnitText};
 use crate::image;
 use crate::load::Models;
 use crate::protocol::{Response, UnitParams};
-use crate::worker::{gpu_failure, now_ms, post, yield_now};
+use crate::scope::now_ms;
+use crate::worker::{gpu_failure, post, yield_now};
 
 /// Checks a request against the loaded models (`controlnets`: how many are loaded) and the
 /// limits every generation shares. Messages are meant for the user and name the unit (1-based,

@@ -8,6 +8,7 @@ pub mod idb;
 pub mod message;
 pub mod models;
 pub mod protocol;
+pub mod scope;
 
 #[cfg(feature = "worker")]
 pub mod cache;

@@ -11,9 +11,10 @@ use std::cell::RefCell;
 use preprocess::{GrayImage, RgbImage};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{DedicatedWorkerGlobalScope, MessageEvent, WorkerGlobalScope};
+use web_sys::MessageEvent;
 
 use crate::protocol::{PreprocessOp, PreprocessRequest, PreprocessResponse, Resize, ResizeMode};
+use crate::scope::{now_ms, scope};
 
 /// Installs the message handler. Called once from the worker binary's `main`.
 pub fn start() {
@@ -197,17 +198,6 @@ fn gray_to_rgba(gray: &GrayImage, invert: bool) -> Vec<u8> {
 fn rgb_to_rgba(rgb: &RgbImage, invert: bool) -> Vec<u8> {
     let flip = if invert { 0xff } else { 0 };
     rgb.pixels.chunks_exact(3).flat_map(|p| [p[0] ^ flip, p[1] ^ flip, p[2] ^ flip, 0xff]).collect()
-}
-
-fn scope() -> DedicatedWorkerGlobalScope {
-    js_sys::global().unchecked_into()
-}
-
-fn now_ms() -> f64 {
-    js_sys::global()
-        .unchecked_into::<WorkerGlobalScope>()
-        .performance()
-        .map_or(0.0, |performance| performance.now())
 }
 
 /// Posts `response`, moving (not copying) its pixel buffer to the UI thread.

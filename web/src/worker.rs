@@ -19,7 +19,7 @@ use model::streaming::StreamLoader;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
-use web_sys::{DedicatedWorkerGlobalScope, MessageEvent, WorkerGlobalScope};
+use web_sys::MessageEvent;
 
 use crate::cache::{self, Cache, FileKey};
 use crate::import::{Import, Imported};
@@ -28,6 +28,7 @@ use crate::protocol::{
     Backend, GenerationParams, ModelSet, ModelSource, Precision, ProbeOutput, Request, Response, Tensor,
     TrainSettings, UnitParams,
 };
+use crate::scope::{now_ms, scope};
 use crate::train::Training;
 use crate::{download, generate, message};
 
@@ -640,17 +641,6 @@ pub(crate) async fn yield_now() {
         }
     });
     let _ = JsFuture::from(promise).await;
-}
-
-fn scope() -> DedicatedWorkerGlobalScope {
-    js_sys::global().unchecked_into()
-}
-
-pub(crate) fn now_ms() -> f64 {
-    js_sys::global()
-        .unchecked_into::<WorkerGlobalScope>()
-        .performance()
-        .map_or(0.0, |performance| performance.now())
 }
 
 /// Posts `response` to the page; its byte buffers (images, previews) are transferred, not copied.
