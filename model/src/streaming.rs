@@ -508,8 +508,9 @@ fn upload_in_pieces(
 /// A piece of f16 or bf16 values as f32, the conversion a browser without `shader-f16` makes for
 /// every weight of an fp16 checkpoint; `None` for any other pair of types. Exact (f16 through a
 /// table of `half`'s own conversion of all 65,536 values, bf16 by its definition: the top half of
-/// an f32), and in wasm, which has no f16 instructions, several times faster than converting
-/// value by value (burn's `convert_dtype`).
+/// an f32); in wasm, which has no f16 instructions, a table lookup instead of burn's
+/// value-by-value `convert_dtype` (its speed-up is not measured apart: see the README's cold
+/// start).
 fn widen(piece: &[u8], from: DType, to: DType) -> Option<Vec<f32>> {
     static F16: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
     let bits = piece.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));

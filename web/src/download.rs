@@ -333,10 +333,7 @@ impl<'a> FileLoad<'a> {
             Some((at, read)) if at == index => read,
             _ => c.read_chunk(self.key, index),
         };
-        let waited = now_ms();
-        let read = read.get().await;
-        self.loaded.times.wait_ms += now_ms() - waited;
-        let data = match read {
+        let data = match timed_await(&mut self.loaded.times.wait_ms, read.get()).await {
             Ok(Some((data, check))) => Some((data, check)),
             Ok(None) => None,
             Err(error) => {
@@ -353,13 +350,10 @@ impl<'a> FileLoad<'a> {
             return Ok(false);
         }
         if self.hashing {
-            let started = now_ms();
-            self.file_hash.update(&self.buffer);
-            self.loaded.times.hash_ms += now_ms() - started;
+            timed(&mut self.loaded.times.hash_ms, || self.file_hash.update(&self.buffer));
         }
-        let started = now_ms();
-        (self.consume)(&self.buffer).map_err(DownloadError::Consumer)?;
-        self.loaded.times.consume_ms += now_ms() - started;
+        timed(&mut self.loaded.times.consume_ms, || (self.consume)(&self.buffer))
+            .map_err(DownloadError::Consumer)?;
         self.done += self.buffer.len() as u64;
         self.loaded.cached_bytes += self.buffer.len() as u64;
         (self.on_progress)(Progress { bytes: self.done, total: self.manifest.size, from_cache: true });
@@ -371,14 +365,13 @@ impl<'a> FileLoad<'a> {
     /// recorded check.
     fn take_checked(&mut self, index: u64, data: &Uint8Array, check: &ChunkCheck) -> bool {
         let (start, end) = chunk_range(self.manifest.size, self.chunk_bytes, index);
-        let started = now_ms();
-        self.buffer.resize(data.length() as usize, 0);
-        data.copy_to(&mut self.buffer);
-        let copied = now_ms();
-        self.loaded.times.copy_ms += copied - started;
-        let checked = self.buffer.len() as u64 == end - start && check.matches(&self.buffer);
-        self.loaded.times.hash_ms += now_ms() - copied;
-        checked
+        timed(&mut self.loaded.times.copy_ms, || {
+            self.buffer.resize(data.length() as usize, 0);
+            data.copy_to(&mut self.buffer);
+        });
+        timed(&mut self.loaded.times.hash_ms, || {
+            self.buffer.len() as u64 == end - start && check.matches(&self.buffer)
+        })
     }
 
     /// Starts hashing the file, from its first chunk, if a complete one was being read back
@@ -438,10 +431,7 @@ impl<'a> FileLoad<'a> {
             if self.index >= last {
                 break None;
             }
-            let waited = now_ms();
-            let piece = body.next().await;
-            self.loaded.times.wait_ms += now_ms() - waited;
-            let piece = match piece {
+            let piece = match timed_await(&mut self.loaded.times.wait_ms, body.next()).await {
                 Ok(Some(piece)) => piece,
                 Ok(None) => {
                     break Some(format!("the body ended after {} bytes", from + body.received));
@@ -461,10 +451,10 @@ impl<'a> FileLoad<'a> {
                 let (start, end) = chunk_range(size, chunk_bytes, self.index);
                 let take = ((end - start) as usize - buffer.len()).min(length - offset);
                 let old = buffer.len();
-                let started = now_ms();
-                buffer.resize(old + take, 0);
-                piece.subarray(offset as u32, (offset + take) as u32).copy_to(&mut buffer[old..]);
-                self.loaded.times.copy_ms += now_ms() - started;
+                timed(&mut self.loaded.times.copy_ms, || {
+                    buffer.resize(old + take, 0);
+                    piece.subarray(offset as u32, (offset + take) as u32).copy_to(&mut buffer[old..]);
+                });
                 offset += take;
                 if buffer.len() as u64 == end - start {
                     self.downloaded(&buffer).await?;
@@ -487,26 +477,18 @@ impl<'a> FileLoad<'a> {
 
     /// A complete chunk from the network: stored, hashed, handed out.
     async fn downloaded(&mut self, chunk: &[u8]) -> Result<(), DownloadError> {
-        let waited = now_ms();
-        let stored = match self.cache {
-            Some(c) => c.put_chunk(self.key, self.index, chunk).await,
-            None => Ok(()),
-        };
-        self.loaded.times.wait_ms += now_ms() - waited;
         if let Some(c) = self.cache
-            && let Err(error) = stored
+            && let Err(error) =
+                timed_await(&mut self.loaded.times.wait_ms, c.put_chunk(self.key, self.index, chunk)).await
         {
             let available = free_space().await;
             // Free what this file took; the load goes on without the cache.
             let _ = c.delete(self.key).await;
             self.give_up_cache(error, self.manifest.size, available);
         }
-        let started = now_ms();
-        self.file_hash.update(chunk);
-        let hashed = now_ms();
-        self.loaded.times.hash_ms += hashed - started;
-        (self.consume)(chunk).map_err(DownloadError::Consumer)?;
-        self.loaded.times.consume_ms += now_ms() - hashed;
+        timed(&mut self.loaded.times.hash_ms, || self.file_hash.update(chunk));
+        timed(&mut self.loaded.times.consume_ms, || (self.consume)(chunk))
+            .map_err(DownloadError::Consumer)?;
         self.done += chunk.len() as u64;
         self.index += 1;
         (self.on_progress)(Progress { bytes: self.done, total: self.manifest.size, from_cache: false });
@@ -548,6 +530,22 @@ impl<'a> FileLoad<'a> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1 << 20) as f64)
+}
+
+/// Runs `work`, adding the milliseconds it took to `total` (one of [`LoadTimes`]' stages).
+fn timed<T>(total: &mut f64, work: impl FnOnce() -> T) -> T {
+    let started = now_ms();
+    let result = work();
+    *total += now_ms() - started;
+    result
+}
+
+/// Awaits `future`, adding the milliseconds it took to `total`.
+async fn timed_await<T>(total: &mut f64, future: impl Future<Output = T>) -> T {
+    let started = now_ms();
+    let result = future.await;
+    *total += now_ms() - started;
+    result
 }
 
 async fn sleep(ms: i32) {

@@ -443,8 +443,9 @@ pub struct FileLoaded {
     pub times: LoadTimes,
 }
 
-/// Where a file's load spent the worker's time, in milliseconds (`performance.now()`); what is
-/// left of the elapsed time went to opening the cache, the manifest and the device.
+/// Where a file's load spent the worker's time, in milliseconds (`performance.now()`); the rest
+/// of a load's elapsed time is everything else (the cache and the manifest opened, progress
+/// messages, the models built).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadTimes {
     /// Awaiting bytes: cache reads, the network's body and cache writes.
