@@ -19,8 +19,9 @@ corpus tokenizer
   cat "$F/tiny/tokenizer/tokenizer_config.json"; printf '\x01'; cat "$F/tiny/tokenizer/special_tokens_map.json"
   printf '\x01a photo of a cat'; } > corpus/tokenizer/tiny
 corpus images
+corpus images_full_size
 for file in "$F"/condition/input/*; do
-  [ "$(stat -c %s "$file")" -le 65536 ] && cp "$file" corpus/images/
+  [ "$(stat -c %s "$file")" -le 65536 ] && cp "$file" corpus/images/ && cp "$file" corpus/images_full_size/
 done
 corpus parameters
 printf 'a cat\nNegative prompt: dog\nSteps: 20, Sampler: UniPC, CFG scale: 7.5, Seed: 7, Size: 512x512, ControlNet 0: "Module: canny, Model: control_canny, Weight: 1"' > corpus/parameters/a1111

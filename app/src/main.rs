@@ -5,6 +5,7 @@ mod gallery;
 mod gpu;
 mod pwa;
 mod session;
+mod settings;
 mod ui;
 mod worker;
 

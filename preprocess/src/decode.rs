@@ -40,10 +40,12 @@ impl std::fmt::Display for DecodeError {
             Self::Unsupported(what) => write!(f, "cannot read this image: {what} ({FORMATS} expected)"),
             Self::Damaged(why) => write!(f, "the image is damaged or incomplete: {why}"),
             Self::TooLarge { width, height, max_pixels } => {
-                write!(
-                    f,
-                    "the image is {width}×{height} pixels, more than the {max_pixels} (8192×8192) accepted"
-                )
+                write!(f, "the image is {width}×{height} pixels, more than the {max_pixels}")?;
+                let side = max_pixels.isqrt();
+                if side * side == *max_pixels {
+                    write!(f, " ({side}×{side})")?;
+                }
+                write!(f, " accepted")
             }
         }
     }
@@ -66,7 +68,14 @@ impl std::error::Error for DecodeError {}
 ///   before its end-of-image marker, or holds fewer bits of picture data than its header's size
 ///   has 8×8 blocks.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
-    decode_full(bytes, Alpha::OnWhite).map(fit_working_size)
+    decode_within(bytes, MAX_DECODE_PIXELS)
+}
+
+/// [`decode`] with another limit than [`MAX_DECODE_PIXELS`]: the same checks, decoders and
+/// scaling, refusing images of more than `max_pixels` pixels. The fuzzer decodes under a small
+/// limit, so that its executions explore the formats' parsers rather than paint large canvases.
+pub fn decode_within(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    decode_full_within(bytes, Alpha::OnWhite, max_pixels).map(fit_working_size)
 }
 
 /// What becomes of an image's transparency.
@@ -82,6 +91,11 @@ pub enum Alpha {
 /// limit, cut-off JPEGs refused) and EXIF orientation; `alpha` says what becomes of
 /// transparency.
 pub fn decode_full(bytes: &[u8], alpha: Alpha) -> Result<RgbImage, DecodeError> {
+    decode_full_within(bytes, alpha, MAX_DECODE_PIXELS)
+}
+
+/// [`decode_full`] refusing images of more than `max_pixels` pixels (see [`decode_within`]).
+pub fn decode_full_within(bytes: &[u8], alpha: Alpha, max_pixels: u64) -> Result<RgbImage, DecodeError> {
     let format = image::guess_format(bytes).map_err(|_| DecodeError::NotAnImage)?;
     // The JPEG decoder fills a cut-off file with grey and reports success; a map of half a
     // picture would be silently wrong.
@@ -93,12 +107,12 @@ pub fn decode_full(bytes: &[u8], alpha: Alpha) -> Result<RgbImage, DecodeError> 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     // A decoder may need the output image and a copy of it; 16-bit RGBA is 8 bytes a pixel.
-    limits.max_alloc = Some(MAX_DECODE_PIXELS * 8);
+    limits.max_alloc = Some(max_pixels * 8);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| error(format, e, None))?;
+    let mut decoder = reader.into_decoder().map_err(|e| error(format, e, None, max_pixels))?;
     let (width, height) = decoder.dimensions();
-    if u64::from(width) * u64::from(height) > MAX_DECODE_PIXELS {
-        return Err(DecodeError::TooLarge { width, height, max_pixels: MAX_DECODE_PIXELS });
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(DecodeError::TooLarge { width, height, max_pixels });
     }
     if width == 0 || height == 0 {
         return Err(DecodeError::Damaged(format!(
@@ -118,8 +132,8 @@ pub fn decode_full(bytes: &[u8], alpha: Alpha) -> Result<RgbImage, DecodeError> 
         }
     }
     let orientation = decoder.orientation().ok();
-    let mut image =
-        DynamicImage::from_decoder(decoder).map_err(|e| error(format, e, Some((width, height))))?;
+    let mut image = DynamicImage::from_decoder(decoder)
+        .map_err(|e| error(format, e, Some((width, height)), max_pixels))?;
     if let Some(orientation) = orientation {
         image.apply_orientation(orientation);
     }
@@ -184,7 +198,7 @@ fn name(format: ImageFormat) -> String {
     format.extensions_str().first().map_or_else(|| format!("{format:?}"), |ext| ext.to_uppercase())
 }
 
-fn error(format: ImageFormat, e: ImageError, size: Option<(u32, u32)>) -> DecodeError {
+fn error(format: ImageFormat, e: ImageError, size: Option<(u32, u32)>, max_pixels: u64) -> DecodeError {
     match e {
         ImageError::Unsupported(e) => match e.kind() {
             image::error::UnsupportedErrorKind::Format(_) => {
@@ -196,7 +210,7 @@ fn error(format: ImageFormat, e: ImageError, size: Option<(u32, u32)>) -> Decode
             )),
         },
         ImageError::Limits(_) => match size {
-            Some((width, height)) => DecodeError::TooLarge { width, height, max_pixels: MAX_DECODE_PIXELS },
+            Some((width, height)) => DecodeError::TooLarge { width, height, max_pixels },
             None => DecodeError::Damaged(format!("the {} header asks for too much memory", name(format))),
         },
         ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {

@@ -27,7 +27,10 @@ mod resize;
 mod scribble;
 
 pub use canny::canny;
-pub use decode::{Alpha, DecodeError, MAX_DECODE_PIXELS, MAX_WORKING_SIDE, decode, decode_full};
+pub use decode::{
+    Alpha, DecodeError, MAX_DECODE_PIXELS, MAX_WORKING_SIDE, decode, decode_full, decode_full_within,
+    decode_within,
+};
 pub use encode::{encode_png, encode_png_gray};
 pub use pixels::{GrayImage, RgbImage};
 pub use resize::{ResizeMode, resample, resize, resize_map};

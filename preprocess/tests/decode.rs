@@ -177,6 +177,19 @@ fn refuses_a_decompression_bomb_before_allocating() {
 }
 
 #[test]
+fn another_limit_is_the_same_check_with_another_number() {
+    // What the fuzzer decodes under: a 64×48 image (3,072 pixels) against limits around it.
+    let png = encode(&pattern(64, 48), ImageFormat::Png);
+    let whole = preprocess::decode(&png).unwrap();
+    assert_eq!(preprocess::decode_within(&png, 64 * 48).unwrap(), whole);
+    let error = preprocess::decode_within(&png, 64 * 48 - 1).unwrap_err();
+    assert_eq!(error, DecodeError::TooLarge { width: 64, height: 48, max_pixels: 3071 });
+    assert_eq!(error.to_string(), "the image is 64×48 pixels, more than the 3071 accepted");
+    let error = preprocess::decode_full_within(&png, Alpha::Drop, 32 * 32).unwrap_err();
+    assert_eq!(error.to_string(), "the image is 64×48 pixels, more than the 1024 (32×32) accepted");
+}
+
+#[test]
 fn large_photos_are_scaled_to_the_working_size() {
     let image = RgbImage::filled(3000, 1000, [10, 200, 30]);
     let decoded = preprocess::decode(&encode(&image, ImageFormat::Png)).unwrap();

@@ -24,7 +24,7 @@ export const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan
 // Without WebGPU: no unsafe flag, WebGPU's feature and the GPU process switched off.
 export const NO_WEBGPU_FLAGS = ['--disable-features=WebGPU', '--disable-gpu'];
 
-/** Launches Chromium with a fresh profile; resolves to { context, page, close, logs }. */
+/** Launches Chromium with a fresh profile; resolves to { context, page, close, logs, session }. */
 export async function launch({ webgpu }) {
   const profile = await mkdtemp(join(tmpdir(), 'controlnet-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
@@ -43,13 +43,30 @@ export async function launch({ webgpu }) {
     worker.on('close', () => logs.push(`[worker] closed ${worker.url()}`));
   });
   context.on('weberror', (error) => logs.push(`[weberror] ${error.error().message}`));
+  const close = async () => {
+    await context.close();
+    await rm(profile, { recursive: true, force: true });
+  };
   return {
     context,
     page,
     logs,
-    close: async () => {
-      await context.close();
-      await rm(profile, { recursive: true, force: true });
+    close,
+    /**
+     * Runs `body()`, then closes the browser whatever happened. On a failure it first saves a
+     * screenshot of `page` as `{failure}.png` (when `failure` is named) and prints the browser's
+     * last log lines, then fails as `body` did.
+     */
+    session: async (body, { page: shown = page, failure } = {}) => {
+      try {
+        return await body();
+      } catch (error) {
+        if (failure) await screenshot(shown, failure).catch(() => {});
+        console.log(logs.slice(-60).join('\n'));
+        throw error;
+      } finally {
+        await close();
+      }
     },
   };
 }

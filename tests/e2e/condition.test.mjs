@@ -128,7 +128,7 @@ function pngHeader(width, height) {
 test('a dropped photo becomes a live Canny map; the pad draws, undoes and redoes; bad files are refused', { timeout: 240_000 }, async () => {
   const browser = await open();
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     const photo = await readFile(resolve(INPUTS, 'astronaut.png'));
     // Before any image the map is black at the chosen size, ready to draw on.
     const blank = await until(() => pixels(page, 'condition-preview'), (p) => p.black === p.total && p.total > 0, 'a black map');
@@ -249,19 +249,13 @@ test('a dropped photo becomes a live Canny map; the pad draws, undoes and redoes
     );
     assert.equal((await pixels(page, 'scribble-canvas')).white > 0, true, 'the drawing survives the resize');
     console.log('screenshot:', await screenshot(page, 'condition-resized'));
-  } catch (error) {
-    await screenshot(page, 'condition-failure').catch(() => {});
-    console.log(browser.logs.join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'condition-failure' });
 });
 
 test('benchmark: Canny on a 2048×2048 photo in the preprocessing worker', { timeout: 300_000 }, async () => {
   const browser = await open();
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     // Let the GPU worker's probe finish first: it shares the CPU (SwiftShader) with this.
     await Promise.race([
       page.getByTestId('probe-json-f32').waitFor({ state: 'attached', timeout: 180_000 }),
@@ -330,11 +324,5 @@ test('benchmark: Canny on a 2048×2048 photo in the preprocessing worker', { tim
       }),
     );
     console.log('screenshot:', await screenshot(page, 'condition-bench-2048'));
-  } catch (error) {
-    await screenshot(page, 'condition-bench-failure').catch(() => {});
-    console.log(browser.logs.join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'condition-bench-failure' });
 });

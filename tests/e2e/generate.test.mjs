@@ -110,7 +110,7 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
   ];
   const browser = await launch({ webgpu: true });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await open(page, site.url);
 
     // Models: the tiny pipeline and both ControlNets, from the test hub.
@@ -297,11 +297,5 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
         step_ms: warmStepMs,
       }),
     );
-  } catch (error) {
-    await screenshot(page, 'generate-failure').catch(() => {});
-    console.log(browser.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'generate-failure' });
 });

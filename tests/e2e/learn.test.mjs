@@ -50,7 +50,7 @@ async function setStep(page, step) {
 test('the Learn view replays the shipped ControlNet runs', { timeout: 5 * 60_000 }, async () => {
   const browser = await launch({ webgpu: false });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.goto(site.url);
     await page.getByTestId('nav-learn').click();
@@ -103,11 +103,5 @@ test('the Learn view replays the shipped ControlNet runs', { timeout: 5 * 60_000
     // And back to the generator, which kept its state.
     await page.getByTestId('nav-generate').click();
     await page.getByTestId('models-status').waitFor({ timeout: TIMEOUT_MS });
-  } catch (error) {
-    await screenshot(page, 'learn-failure').catch(() => {});
-    console.log(browser.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'learn-failure' });
 });

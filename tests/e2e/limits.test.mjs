@@ -25,7 +25,7 @@ after(async () => {
 test('a size whose largest buffer exceeds the adapter is refused, naming the buffer', { timeout: 10 * 60_000 }, async () => {
   const browser = await launch({ webgpu: true });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await page.addInitScript((limit) => {
       const real = Object.getOwnPropertyDescriptor(GPUAdapter.prototype, 'limits');
       Object.defineProperty(GPUAdapter.prototype, 'limits', {
@@ -61,10 +61,5 @@ test('a size whose largest buffer exceeds the adapter is refused, naming the buf
     await until(() => page.getByTestId('memory-refusal').count(), (n) => n === 0, 'the refusal to go');
     await set(page, 'steps', 2);
     await generate(page);
-  } catch (error) {
-    console.log(browser.logs.join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  });
 });

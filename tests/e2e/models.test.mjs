@@ -57,7 +57,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
   const unetSize = (await readFile(resolve(TINY, 'unet', 'diffusion_pytorch_model.safetensors'))).length;
   const browser = await launch({ webgpu: true });
   const { page, context } = browser;
-  try {
+  await browser.session(async () => {
     await open(page, site.url);
     await chooseTiny(page);
     await models.reset();
@@ -112,17 +112,11 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     await models.reset();
     await load(page);
     assert.ok((await weightBytes()) > unetSize, 'after a delete, the weights are downloaded again');
-  } catch (error) {
-    await screenshot(page, 'models-failure').catch(() => {});
-    console.log(browser.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'models-failure' });
 
   // A quota too small: a clear message, the weights load uncached, and generation still works.
   const small = await launch({ webgpu: true });
-  try {
+  await small.session(async () => {
     const cdp = await small.context.newCDPSession(small.page);
     await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.url.replace(/\/$/, ''), quotaSize: 64 << 10 });
     const { page } = small;
@@ -146,13 +140,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
       'a generation without a cache',
     );
     assert.equal(state, 'done', await page.getByTestId('generate-error').textContent().catch(() => ''));
-  } catch (error) {
-    await screenshot(small.page, 'models-quota-failure').catch(() => {});
-    console.log(small.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await small.close();
-  }
+  }, { page: small.page, failure: 'models-quota-failure' });
 
   // A hub that names no SHA-256 (no `lfs` in its API, no `X-Linked-Etag`): the weights still load,
   // and the page says which files could not be verified.
@@ -181,7 +169,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
 
   // A local folder: imported into the cache, then loaded without the network.
   const local = await launch({ webgpu: true });
-  try {
+  await local.session(async () => {
     const { page } = local;
     await open(page, site.url);
     // The GPU worker dies during the import (an uncaught error, what a panic in the wasm is, on
@@ -219,11 +207,5 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     const stats = await models.stats();
     assert.deepEqual(Object.keys(stats), [], `an imported folder loads without the network: ${JSON.stringify(stats)}`);
     await screenshot(page, 'models-6-imported');
-  } catch (error) {
-    await screenshot(local.page, 'models-import-failure').catch(() => {});
-    console.log(local.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await local.close();
-  }
+  }, { page: local.page, failure: 'models-import-failure' });
 });

@@ -59,7 +59,7 @@ function compare(browser, native, tolerance, label) {
 test('the worker computes on WebGPU what the native build computes', { timeout: PROBE_TIMEOUT_MS + 60_000 }, async () => {
   const browser = await launch({ webgpu: true });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await page.goto(server.url);
     await page.getByTestId('gpu-status').waitFor({ timeout: 60_000 });
     // The device check is folded away under the generation's panels.
@@ -97,13 +97,7 @@ test('the worker computes on WebGPU what the native build computes', { timeout: 
     await again.waitFor({ state: 'attached', timeout: PROBE_TIMEOUT_MS });
     compare(JSON.parse(await again.textContent()), await nativeProbe('f32'), TOLERANCE.f32, 'f32 (again)');
     console.log(`browser f32 probe, second run: ${await page.getByTestId('probe-time-f32').textContent()}`);
-  } catch (error) {
-    await screenshot(page, 'probe-webgpu-failure').catch(() => {});
-    console.log(browser.logs.join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'probe-webgpu-failure' });
 });
 
 for (const [name, setup, headline] of [
@@ -113,7 +107,7 @@ for (const [name, setup, headline] of [
 ]) test(`without WebGPU (${name}) the page explains what to do and computes on the CPU`, { timeout: 120_000 }, async () => {
   const browser = await launch({ webgpu: false });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await setup(page);
     await page.goto(server.url);
     const explanation = page.getByTestId('no-webgpu');
@@ -125,10 +119,5 @@ for (const [name, setup, headline] of [
     assert.match(await page.getByTestId('cpu-backend').textContent(), /run on the CPU/);
     assert.match(await page.getByTestId('adapter-name').textContent(), /CPU/);
     console.log('screenshot:', await screenshot(page, `no-webgpu-${name.replaceAll(/\W+/g, '-')}`));
-  } catch (error) {
-    console.log(browser.logs.join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  });
 });

@@ -72,7 +72,7 @@ async function loadTiny(page) {
 test('installable; offline after one visit; a new build prompts and reloads', { timeout: 20 * 60_000 }, async () => {
   const browser = await launch({ webgpu: false });
   const { page, context } = browser;
-  try {
+  await browser.session(async () => {
     await open(page, site.url, { unfold: false });
 
     // Chromium's own verdicts.
@@ -142,11 +142,5 @@ test('installable; offline after one visit; a new build prompts and reloads', { 
     await page.locator('meta[name="build-marker"]').waitFor({ state: 'attached', timeout: TIMEOUT_MS });
     const after = await until(() => cacheContents(page), (c) => c.names.length === 1 && c.names[0] !== build, 'the old cache deleted');
     console.log(JSON.stringify({ test: 'pwa', files: shipped.length, build, next: after.names[0] }));
-  } catch (error) {
-    await screenshot(page, 'pwa-failure').catch(() => {});
-    console.log(browser.logs.slice(-60).join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'pwa-failure' });
 });

@@ -106,7 +106,7 @@ test('full-size SD1.5 + Canny: the CLI equals diffusers; the page loads it verif
   const expected = await readFile(EXPECTED_PNG);
   const browser = await launch({ webgpu: true });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     // Every message of the page's workers that reports the WebAssembly memory, its largest value.
     await page.addInitScript(() => {
       const Native = window.Worker;
@@ -201,11 +201,5 @@ test('full-size SD1.5 + Canny: the CLI equals diffusers; the page loads it verif
       assert.ok(result.db >= MIN_PSNR_DB, `the page's image vs diffusers': ${JSON.stringify(result)}`);
     }
     console.log(JSON.stringify({ sd15: figures }));
-  } catch (error) {
-    await screenshot(page, 'sd15-failed').catch(() => {});
-    console.log(browser.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'sd15-failed' });
 });

@@ -15,18 +15,28 @@ const TYPES = {
   '.webmanifest': 'application/manifest+json',
 };
 
-/** Serves `root` on `port` (0: a free one); resolves to { url, close }. */
+/** The file a path names under `root`, or null (outside it, or not there). */
+async function find(root, path) {
+  let file = normalize(join(root, path));
+  if (!file.startsWith(root)) return null;
+  const found = await stat(file).catch(() => null);
+  if (found?.isDirectory()) file = join(file, 'index.html');
+  else if (!found) return null;
+  return file;
+}
+
+/**
+ * Serves `root` (or several folders, the first that holds a path answering it) on `port` (0: a
+ * free one); resolves to { url, close }.
+ */
 export async function serve(root, port = 0) {
-  root = resolve(root);
+  const roots = [root].flat().map((folder) => resolve(folder));
   const server = createServer(async (request, response) => {
     try {
       const path = decodeURIComponent(new URL(request.url, 'http://x').pathname);
-      let file = normalize(join(root, path));
-      if (!file.startsWith(root)) {
-        response.writeHead(403).end();
-        return;
-      }
-      if ((await stat(file).catch(() => null))?.isDirectory()) file = join(file, 'index.html');
+      let file = null;
+      for (const folder of roots) file ??= await find(folder, path);
+      if (!file) throw new Error('not found');
       const body = await readFile(file);
       response.writeHead(200, {
         'content-type': TYPES[extname(file)] ?? 'application/octet-stream',

@@ -75,7 +75,7 @@ for (const webgpu of [true, false]) test(`first open with no network (${webgpu ?
     elsewhere.push(url);
     return route.abort('internetdisconnected');
   });
-  try {
+  await browser.session(async () => {
     await page.setViewportSize({ width: 1280, height: 800 });
     // No click: the models load on their own, from the site.
     await open(page, site.url, { unfold: false });
@@ -133,11 +133,5 @@ for (const webgpu of [true, false]) test(`first open with no network (${webgpu ?
     // scale 0 the CLI's image for this seed scores higher than at 1), so a bar here would pass or
     // fail on the base model's blobs, not on the ControlNet (v1 passed a 0.5 bar with control off).
     assert.deepEqual(elsewhere, [], 'nothing but the site was asked for');
-  } catch (error) {
-    await screenshot(page, `${name}-failure`).catch(() => {});
-    console.log(browser.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: `${name}-failure` });
 });

@@ -37,7 +37,7 @@ after(async () => {
 test('pipelines of other shapes load in the page and equal diffusers', { timeout: 15 * 60_000 }, async () => {
   const browser = await launch({ webgpu: true });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await open(page, site.url);
     for (const [n, name] of TOPOLOGIES.entries()) {
       const folder = resolve(FIXTURES, 'topology', name);
@@ -70,11 +70,5 @@ test('pipelines of other shapes load in the page and equal diffusers', { timeout
       await screenshot(page, `topology-${name}`);
       assert.ok(result.db >= MIN_PSNR_DB, `${name}: ${JSON.stringify(result)}`);
     }
-  } catch (error) {
-    await screenshot(page, 'topology-failure').catch(() => {});
-    console.log(browser.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'topology-failure' });
 });

@@ -47,7 +47,7 @@ function close(what, got, want) {
 test('a ControlNet trains in the tab as it does natively; zero convolutions leave the image untouched', { timeout: 15 * 60_000 }, async () => {
   const browser = await launch({ webgpu: false });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await openLearn(page, site.url);
     // The recipe's settings, but a batch of 4 on the CPU backend.
     assert.equal(await page.getByTestId('train-lr').inputValue(), '0.0002');
@@ -137,11 +137,5 @@ test('a ControlNet trains in the tab as it does natively; zero convolutions leav
     await page.getByTestId('nav-learn').click();
     await page.getByTestId('train-reset').click();
     await until(() => status(page), (s) => s === 'idle', 'the reset');
-  } catch (error) {
-    await screenshot(page, 'train-failure').catch(() => {});
-    console.log(browser.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  }, { page, failure: 'train-failure' });
 });

@@ -8,8 +8,9 @@
 // same file at once both complete and leave it once in the cache; a gigabyte file streams through
 // in bounded wasm memory.
 //
-// The test drives the worker directly (its typed protocol as JSON), from a page of the same
-// origin as the site, so that what it measures is the worker's alone.
+// The test drives the worker directly (its typed protocol as JSON, with the requests only tests
+// send: the test build of the worker, `.ci/site`'s TEST_WORKER=1, served beside the site), from a
+// page of the same origin as the site, so that what it measures is the worker's alone.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -21,6 +22,7 @@ import { until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
+const TEST_WORKER = process.env.TEST_WORKER_DIR ?? resolve(ROOT, 'dist-test');
 const TINY = resolve(ROOT, 'tests', 'fixtures', 'tiny');
 const WEIGHTS = 'unet/diffusion_pytorch_model.safetensors';
 const WEIGHTS_KEY = `test/tiny/${WEIGHTS}`;
@@ -56,7 +58,7 @@ async function readSafetensors(path) {
 }
 
 before(async () => {
-  site = await serve(DIST);
+  site = await serve([DIST, TEST_WORKER]);
   models = await hub({
     repos: { 'test/tiny': TINY },
     generated: {
@@ -107,7 +109,7 @@ async function openWorker(page) {
   await page.evaluate(
     () =>
       new Promise((ready, fail) => {
-        const worker = new Worker('./worker_loader.js');
+        const worker = new Worker('./worker_loader.js', { name: 'test_worker' });
         window.messages = [];
         const waiting = new Map();
         worker.onmessage = ({ data }) => {
@@ -212,7 +214,7 @@ function cachedRecords(page, prefix) {
 test('weights download once, resume after a cut, survive a corrupted chunk', { timeout: 900_000 }, async (t) => {
   const browser = await launch({ webgpu: true });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await openWorker(page);
 
     await t.test('(a) the first load downloads, caches, and computes what diffusers computes', async () => {
@@ -458,18 +460,13 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       assert.ok(!weights.unverified);
       await checkOutput(page, 'from the cache the two tabs filled');
     });
-  } catch (error) {
-    console.log(browser.logs.join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  });
 });
 
 test('(g) without storage quota the weights load uncached, and the worker says how much is needed', { timeout: 600_000 }, async () => {
   const browser = await launch({ webgpu: true });
   const { context, page } = browser;
-  try {
+  await browser.session(async () => {
     await page.goto(`${site.url}weights-test`);
     const cdp = await context.newCDPSession(page);
     await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.url.replace(/\/$/, ''), quotaSize: 64 << 10 });
@@ -484,12 +481,7 @@ test('(g) without storage quota the weights load uncached, and the worker says h
     assert.ok(!weights.stored);
     assert.equal(weights.fetched_bytes, weightsSize);
     await checkOutput(page, 'uncached');
-  } catch (error) {
-    console.log(browser.logs.join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  });
 });
 
 // The worker holds one 16 MiB network chunk; StreamLoader holds at most the one tensor that
@@ -498,7 +490,7 @@ test('(g) without storage quota the weights load uncached, and the worker says h
 test('(h) a gigabyte of weights streams through in bounded wasm memory', { timeout: 900_000 }, async () => {
   const browser = await launch({ webgpu: true });
   const { page } = browser;
-  try {
+  await browser.session(async () => {
     await openWorker(page);
     await models.reset();
     const { answer, messages } = await request(
@@ -525,12 +517,7 @@ test('(h) a gigabyte of weights streams through in bounded wasm memory', { timeo
     assert.ok(file.size >= BIG_BYTES);
     assert.equal(file.fetched_bytes, file.size);
     assert.ok(peak <= WASM_LIMIT, `wasm memory ${peak} > ${WASM_LIMIT}`);
-  } catch (error) {
-    console.log(browser.logs.join('\n'));
-    throw error;
-  } finally {
-    await browser.close();
-  }
+  });
 });
 
 test('(m) a cold start from the cache: IndexedDB to the device, MB/s printed', { timeout: 600_000 }, async () => {

@@ -9,17 +9,14 @@
 //! Every IndexedDB call is asynchronous; [`request`] and [`transaction_done`] turn its events into
 //! futures.
 
-use std::fmt;
-
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    DomException, IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode,
-    WorkerGlobalScope,
-};
+use web_sys::{IdbDatabase, IdbObjectStore, IdbTransaction, IdbTransactionMode, WorkerGlobalScope};
 
+use crate::idb::IdbError;
+use crate::idb::{request, transaction_done};
 use crate::protocol::{CachedFile, CachedModel};
 
 /// The database, and its version: bump it (and the store names) when the layout changes.
@@ -59,74 +56,27 @@ impl ChunkCheck {
 /// A chunk being read ([`Cache::read_chunk`]).
 pub struct ChunkRead {
     name: String,
-    started: Result<JsFuture, CacheError>,
+    started: Result<JsFuture, IdbError>,
 }
 
 impl ChunkRead {
     /// The chunk and its recorded check, once read; `None` if it has no record.
-    pub async fn get(self) -> Result<Option<(Uint8Array, ChunkCheck)>, CacheError> {
-        let value = self.started?.await.map_err(request_error)?;
+    pub async fn get(self) -> Result<Option<(Uint8Array, ChunkCheck)>, IdbError> {
+        let value = self.started?.await.map_err(|e| IdbError::from_js(&e))?;
         if value.is_undefined() {
             return Ok(None);
         }
         let name = self.name;
         let data = get(&value, "data")
             .dyn_into::<Uint8Array>()
-            .map_err(|_| CacheError::Malformed(format!("chunk {name} has no data")))?;
+            .map_err(|_| IdbError::Malformed(format!("chunk {name} has no data")))?;
         let xxh3 = get(&value, "xxh3").as_string().and_then(|hex| u64::from_str_radix(&hex, 16).ok());
         let check = match (xxh3, get(&value, "sha256").as_string()) {
             (Some(sum), _) => ChunkCheck::Xxh3(sum),
             (None, Some(sha256)) => ChunkCheck::Sha256(sha256),
-            (None, None) => return Err(CacheError::Malformed(format!("chunk {name} has no checksum"))),
+            (None, None) => return Err(IdbError::Malformed(format!("chunk {name} has no checksum"))),
         };
         Ok(Some((data, check)))
-    }
-}
-
-/// What went wrong in IndexedDB. DOM errors keep their `DOMException` name and message.
-#[derive(Clone, Debug, PartialEq)]
-pub enum CacheError {
-    /// The browser offers no IndexedDB here (some private modes).
-    Unavailable(String),
-    /// The origin's storage quota is exhausted (`QuotaExceededError`).
-    QuotaExceeded(String),
-    /// Any other `DOMException`, by name.
-    Dom { name: String, message: String },
-    /// A record that is not what this version writes.
-    Malformed(String),
-}
-
-impl fmt::Display for CacheError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CacheError::Unavailable(message) => write!(f, "IndexedDB is not available: {message}"),
-            CacheError::QuotaExceeded(message) => write!(f, "the storage quota is exhausted: {message}"),
-            CacheError::Dom { name, message } => write!(f, "IndexedDB failed ({name}): {message}"),
-            CacheError::Malformed(what) => write!(f, "a cache record is malformed: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for CacheError {}
-
-impl CacheError {
-    /// From whatever a DOM call threw or an IndexedDB request reported.
-    pub fn from_js(error: &JsValue) -> Self {
-        match error.dyn_ref::<DomException>() {
-            Some(e) if e.name() == "QuotaExceededError" => CacheError::QuotaExceeded(e.message()),
-            Some(e) => CacheError::Dom { name: e.name(), message: e.message() },
-            None => CacheError::Dom {
-                name: "Error".into(),
-                message: error.as_string().unwrap_or_else(|| format!("{error:?}")),
-            },
-        }
-    }
-
-    fn from_dom(error: Option<DomException>, what: &str) -> Self {
-        match error {
-            Some(e) => Self::from_js(e.as_ref()),
-            None => CacheError::Dom { name: "AbortError".into(), message: format!("{what} was aborted") },
-        }
     }
 }
 
@@ -182,17 +132,17 @@ impl Manifest {
         object
     }
 
-    fn from_js(value: &JsValue) -> Result<Self, CacheError> {
+    fn from_js(value: &JsValue) -> Result<Self, IdbError> {
         let number = |name: &str| {
             get(value, name)
                 .as_f64()
                 .filter(|n| *n >= 0.0 && n.fract() == 0.0)
                 .map(|n| n as u64)
-                .ok_or_else(|| CacheError::Malformed(format!("manifest field {name}")))
+                .ok_or_else(|| IdbError::Malformed(format!("manifest field {name}")))
         };
         let chunk_bytes = number("chunk_bytes")?;
         if chunk_bytes == 0 {
-            return Err(CacheError::Malformed("manifest chunk_bytes is 0".into()));
+            return Err(IdbError::Malformed("manifest chunk_bytes is 0".into()));
         }
         Ok(Manifest {
             size: number("size")?,
@@ -227,15 +177,9 @@ impl Drop for Cache {
 
 impl Cache {
     /// Opens (and if needed creates or upgrades) the database.
-    pub async fn open() -> Result<Self, CacheError> {
+    pub async fn open() -> Result<Self, IdbError> {
         let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
-        let factory = scope
-            .indexed_db()
-            .map_err(|e| CacheError::Unavailable(CacheError::from_js(&e).to_string()))?
-            .ok_or_else(|| CacheError::Unavailable("no indexedDB in this context".into()))?;
-        let db = crate::idb::open(&factory, DATABASE, VERSION, &[CHUNKS, FILES])
-            .await
-            .map_err(|e| CacheError::from_js(&e))?;
+        let db = crate::idb::open(scope.indexed_db(), DATABASE, VERSION, &[CHUNKS, FILES]).await?;
         Ok(Cache { db })
     }
 
@@ -243,33 +187,33 @@ impl Cache {
         &self,
         name: &str,
         mode: IdbTransactionMode,
-    ) -> Result<(IdbTransaction, IdbObjectStore), CacheError> {
-        let tx = self.db.transaction_with_str_and_mode(name, mode).map_err(|e| CacheError::from_js(&e))?;
-        let store = tx.object_store(name).map_err(|e| CacheError::from_js(&e))?;
+    ) -> Result<(IdbTransaction, IdbObjectStore), IdbError> {
+        let tx = self.db.transaction_with_str_and_mode(name, mode).map_err(|e| IdbError::from_js(&e))?;
+        let store = tx.object_store(name).map_err(|e| IdbError::from_js(&e))?;
         Ok((tx, store))
     }
 
-    pub async fn manifest(&self, key: &FileKey) -> Result<Option<Manifest>, CacheError> {
+    pub async fn manifest(&self, key: &FileKey) -> Result<Option<Manifest>, IdbError> {
         let (_, store) = self.store(FILES, IdbTransactionMode::Readonly)?;
-        let value = request(&store.get(&key.manifest().into()).map_err(|e| CacheError::from_js(&e))?).await?;
+        let value = request(&store.get(&key.manifest().into()).map_err(|e| IdbError::from_js(&e))?).await?;
         if value.is_undefined() { Ok(None) } else { Manifest::from_js(&value).map(Some) }
     }
 
-    pub async fn put_manifest(&self, key: &FileKey, manifest: &Manifest) -> Result<(), CacheError> {
+    pub async fn put_manifest(&self, key: &FileKey, manifest: &Manifest) -> Result<(), IdbError> {
         let record = manifest.to_js();
         // The key's parts, so that listing never has to split the key (a revision may hold a `/`).
         set(&record, "repo", &JsValue::from_str(&key.repo));
         set(&record, "revision", &JsValue::from_str(&key.revision));
         set(&record, "file", &JsValue::from_str(&key.file));
         let (tx, store) = self.store(FILES, IdbTransactionMode::Readwrite)?;
-        store.put_with_key(&record, &key.manifest().into()).map_err(|e| CacheError::from_js(&e))?;
+        store.put_with_key(&record, &key.manifest().into()).map_err(|e| IdbError::from_js(&e))?;
         transaction_done(&tx).await
     }
 
     /// Whether chunk `index` has a record (unverified).
-    pub async fn has_chunk(&self, key: &FileKey, index: u64) -> Result<bool, CacheError> {
+    pub async fn has_chunk(&self, key: &FileKey, index: u64) -> Result<bool, IdbError> {
         let (_, store) = self.store(CHUNKS, IdbTransactionMode::Readonly)?;
-        let count = store.count_with_key(&key.chunk(index).into()).map_err(|e| CacheError::from_js(&e))?;
+        let count = store.count_with_key(&key.chunk(index).into()).map_err(|e| IdbError::from_js(&e))?;
         Ok(request(&count).await?.as_f64().unwrap_or(0.0) > 0.0)
     }
 
@@ -278,7 +222,7 @@ impl Cache {
         &self,
         key: &FileKey,
         index: u64,
-    ) -> Result<Option<(Uint8Array, ChunkCheck)>, CacheError> {
+    ) -> Result<Option<(Uint8Array, ChunkCheck)>, IdbError> {
         self.read_chunk(key, index).get().await
     }
 
@@ -286,7 +230,7 @@ impl Cache {
     /// previous one ([`ChunkRead::get`] waits for it).
     pub fn read_chunk(&self, key: &FileKey, index: u64) -> ChunkRead {
         let started = self.store(CHUNKS, IdbTransactionMode::Readonly).and_then(|(_, store)| {
-            let get = store.get(&key.chunk(index).into()).map_err(|e| CacheError::from_js(&e))?;
+            let get = store.get(&key.chunk(index).into()).map_err(|e| IdbError::from_js(&e))?;
             Ok(JsFuture::from(crate::idb::request_promise(&get)))
         });
         ChunkRead { name: key.chunk(index), started }
@@ -294,23 +238,23 @@ impl Cache {
 
     /// Stores chunk `index` (a copy into a JS buffer) with its [`ChunkCheck`], waiting until it is
     /// committed.
-    pub async fn put_chunk(&self, key: &FileKey, index: u64, data: &[u8]) -> Result<(), CacheError> {
+    pub async fn put_chunk(&self, key: &FileKey, index: u64, data: &[u8]) -> Result<(), IdbError> {
         let record = Object::new();
         set(&record, "data", &Uint8Array::from(data));
         let sum = xxhash_rust::xxh3::xxh3_64(data);
         set(&record, "xxh3", &JsValue::from_str(&format!("{sum:016x}")));
         let (tx, store) = self.store(CHUNKS, IdbTransactionMode::Readwrite)?;
-        store.put_with_key(&record, &key.chunk(index).into()).map_err(|e| CacheError::from_js(&e))?;
+        store.put_with_key(&record, &key.chunk(index).into()).map_err(|e| IdbError::from_js(&e))?;
         transaction_done(&tx).await
     }
 
     /// Every file the cache has a manifest for.
-    pub async fn list(&self) -> Result<Vec<(FileKey, Manifest)>, CacheError> {
+    pub async fn list(&self) -> Result<Vec<(FileKey, Manifest)>, IdbError> {
         let (_, store) = self.store(FILES, IdbTransactionMode::Readonly)?;
         let keys: Array =
-            request(&store.get_all_keys().map_err(|e| CacheError::from_js(&e))?).await?.unchecked_into();
+            request(&store.get_all_keys().map_err(|e| IdbError::from_js(&e))?).await?.unchecked_into();
         let values: Array =
-            request(&store.get_all().map_err(|e| CacheError::from_js(&e))?).await?.unchecked_into();
+            request(&store.get_all().map_err(|e| IdbError::from_js(&e))?).await?.unchecked_into();
         keys.iter()
             .zip(values.iter())
             .map(|(key, value)| {
@@ -319,7 +263,7 @@ impl Cache {
                     [Some(repo), Some(revision), Some(file)] => FileKey { repo, revision, file },
                     _ => {
                         let key = key.as_string().unwrap_or_default();
-                        FileKey::parse(&key).ok_or(CacheError::Malformed(format!("manifest key {key:?}")))?
+                        FileKey::parse(&key).ok_or(IdbError::Malformed(format!("manifest key {key:?}")))?
                     }
                 };
                 Ok((key, Manifest::from_js(&value)?))
@@ -329,11 +273,11 @@ impl Cache {
 
     /// The bytes of `key`'s chunks that are stored (unverified): what an incomplete download
     /// has so far.
-    pub async fn stored_bytes(&self, key: &FileKey, manifest: &Manifest) -> Result<u64, CacheError> {
+    pub async fn stored_bytes(&self, key: &FileKey, manifest: &Manifest) -> Result<u64, IdbError> {
         let (_, store) = self.store(CHUNKS, IdbTransactionMode::Readonly)?;
         let prefix = format!("{}#", key.manifest());
         let range = prefix_range(&prefix)?;
-        let keys: Array = request(&store.get_all_keys_with_key(&range).map_err(|e| CacheError::from_js(&e))?)
+        let keys: Array = request(&store.get_all_keys_with_key(&range).map_err(|e| IdbError::from_js(&e))?)
             .await?
             .unchecked_into();
         let chunks = manifest.size.div_ceil(manifest.chunk_bytes);
@@ -350,69 +294,52 @@ impl Cache {
 
     /// Deletes every file of `repo` (all revisions), or of every repository: manifests and
     /// chunks, including chunks a failed download left without a manifest.
-    pub async fn delete_repo(&self, repo: Option<&str>) -> Result<(), CacheError> {
+    pub async fn delete_repo(&self, repo: Option<&str>) -> Result<(), IdbError> {
         let tx = self
             .db
             .transaction_with_str_sequence_and_mode(
                 &Array::of2(&CHUNKS.into(), &FILES.into()),
                 IdbTransactionMode::Readwrite,
             )
-            .map_err(|e| CacheError::from_js(&e))?;
+            .map_err(|e| IdbError::from_js(&e))?;
         for name in [CHUNKS, FILES] {
-            let store = tx.object_store(name).map_err(|e| CacheError::from_js(&e))?;
+            let store = tx.object_store(name).map_err(|e| IdbError::from_js(&e))?;
             let deleted = match repo {
                 // Every key of the repository starts with `{repo}@`; no repository name has an `@`.
                 Some(repo) => store.delete(&prefix_range(&format!("{repo}@"))?.into()),
                 None => store.clear(),
             };
-            deleted.map_err(|e| CacheError::from_js(&e))?;
+            deleted.map_err(|e| IdbError::from_js(&e))?;
         }
         transaction_done(&tx).await
     }
 
     /// Deletes a file: its manifest and every chunk.
-    pub async fn delete(&self, key: &FileKey) -> Result<(), CacheError> {
+    pub async fn delete(&self, key: &FileKey) -> Result<(), IdbError> {
         let tx = self
             .db
             .transaction_with_str_sequence_and_mode(
                 &Array::of2(&CHUNKS.into(), &FILES.into()),
                 IdbTransactionMode::Readwrite,
             )
-            .map_err(|e| CacheError::from_js(&e))?;
-        let files = tx.object_store(FILES).map_err(|e| CacheError::from_js(&e))?;
-        let chunks = tx.object_store(CHUNKS).map_err(|e| CacheError::from_js(&e))?;
-        files.delete(&key.manifest().into()).map_err(|e| CacheError::from_js(&e))?;
+            .map_err(|e| IdbError::from_js(&e))?;
+        let files = tx.object_store(FILES).map_err(|e| IdbError::from_js(&e))?;
+        let chunks = tx.object_store(CHUNKS).map_err(|e| IdbError::from_js(&e))?;
+        files.delete(&key.manifest().into()).map_err(|e| IdbError::from_js(&e))?;
         // The chunk keys of this file sort between `…#` and `…#~`.
         let prefix = format!("{}#", key.manifest());
         let range = web_sys::IdbKeyRange::bound(&prefix.clone().into(), &format!("{prefix}~").into())
-            .map_err(|e| CacheError::from_js(&e))?;
-        chunks.delete(&range).map_err(|e| CacheError::from_js(&e))?;
+            .map_err(|e| IdbError::from_js(&e))?;
+        chunks.delete(&range).map_err(|e| IdbError::from_js(&e))?;
         transaction_done(&tx).await
     }
 }
 
-/// Resolves with an `IDBRequest`'s result once it succeeds.
-pub async fn request(request: &IdbRequest) -> Result<JsValue, CacheError> {
-    crate::idb::request(request).await.map_err(request_error)
-}
-
-/// A failed request's error (`null` when IndexedDB gives none) as a [`CacheError`].
-fn request_error(error: JsValue) -> CacheError {
-    if error.is_null() { CacheError::from_dom(None, "the request") } else { CacheError::from_js(&error) }
-}
-
-/// Resolves once `tx` has committed; its error (a quota error, typically) otherwise.
-pub async fn transaction_done(tx: &IdbTransaction) -> Result<(), CacheError> {
-    crate::idb::transaction_done(tx).await.map_err(|e| {
-        if e.is_null() { CacheError::from_dom(None, "the transaction") } else { CacheError::from_js(&e) }
-    })
-}
-
 /// The keys that start with `prefix`: IndexedDB orders strings by UTF-16 code unit, and no key
 /// holds U+FFFF.
-fn prefix_range(prefix: &str) -> Result<web_sys::IdbKeyRange, CacheError> {
+fn prefix_range(prefix: &str) -> Result<web_sys::IdbKeyRange, IdbError> {
     web_sys::IdbKeyRange::bound(&prefix.into(), &format!("{prefix}\u{ffff}").into())
-        .map_err(|e| CacheError::from_js(&e))
+        .map_err(|e| IdbError::from_js(&e))
 }
 
 /// The cache's files grouped by repository and revision (sorted, files by path), as the page

@@ -21,7 +21,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult, RequestInit, StorageEstimate};
 
-use crate::cache::{Cache, CacheError, ChunkCheck, ChunkRead, FileKey, Manifest};
+use crate::cache::{Cache, ChunkCheck, ChunkRead, FileKey, Manifest};
+use crate::idb::IdbError;
 use crate::protocol::LoadTimes;
 use crate::scope::{now_ms, scope};
 
@@ -78,7 +79,7 @@ pub struct Progress {
 /// What happened to the cache while loading; the caller tells the user.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheProblem {
-    pub error: CacheError,
+    pub error: IdbError,
     /// The file's size: the space it would need.
     pub needed: u64,
     /// Free space by `navigator.storage.estimate()`, when known.
@@ -233,7 +234,7 @@ async fn file_manifest(
     if let Some(c) = *cache {
         let available = free_space().await;
         let error = if available.is_some_and(|free| free < size) {
-            Some(CacheError::QuotaExceeded(format!(
+            Some(IdbError::QuotaExceeded(format!(
                 "{} MiB are needed, {} MiB are free",
                 mib(size),
                 mib(available.unwrap_or(0))
@@ -320,7 +321,7 @@ impl<'a> FileLoad<'a> {
         })
     }
 
-    fn give_up_cache(&mut self, error: CacheError, needed: u64, available: Option<u64>) {
+    fn give_up_cache(&mut self, error: IdbError, needed: u64, available: Option<u64>) {
         give_up_cache(&mut self.cache, self.on_cache_problem, CacheProblem { error, needed, available });
     }
 

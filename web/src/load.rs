@@ -17,10 +17,11 @@ use model::{ControlNet, Precision};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
-use crate::cache::{Cache, CacheError, FileKey};
+use crate::cache::{Cache, FileKey};
 use crate::download::{
     self, CacheProblem, DEFAULT_CHUNK_BYTES, DownloadError, Job, Loaded, Progress, RemoteFile,
 };
+use crate::idb::IdbError;
 use crate::protocol::{FileLoaded, ModelRef, ModelSet, ModelSource, PlannedFile, Response};
 use crate::worker::{post, wasm_memory};
 
@@ -383,7 +384,7 @@ pub async fn open_cache(id: u32) -> Option<Cache> {
                 file: String::new(),
                 needed: 0,
                 available: None,
-                quota_exceeded: matches!(e, CacheError::QuotaExceeded(_)),
+                quota_exceeded: matches!(e, IdbError::QuotaExceeded(_)),
                 message: format!("The weights cache cannot be opened ({e}): nothing will be cached."),
             });
             None
@@ -437,9 +438,9 @@ pub async fn fetch_file(
             file: label.to_owned(),
             needed: p.needed,
             available: p.available,
-            quota_exceeded: matches!(p.error, CacheError::QuotaExceeded(_)),
+            quota_exceeded: matches!(p.error, IdbError::QuotaExceeded(_)),
             // Space is named only where space is the problem.
-            message: if matches!(p.error, CacheError::QuotaExceeded(_)) {
+            message: if matches!(p.error, IdbError::QuotaExceeded(_)) {
                 format!(
                     "{label} will load without being cached ({:.1} MiB needed{}): {}",
                     p.needed as f64 / MIB,

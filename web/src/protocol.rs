@@ -45,23 +45,6 @@ pub enum Request {
     UseBackend { backend: Backend },
     /// Run the device probe (conv2d, group norm, attention on fixed inputs) in `precision`.
     Probe { id: u32, precision: Precision },
-    /// Load a UNet (its `config.json` and safetensors) from a Hub-style server into the worker,
-    /// through the IndexedDB cache, chunk by chunk onto the device. Answered by progress
-    /// messages, then `ModelLoaded` or `Error`.
-    LoadUNet { id: u32, source: ModelSource, config_file: String, weights_file: String, precision: Precision },
-    /// Run the loaded UNet once (no ControlNet) on the given inputs. Answered by `UNetOutput`.
-    RunUNet {
-        id: u32,
-        /// `[batch, in_channels, height, width]` latents, row-major.
-        sample: Tensor,
-        /// One timestep, or one per batch element.
-        timesteps: Vec<f32>,
-        /// `[batch, tokens, cross_attention_dim]`.
-        context: Tensor,
-    },
-    /// Stream a safetensors file onto the device tensor by tensor and let it go: the weights
-    /// path without a model (to measure memory with a realistic file). Answered by `ModelLoaded`.
-    StreamWeights { id: u32, source: ModelSource, file: String, precision: Precision },
     /// Load Stable Diffusion (tokenizer, text encoder, UNet, VAE, scheduler) and zero or more
     /// ControlNets, replacing whatever was loaded. Answered by `LoadPlan`, progress messages,
     /// then `ModelLoaded` or `Error`. The models stay on the device between generations.
@@ -112,6 +95,36 @@ pub enum Request {
     /// Adds the kept run's ControlNet, as it stands, to the loaded models (the last of their
     /// ControlNets) for the generator's control units; answered by `ControlNetAdded`.
     TrainUse { id: u32 },
+    /// What only the end-to-end tests ask (`web/src/worker/test_requests.rs`), in the test
+    /// build of the worker alone (feature `test-requests`, `.ci/site`'s `TEST_WORKER`): never in
+    /// the site.
+    #[cfg(feature = "test-requests")]
+    #[serde(untagged)]
+    Test(TestRequest),
+}
+
+/// UI → worker, in the test build alone: the weights path driven without the rest of the app.
+#[cfg(feature = "test-requests")]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum TestRequest {
+    /// Load a UNet (its `config.json` and safetensors) from a Hub-style server into the worker,
+    /// through the IndexedDB cache, chunk by chunk onto the device. Answered by progress
+    /// messages, then `ModelLoaded` or `Error`.
+    LoadUNet { id: u32, source: ModelSource, config_file: String, weights_file: String, precision: Precision },
+    /// Run the loaded UNet once (no ControlNet) on the given inputs. Answered by `UNetOutput`.
+    RunUNet {
+        id: u32,
+        /// `[batch, in_channels, height, width]` latents, row-major.
+        sample: Tensor,
+        /// One timestep, or one per batch element.
+        timesteps: Vec<f32>,
+        /// `[batch, tokens, cross_attention_dim]`.
+        context: Tensor,
+    },
+    /// Stream a safetensors file onto the device tensor by tensor and let it go: the weights
+    /// path without a model (to measure memory with a realistic file). Answered by `ModelLoaded`.
+    StreamWeights { id: u32, source: ModelSource, file: String, precision: Precision },
 }
 
 /// How a run's ControlNet starts its zero convolutions.
@@ -331,7 +344,7 @@ pub enum Response {
         quota_exceeded: bool,
         message: String,
     },
-    /// A model (or a file, for `StreamWeights`) is loaded.
+    /// A model (or a file, for `TestRequest::StreamWeights`) is loaded.
     ModelLoaded {
         id: u32,
         elapsed_ms: f64,
@@ -341,7 +354,8 @@ pub enum Response {
         /// What the loaded pipeline and ControlNets take and need (`LoadPipeline` only).
         memory: Option<Profile>,
     },
-    /// The UNet's output for `RunUNet`.
+    /// The UNet's output for `TestRequest::RunUNet`.
+    #[cfg(feature = "test-requests")]
     UNetOutput { id: u32, output: Tensor, elapsed_ms: f64 },
     /// The files `LoadPipeline` will read, before it reads any: for a total progress bar.
     LoadPlan { id: u32, files: Vec<PlannedFile> },

@@ -13,9 +13,7 @@ use std::rc::Rc;
 
 use js_sys::Promise;
 use model::PrecisionExt;
-use model::burn::prelude::{Device, Tensor as BurnTensor, TensorData};
-use model::burn::tensor::FloatDType;
-use model::streaming::StreamLoader;
+use model::burn::prelude::{Device, Tensor as BurnTensor};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
@@ -23,17 +21,42 @@ use web_sys::MessageEvent;
 
 use crate::cache::{self, Cache, FileKey};
 use crate::import::{Import, Imported};
-use crate::load::{self, Models, fetch_file, file_loaded, open_cache};
+use crate::load::{self, Models};
 use crate::protocol::{
-    Backend, GenerationParams, ModelSet, ModelSource, Precision, ProbeOutput, Request, Response, Tensor,
-    TrainSettings, UnitParams,
+    Backend, GenerationParams, ModelSet, Precision, ProbeOutput, Request, Response, TrainSettings, UnitParams,
 };
 use crate::scope::{now_ms, scope};
 use crate::train::Training;
 use crate::{download, generate, message};
 
-/// Installs the message handler. Called once from the worker binary's `main`.
-pub fn start() {
+#[cfg(feature = "test-requests")]
+mod test_requests;
+
+// cubecl's compiler (pliron) registers its types with `inventory`, that is with Wasm
+// constructors. A module that never runs them itself counts as a "command" to the Wasm linker,
+// which then calls every constructor again at the start of *each* exported function: every
+// allocation from JavaScript, every object handed to Rust (each WebGPU object, each message)
+// paid ~0.5 ms in Chromium. Running them once, here, makes the module a "reactor" and those
+// calls cost what they should (`.ci/site` fails a build whose bindings show the wrappers).
+#[cfg(target_family = "wasm")]
+unsafe extern "C" {
+    fn __wasm_call_ctors();
+}
+
+/// The worker binaries' `main` (`worker`, and `test_worker` with the test requests): runs the
+/// Wasm constructors once, then installs the message handler.
+pub fn main() {
+    // SAFETY: the linker's own constructor list, run once, before anything reads what it
+    // registers.
+    #[cfg(target_family = "wasm")]
+    unsafe {
+        __wasm_call_ctors();
+    }
+    start();
+}
+
+/// Installs the message handler.
+fn start() {
     console_error_panic_hook::set_once();
     let worker = Rc::new(Worker::default());
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
@@ -53,7 +76,8 @@ struct Worker {
     device: RefCell<Option<Device>>,
     /// The promise of the request being handled: the next one waits for it.
     queue: RefCell<Option<Promise>>,
-    /// The UNet `LoadUNet` loaded, and its precision.
+    /// The UNet `TestRequest::LoadUNet` loaded, and its precision.
+    #[cfg(feature = "test-requests")]
     unet: RefCell<Option<(model::UNet, Precision)>>,
     /// What `LoadPipeline` loaded. A generation holds its own `Rc` while it runs, so nothing
     /// borrows this cell across an `await`.
@@ -195,18 +219,8 @@ impl Worker {
                 };
                 post(&response);
             }
-            Request::LoadUNet { id, source, config_file, weights_file, precision } => {
-                let result = self.load_unet(id, &source, &config_file, &weights_file, precision).await;
-                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
-            }
-            Request::RunUNet { id, sample, timesteps, context } => {
-                let result = self.run_unet(id, sample, &timesteps, context).await;
-                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
-            }
-            Request::StreamWeights { id, source, file, precision } => {
-                let result = self.stream_weights(id, &source, &file, precision).await;
-                post(&result.unwrap_or_else(|message| Response::Error { id: Some(id), message }));
-            }
+            #[cfg(feature = "test-requests")]
+            Request::Test(request) => self.handle_test(request).await,
         }
     }
 
@@ -334,6 +348,7 @@ impl Worker {
         // A kept training run belongs to the pipeline it was started on.
         self.training.borrow_mut().take();
         self.models.borrow_mut().take();
+        #[cfg(feature = "test-requests")]
         self.unet.borrow_mut().take();
     }
 
@@ -402,110 +417,6 @@ impl Worker {
             }
             Imported::Complete { sha256 } => Ok(Response::Imported { id, file: key.file, size, sha256 }),
         }
-    }
-
-    async fn load_unet(
-        &self,
-        id: u32,
-        source: &ModelSource,
-        config_file: &str,
-        weights_file: &str,
-        precision: Precision,
-    ) -> Result<Response, String> {
-        let device = self.device().await?;
-        let started = now_ms();
-        // A new model replaces the old one: free its memory first.
-        self.unet.borrow_mut().take();
-        let cache = if source.cache { open_cache(id).await } else { None };
-        let mut config = Vec::new();
-        let config_loaded =
-            fetch_file(id, source, cache.as_ref(), config_file, config_file, None, &mut |bytes| {
-                config.extend_from_slice(bytes);
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let config = String::from_utf8(config).map_err(|_| format!("{config_file} is not UTF-8"))?;
-        let config = model::config::UNetConfig::from_json(&config).map_err(|e| e.to_string())?;
-        let remote = remote_file(source, weights_file).await;
-        let mut loader = StreamLoader::new(&device, precision, &[], &[]);
-        let weights_loaded = fetch_file(
-            id,
-            source,
-            cache.as_ref(),
-            weights_file,
-            weights_file,
-            remote.as_ref(),
-            &mut |bytes| loader.push(bytes).map_err(|e| format!("{weights_file}: {e}")),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let unet = loader
-            .apply(model::UNet::new(&config, &device))
-            .map_err(|e| format!("{weights_file} does not fit the UNet: {e}"))?;
-        *self.unet.borrow_mut() = Some((unet, precision));
-        Ok(Response::ModelLoaded {
-            id,
-            elapsed_ms: now_ms() - started,
-            files: vec![file_loaded(config_file, config_loaded), file_loaded(weights_file, weights_loaded)],
-            wasm_memory: wasm_memory(),
-            memory: None,
-        })
-    }
-
-    async fn run_unet(
-        &self,
-        id: u32,
-        sample: Tensor,
-        timesteps: &[f32],
-        context: Tensor,
-    ) -> Result<Response, String> {
-        let device = self.device().await?;
-        let started = now_ms();
-        // The forward pass only queues GPU work; the borrow ends before the read-back awaits.
-        let output = {
-            let guard = self.unet.borrow();
-            let (unet, precision) = guard.as_ref().ok_or("no UNet is loaded")?;
-            let dtype = precision.dtype();
-            let sample: BurnTensor<4> = tensor(sample, &device)?.cast(dtype);
-            let context: BurnTensor<3> = tensor(context, &device)?.cast(dtype);
-            let [batch, ..] = sample.dims();
-            if !(timesteps.len() == 1 || timesteps.len() == batch) {
-                return Err(format!("{} timesteps for a batch of {batch}", timesteps.len()));
-            }
-            unet.forward(sample, timesteps, context, None)
-        };
-        let shape = output.dims().to_vec();
-        let data = output.cast(FloatDType::F32).into_data_async().await.map_err(|e| format!("{e:?}"))?;
-        let values = data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-        Ok(Response::UNetOutput { id, output: Tensor { shape, values }, elapsed_ms: now_ms() - started })
-    }
-
-    async fn stream_weights(
-        &self,
-        id: u32,
-        source: &ModelSource,
-        file: &str,
-        precision: Precision,
-    ) -> Result<Response, String> {
-        let device = self.device().await?;
-        let started = now_ms();
-        let cache = if source.cache { open_cache(id).await } else { None };
-        let remote = remote_file(source, file).await;
-        let mut loader = StreamLoader::new(&device, precision, &[], &[]);
-        let loaded = fetch_file(id, source, cache.as_ref(), file, file, remote.as_ref(), &mut |bytes| {
-            loader.push(bytes).map_err(|e| format!("{file}: {e}"))
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        drop(loader);
-        Ok(Response::ModelLoaded {
-            id,
-            elapsed_ms: now_ms() - started,
-            files: vec![file_loaded(file, loaded)],
-            wasm_memory: wasm_memory(),
-            memory: None,
-        })
     }
 
     async fn probe(&self, id: u32, precision: Precision) -> Result<Response, String> {
@@ -577,8 +488,10 @@ pub async fn gpu_failure(device: &Device, error: impl std::fmt::Display) -> Stri
 /// `CacheContents`: what the cache holds, after deleting `delete`'s files first when given
 /// (`Some(None)`: everything). An `Error` when the cache cannot be opened or read.
 async fn cache_contents(id: u32, delete: Option<Option<&str>>) -> Response {
-    let error =
-        |e: cache::CacheError| Response::Error { id: Some(id), message: format!("the weights cache: {e}") };
+    let error = |e: crate::idb::IdbError| Response::Error {
+        id: Some(id),
+        message: format!("the weights cache: {e}"),
+    };
     let cache = match Cache::open().await {
         Ok(cache) => cache,
         Err(e) => return error(e),
@@ -607,20 +520,6 @@ async fn cache_contents(id: u32, delete: Option<Option<&str>>) -> Response {
     }
     let (usage, quota) = download::storage_estimate().await;
     Response::CacheContents { id, models: cache::group_files(files), usage, quota }
-}
-
-/// What the Hub's API says of one file (its size and SHA-256), as `LoadPipeline` asks it.
-async fn remote_file(source: &ModelSource, path: &str) -> Option<download::RemoteFile> {
-    load::repo_listing(source).await?.remove(path)
-}
-
-/// A protocol tensor on the device, its shape checked against its values.
-fn tensor<const D: usize>(tensor: Tensor, device: &Device) -> Result<BurnTensor<D>, String> {
-    let elements: usize = tensor.shape.iter().product();
-    if tensor.shape.len() != D || elements != tensor.values.len() {
-        return Err(format!("a tensor of shape {:?} with {} values", tensor.shape, tensor.values.len()));
-    }
-    Ok(BurnTensor::from_data(TensorData::new(tensor.values, tensor.shape), device))
 }
 
 /// The worker's WebAssembly memory, in bytes.

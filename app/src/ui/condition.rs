@@ -235,114 +235,14 @@ pub fn ConditionPanel(
     height: Signal<u32>,
     #[prop(into)] active: Signal<bool>,
 ) -> impl IntoView {
-    let Condition { settings, source, preview, requested, preview_error, history, preview_canvas } =
-        condition;
-    // A file that could not be read or decoded; the previous source and preview stay.
-    let file_error = RwSignal::new(None::<String>);
-    let reading = RwSignal::new(None::<String>);
-
-    let next_id = StoredValue::new(0u32);
-    let new_id = move || {
-        let id = next_id.get_value();
-        next_id.set_value(id.wrapping_add(1));
-        id
-    };
-    // Files sent to the worker and not yet answered, by request id.
-    let decoding = StoredValue::new(Vec::<(u32, String)>::new());
-    let latest = StoredValue::new(Latest::<PreprocessRequest>::default());
-    // Set once the worker exists: the response handler sends the waiting request through it.
-    let worker_slot = StoredValue::new(None::<PreprocessWorker>);
-    // The preprocessor of the request in the worker, to label its answer.
-    let in_flight_label = StoredValue::new("");
-    let dispatch = move |request: PreprocessRequest| {
-        if let PreprocessRequest::Process { op, .. } = &request {
-            in_flight_label.set_value(op.name());
-        }
-        if let Some(worker) = worker_slot.get_value() {
-            worker.send(request);
-        }
-    };
-    let send_waiting = move |answered: u32| {
-        if let Some(next) = latest.try_update_value(|latest| latest.answered(answered)).flatten() {
-            dispatch(next);
-        }
-    };
-
+    let Condition { settings, source, history, preview_canvas, .. } = condition;
+    let preprocessing = Preprocessing::new(condition);
     let worker = use_preprocess_worker(
-        move |response| match response {
-            PreprocessResponse::Decoded { id, width, height, decode_ms } => {
-                if let Some(name) = take_decoding(decoding, id) {
-                    reading.set(None);
-                    file_error.set(None);
-                    source.set(Some(Source { name, width, height, decode_ms }));
-                }
-            }
-            PreprocessResponse::Processed { id, width, height, rgba, op_ms, elapsed_ms } => {
-                if !latest.with_value(|latest| latest.is_in_flight(id)) {
-                    return;
-                }
-                let label = in_flight_label.get_value();
-                send_waiting(id);
-                let shown = preview_canvas
-                    .get_untracked()
-                    .ok_or_else(|| "the preview is not on the page".to_owned())
-                    .and_then(|canvas| {
-                        show(&canvas, width, height, &rgba).map_err(|e| describe_js_error(&e))
-                    });
-                match shown {
-                    Ok(()) => {
-                        preview_error.set(None);
-                        preview.set(Some(PreviewInfo { id, label, width, height, op_ms, elapsed_ms }));
-                    }
-                    Err(message) => preview_error.set(Some(format!("could not show the preview: {message}"))),
-                }
-            }
-            PreprocessResponse::Error { id: Some(id), message } => {
-                if latest.with_value(|latest| latest.is_in_flight(id)) {
-                    send_waiting(id);
-                    preview_error.set(Some(message));
-                } else if let Some(name) = take_decoding(decoding, id) {
-                    reading.set(None);
-                    file_error.set(Some(format!("{name}: {message}")));
-                } else {
-                    preview_error.set(Some(message));
-                }
-            }
-            PreprocessResponse::Error { id: None, message } => preview_error.set(Some(message)),
-            PreprocessResponse::Ready => {}
-        },
-        move |message| preview_error.set(Some(message)),
+        move |response| preprocessing.answer(response),
+        move |message| condition.preview_error.set(Some(message)),
     );
-    worker_slot.set_value(Some(worker));
-
-    // Reads a file and hands its bytes to the worker; the worker decides whether it is an image.
-    let load = Callback::new(move |file: File| {
-        let name = file.name();
-        file_error.set(None);
-        if file.size() > MAX_FILE_BYTES {
-            file_error.set(Some(format!(
-                "{name}: {:.0} MB is more than the {:.0} MB this page reads",
-                file.size() / 1e6,
-                MAX_FILE_BYTES / 1e6
-            )));
-            return;
-        }
-        reading.set(Some(name.clone()));
-        spawn_local(async move {
-            match read(&file).await {
-                Ok(bytes) => {
-                    let id = new_id();
-                    decoding.update_value(|decoding| decoding.push((id, name)));
-                    worker.send(PreprocessRequest::Decode { id, bytes });
-                }
-                Err(e) => {
-                    reading.set(None);
-                    file_error
-                        .set(Some(format!("{name}: could not read the file: {}", describe_js_error(&e))));
-                }
-            }
-        });
-    });
+    preprocessing.worker.set_value(Some(worker));
+    let load = Callback::new(move |file: File| preprocessing.load(file));
 
     // Ctrl+V anywhere on the page with an image (or any file) on the clipboard, for the unit
     // last used.
@@ -369,14 +269,8 @@ pub fn ConditionPanel(
     Effect::new(move || {
         let resize = Resize { mode: settings.mode.get(), width: width.get(), height: height.get() };
         let (op, invert) = (settings.op(), settings.invert.get());
-        if source.with(Option::is_none) {
-            return;
-        }
-        let id = new_id();
-        requested.set(Some(id));
-        let request = PreprocessRequest::Process { id, op, resize, invert };
-        if let Some(request) = latest.try_update_value(|latest| latest.submit(id, request)).flatten() {
-            dispatch(request);
+        if source.with(Option::is_some) {
+            preprocessing.request_preview(op, resize, invert);
         }
     });
     // Before any image: a black map of the chosen size, to draw a scribble on from scratch.
@@ -394,70 +288,238 @@ pub fn ConditionPanel(
         <section class="panel condition" data-testid="condition-panel">
             <h2>"Condition image"</h2>
             <DropZone on_file=load />
-            {move || reading.get().map(|name| view! {
-                <p data-testid="condition-reading">{format!("Reading {name}…")}</p>
-            })}
-            {move || file_error.get().map(|message| view! {
-                <p class="warning" data-testid="condition-error" role="alert">{message}</p>
-            })}
-            {move || source.get().map(|source| view! {
-                <p data-testid="condition-source">
-                    {format!(
-                        "{} · {}×{} · decoded in {:.0} ms",
-                        source.name,
-                        source.width,
-                        source.height,
-                        source.decode_ms
-                    )}
-                </p>
-            })}
+            <SourceInfo preprocessing />
             <PreprocessControls settings />
             <ScribblePad width height history active>
                 <canvas class="condition-preview" data-testid="condition-preview" node_ref=preview_canvas></canvas>
             </ScribblePad>
-            <p
-                class="preview-time"
-                data-testid="preview-time"
-                data-id=move || preview.with(|info| info.as_ref().map(|info| info.id.to_string()))
-                // Whether the preview shown answers the latest settings (`false` while a newer
-                // one is computed): tests wait for it rather than for any new preview.
-                data-current=move || {
-                    (preview.with(|info| info.as_ref().map(|info| info.id)) == requested.get()).to_string()
-                }
-                data-op=move || preview.with(|info| info.as_ref().map(|info| info.label))
-                data-op-ms=move || preview.with(|info| info.as_ref().map(|info| info.op_ms.to_string()))
-                data-elapsed-ms=move || preview.with(|info| info.as_ref().map(|info| info.elapsed_ms.to_string()))
-            >
-                {move || match preview.get() {
-                    None if source.with(Option::is_none) => {
-                        "No image yet: the control map is black, ready for a scribble.".to_owned()
-                    }
-                    None => "Computing the preview…".to_owned(),
-                    Some(info) => format!(
-                        "{}: {:.1} ms at {}×{} ({:.1} ms with resizing)",
-                        info.label,
-                        info.op_ms,
-                        info.width,
-                        info.height,
-                        info.elapsed_ms
-                    ),
-                }}
-            </p>
-            {move || preview_error.get().map(|message| view! {
-                <p class="warning" data-testid="preview-error" role="alert">{message}</p>
-            })}
+            <PreviewInfoLine condition />
         </section>
     }
 }
 
-/// The name of the file decode request `id` carried, forgetting it.
-fn take_decoding(decoding: StoredValue<Vec<(u32, String)>>, id: u32) -> Option<String> {
-    decoding
-        .try_update_value(|decoding| {
-            let index = decoding.iter().position(|(pending, _)| *pending == id)?;
-            Some(decoding.remove(index).1)
-        })
-        .flatten()
+/// The panel's side of the preprocessing worker: the files sent to be decoded, the latest preview
+/// asked for, and what their answers change. Cheap to copy.
+#[derive(Clone, Copy)]
+struct Preprocessing {
+    condition: Condition,
+    /// The file being read, by name.
+    reading: RwSignal<Option<String>>,
+    /// A file that could not be read or decoded; the previous source and preview stay.
+    file_error: RwSignal<Option<String>>,
+    next_id: StoredValue<u32>,
+    /// Files sent to the worker and not yet answered, by request id.
+    decoding: StoredValue<Vec<(u32, String)>>,
+    latest: StoredValue<Latest<PreprocessRequest>>,
+    /// Set once the worker exists: the answers send the waiting request through it.
+    worker: StoredValue<Option<PreprocessWorker>>,
+    /// The preprocessor of the request in the worker, to label its answer.
+    in_flight_label: StoredValue<&'static str>,
+}
+
+impl Preprocessing {
+    fn new(condition: Condition) -> Self {
+        Self {
+            condition,
+            reading: RwSignal::new(None),
+            file_error: RwSignal::new(None),
+            next_id: StoredValue::new(0),
+            decoding: StoredValue::new(Vec::new()),
+            latest: StoredValue::new(Latest::default()),
+            worker: StoredValue::new(None),
+            in_flight_label: StoredValue::new(""),
+        }
+    }
+
+    fn new_id(self) -> u32 {
+        let id = self.next_id.get_value();
+        self.next_id.set_value(id.wrapping_add(1));
+        id
+    }
+
+    fn send(self, request: PreprocessRequest) {
+        if let PreprocessRequest::Process { op, .. } = &request {
+            self.in_flight_label.set_value(op.name());
+        }
+        if let Some(worker) = self.worker.get_value() {
+            worker.send(request);
+        }
+    }
+
+    /// The preview of the source with these settings: sent now, or once the one in the worker
+    /// is answered (replacing any older one waiting).
+    fn request_preview(self, op: PreprocessOp, resize: Resize, invert: bool) {
+        let id = self.new_id();
+        self.condition.requested.set(Some(id));
+        let request = PreprocessRequest::Process { id, op, resize, invert };
+        if let Some(request) = self.latest.try_update_value(|latest| latest.submit(id, request)).flatten() {
+            self.send(request);
+        }
+    }
+
+    /// Request `answered` is done: the waiting one goes to the worker.
+    fn send_waiting(self, answered: u32) {
+        if let Some(next) = self.latest.try_update_value(|latest| latest.answered(answered)).flatten() {
+            self.send(next);
+        }
+    }
+
+    /// Reads a file and hands its bytes to the worker; the worker decides whether it is an image.
+    fn load(self, file: File) {
+        let name = file.name();
+        self.file_error.set(None);
+        if file.size() > MAX_FILE_BYTES {
+            self.file_error.set(Some(format!(
+                "{name}: {:.0} MB is more than the {:.0} MB this page reads",
+                file.size() / 1e6,
+                MAX_FILE_BYTES / 1e6
+            )));
+            return;
+        }
+        self.reading.set(Some(name.clone()));
+        spawn_local(async move {
+            match read(&file).await {
+                Ok(bytes) => {
+                    let id = self.new_id();
+                    self.decoding.update_value(|decoding| decoding.push((id, name)));
+                    self.send(PreprocessRequest::Decode { id, bytes });
+                }
+                Err(e) => {
+                    self.reading.set(None);
+                    self.file_error
+                        .set(Some(format!("{name}: could not read the file: {}", describe_js_error(&e))));
+                }
+            }
+        });
+    }
+
+    /// The name of the file decode request `id` carried, forgetting it.
+    fn take_decoding(self, id: u32) -> Option<String> {
+        self.decoding
+            .try_update_value(|decoding| {
+                let index = decoding.iter().position(|(pending, _)| *pending == id)?;
+                Some(decoding.remove(index).1)
+            })
+            .flatten()
+    }
+
+    fn answer(self, response: PreprocessResponse) {
+        let condition = self.condition;
+        let in_flight = |id| self.latest.with_value(|latest| latest.is_in_flight(id));
+        match response {
+            PreprocessResponse::Decoded { id, width, height, decode_ms } => {
+                if let Some(name) = self.take_decoding(id) {
+                    self.reading.set(None);
+                    self.file_error.set(None);
+                    condition.source.set(Some(Source { name, width, height, decode_ms }));
+                }
+            }
+            PreprocessResponse::Processed { id, width, height, rgba, op_ms, elapsed_ms } if in_flight(id) => {
+                let label = self.in_flight_label.get_value();
+                self.send_waiting(id);
+                let info = PreviewInfo { id, label, width, height, op_ms, elapsed_ms };
+                self.show_preview(info, &rgba);
+            }
+            PreprocessResponse::Processed { .. } => {}
+            PreprocessResponse::Error { id: Some(id), message } if in_flight(id) => {
+                self.send_waiting(id);
+                condition.preview_error.set(Some(message));
+            }
+            PreprocessResponse::Error { id: Some(id), message } => match self.take_decoding(id) {
+                Some(name) => {
+                    self.reading.set(None);
+                    self.file_error.set(Some(format!("{name}: {message}")));
+                }
+                None => condition.preview_error.set(Some(message)),
+            },
+            PreprocessResponse::Error { id: None, message } => condition.preview_error.set(Some(message)),
+            PreprocessResponse::Ready => {}
+        }
+    }
+
+    fn show_preview(self, info: PreviewInfo, rgba: &[u8]) {
+        let condition = self.condition;
+        let shown = condition
+            .preview_canvas
+            .get_untracked()
+            .ok_or_else(|| "the preview is not on the page".to_owned())
+            .and_then(|canvas| {
+                show(&canvas, info.width, info.height, rgba).map_err(|e| describe_js_error(&e))
+            });
+        match shown {
+            Ok(()) => {
+                condition.preview_error.set(None);
+                condition.preview.set(Some(info));
+            }
+            Err(message) => {
+                condition.preview_error.set(Some(format!("could not show the preview: {message}")))
+            }
+        }
+    }
+}
+
+/// The file being read, why the last could not be, and the image in use.
+#[component]
+fn SourceInfo(preprocessing: Preprocessing) -> impl IntoView {
+    let Preprocessing { reading, file_error, condition, .. } = preprocessing;
+    view! {
+        {move || reading.get().map(|name| view! {
+            <p data-testid="condition-reading">{format!("Reading {name}…")}</p>
+        })}
+        {move || file_error.get().map(|message| view! {
+            <p class="warning" data-testid="condition-error" role="alert">{message}</p>
+        })}
+        {move || condition.source.get().map(|source| view! {
+            <p data-testid="condition-source">
+                {format!(
+                    "{} · {}×{} · decoded in {:.0} ms",
+                    source.name,
+                    source.width,
+                    source.height,
+                    source.decode_ms
+                )}
+            </p>
+        })}
+    }
+}
+
+/// What the preview shows and what it took, or why there is none.
+#[component]
+fn PreviewInfoLine(condition: Condition) -> impl IntoView {
+    let Condition { source, preview, requested, preview_error, .. } = condition;
+    view! {
+        <p
+            class="preview-time"
+            data-testid="preview-time"
+            data-id=move || preview.with(|info| info.as_ref().map(|info| info.id.to_string()))
+            // Whether the preview shown answers the latest settings (`false` while a newer
+            // one is computed): tests wait for it rather than for any new preview.
+            data-current=move || {
+                (preview.with(|info| info.as_ref().map(|info| info.id)) == requested.get()).to_string()
+            }
+            data-op=move || preview.with(|info| info.as_ref().map(|info| info.label))
+            data-op-ms=move || preview.with(|info| info.as_ref().map(|info| info.op_ms.to_string()))
+            data-elapsed-ms=move || preview.with(|info| info.as_ref().map(|info| info.elapsed_ms.to_string()))
+        >
+            {move || match preview.get() {
+                None if source.with(Option::is_none) => {
+                    "No image yet: the control map is black, ready for a scribble.".to_owned()
+                }
+                None => "Computing the preview…".to_owned(),
+                Some(info) => format!(
+                    "{}: {:.1} ms at {}×{} ({:.1} ms with resizing)",
+                    info.label,
+                    info.op_ms,
+                    info.width,
+                    info.height,
+                    info.elapsed_ms
+                ),
+            }}
+        </p>
+        {move || preview_error.get().map(|message| view! {
+            <p class="warning" data-testid="preview-error" role="alert">{message}</p>
+        })}
+    }
 }
 
 /// Drag and drop, or a file picker; paste is handled page-wide by the panel.

@@ -14,8 +14,9 @@ use web::protocol::vocabulary::a1111::Parameters;
 
 use super::generate::GenSettings;
 use super::units::UnitList;
-use crate::gallery::{GalleryDb, GalleryError, Record};
+use crate::gallery::{GalleryDb, Record};
 use crate::gpu::describe_js_error;
+use web::idb::IdbError;
 
 /// A blob URL for PNG bytes (the page's to revoke).
 pub fn blob_url(png: &Uint8Array) -> Result<String, String> {
@@ -194,9 +195,9 @@ impl GalleryState {
     }
 }
 
-fn save_failure(error: &GalleryError) -> String {
+fn save_failure(error: &IdbError) -> String {
     let advice = match error {
-        GalleryError::QuotaExceeded(_) => " Delete older images, or download this one to keep it.",
+        IdbError::QuotaExceeded(_) => " Delete older images, or download this one to keep it.",
         _ => " Download it to keep it.",
     };
     format!(

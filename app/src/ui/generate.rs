@@ -9,44 +9,22 @@ use leptos::ev;
 use leptos::html::Canvas;
 use leptos::prelude::*;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use wasm_bindgen::{Clamped, JsCast, JsValue};
 use web::protocol::vocabulary::a1111::Parameters;
-use web::protocol::vocabulary::memory;
+use web::protocol::vocabulary::memory::{self, MemoryEstimate};
 use web::protocol::{GenerationParams, Limits, Request, Response, SchedulerKind};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageData, KeyboardEvent};
 
+use self::run::{Run, with_advice};
+use super::condition::MapState;
 use super::gallery::{GalleryState, blob_url, revoke};
 use super::units::UnitList;
 use super::widgets::NamedSelect;
 use crate::gpu::{AdapterInfo, describe_js_error};
-use crate::session::{GpuSession, is_device_lost};
+use crate::session::GpuSession;
+use crate::settings::GENERATE;
 
-/// Where the settings are kept: `controlnet.generate.{name}`, as JSON.
-const STORAGE_PREFIX: &str = "controlnet.generate.";
-
-/// A setting kept from an earlier visit, if there is one and it still reads.
-pub fn load_setting<T: DeserializeOwned>(name: &str) -> Option<T> {
-    let storage = web_sys::window()?.local_storage().ok()??;
-    let text = storage.get_item(&format!("{STORAGE_PREFIX}{name}")).ok()??;
-    serde_json::from_str(&text).ok()
-}
-
-/// Keeps a setting for the next visit. Storage can be full or switched off (some private modes):
-/// the page then works as before and forgets on reload, which the console says.
-pub fn save_setting<T: Serialize>(name: &str, value: &T) {
-    let saved = web_sys::window()
-        .ok_or_else(|| "no window".to_owned())
-        .and_then(|window| window.local_storage().map_err(|e| describe_js_error(&e)))
-        .and_then(|storage| storage.ok_or_else(|| "no localStorage".to_owned()))
-        .and_then(|storage| {
-            let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
-            storage.set_item(&format!("{STORAGE_PREFIX}{name}"), &text).map_err(|e| describe_js_error(&e))
-        });
-    if let Err(message) = saved {
-        web_sys::console::warn_1(&format!("could not keep the setting {name}: {message}").into());
-    }
-}
+mod run;
 
 /// The generation's settings. Cheap to copy.
 #[derive(Clone, Copy)]
@@ -68,26 +46,27 @@ pub struct GenSettings {
 impl GenSettings {
     /// The settings kept from the last visit (defaults where none), saved again on every change.
     pub fn load() -> Self {
-        let size = |name| load_setting::<f64>(name).map_or(512, Limits::snap_side);
+        let size = |name| GENERATE.load::<f64>(name).map_or(512, Limits::snap_side);
         let settings = Self {
-            prompt: RwSignal::new(load_setting("prompt").unwrap_or_default()),
-            negative: RwSignal::new(load_setting("negative").unwrap_or_default()),
-            seed: RwSignal::new(load_setting("seed").unwrap_or(0)),
-            seed_random: RwSignal::new(load_setting("seed-random").unwrap_or(true)),
+            prompt: RwSignal::new(GENERATE.load("prompt").unwrap_or_default()),
+            negative: RwSignal::new(GENERATE.load("negative").unwrap_or_default()),
+            seed: RwSignal::new(GENERATE.load("seed").unwrap_or(0)),
+            seed_random: RwSignal::new(GENERATE.load("seed-random").unwrap_or(true)),
             steps: RwSignal::new(
-                load_setting("steps").map_or(20, |steps: u32| steps.clamp(1, Limits::MAX_STEPS)),
+                GENERATE.load("steps").map_or(20, |steps: u32| steps.clamp(1, Limits::MAX_STEPS)),
             ),
             guidance: RwSignal::new(
-                load_setting("guidance")
+                GENERATE
+                    .load("guidance")
                     .filter(|g: &f64| (0.0..=Limits::MAX_GUIDANCE).contains(g))
                     .unwrap_or(7.5),
             ),
-            scheduler: RwSignal::new(load_setting("scheduler").unwrap_or_default()),
+            scheduler: RwSignal::new(GENERATE.load("scheduler").unwrap_or_default()),
             width: RwSignal::new(size("width")),
             height: RwSignal::new(size("height")),
             // The latents are read back after every step for the progress anyway, and a preview
             // is an eighth of the image: one per step costs next to nothing.
-            preview_every: RwSignal::new(load_setting("preview-every").unwrap_or(1)),
+            preview_every: RwSignal::new(GENERATE.load("preview-every").unwrap_or(1)),
         };
         settings.keep();
         settings
@@ -95,7 +74,7 @@ impl GenSettings {
 
     fn keep(self) {
         fn keep<T: Serialize + Clone + Send + Sync + 'static>(name: &'static str, signal: RwSignal<T>) {
-            Effect::new(move || save_setting(name, &signal.get()));
+            Effect::new(move || GENERATE.save(name, &signal.get()));
         }
         keep("prompt", self.prompt);
         keep("negative", self.negative);
@@ -146,102 +125,6 @@ fn random_seed() -> u32 {
     (js_sys::Math::random() * 4_294_967_296.0).floor().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
-/// Where a run stands; `data-state` on the progress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Idle,
-    Running,
-    Done,
-    Cancelled,
-    Error,
-}
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Idle => "idle",
-            Phase::Running => "running",
-            Phase::Done => "done",
-            Phase::Cancelled => "cancelled",
-            Phase::Error => "error",
-        }
-    }
-}
-
-/// The current (or last) run.
-#[derive(Clone, Debug, PartialEq)]
-struct Run {
-    id: Option<u32>,
-    phase: Phase,
-    step: u32,
-    total: u32,
-    /// Steps per second, once measured.
-    rate: Option<f64>,
-    /// Cancel was asked; the worker stops after the step in progress.
-    cancelling: bool,
-    /// Denoising and decoding, when done.
-    elapsed_ms: Option<f64>,
-    error: Option<String>,
-}
-
-impl Run {
-    fn idle() -> Self {
-        Run {
-            id: None,
-            phase: Phase::Idle,
-            step: 0,
-            total: 0,
-            rate: None,
-            cancelling: false,
-            elapsed_ms: None,
-            error: None,
-        }
-    }
-
-    fn failed(&self, message: String) -> Self {
-        Run { phase: Phase::Error, error: Some(message), cancelling: false, ..self.clone() }
-    }
-
-    /// "Step i/N · x.x it/s · y s left", or what became of the run.
-    fn text(&self) -> String {
-        match self.phase {
-            Phase::Idle => "Not started.".into(),
-            Phase::Running if self.step == 0 => {
-                if self.cancelling {
-                    "Cancelling…".into()
-                } else {
-                    "Starting…".into()
-                }
-            }
-            Phase::Running => {
-                let mut text = format!("Step {}/{}", self.step, self.total);
-                if let Some(rate) = self.rate.filter(|rate| *rate > 0.0) {
-                    let left = f64::from(self.total.saturating_sub(self.step)) / rate;
-                    text += &format!(" · {rate:.1} it/s · {left:.0} s left");
-                }
-                if self.cancelling {
-                    text += " · cancelling…";
-                }
-                text
-            }
-            Phase::Done => match self.elapsed_ms {
-                Some(ms) => format!("Done: {} steps in {:.1} s.", self.total, ms / 1000.0),
-                None => format!("Done: {} steps.", self.total),
-            },
-            Phase::Cancelled => format!("Cancelled after step {}/{}.", self.step, self.total),
-            Phase::Error => format!("Stopped at step {}/{}.", self.step, self.total),
-        }
-    }
-}
-
-/// When the progress messages of the run arrive, for the rate: the worker's own step time
-/// includes nothing of the message's trip, but the first step also compiles shaders.
-#[derive(Clone, Copy, Debug, Default)]
-struct Timing {
-    /// The first progress message: its time (ms) and step.
-    first: Option<(f64, u32)>,
-}
-
 /// The image of the last run.
 #[derive(Clone, Debug, PartialEq)]
 struct Finished {
@@ -254,20 +137,6 @@ struct Finished {
     parameters: String,
 }
 
-/// Whether an error means the worker or its device is gone, so that only a reload of the models
-/// helps.
-fn worker_gone(message: &str) -> bool {
-    is_device_lost(message) || message.to_lowercase().contains("worker failed")
-}
-
-fn with_advice(message: String) -> String {
-    if worker_gone(&message) {
-        format!("{message} — reload the models (Models panel) to go on; the prompt and settings are kept.")
-    } else {
-        message
-    }
-}
-
 /// The prompt, the settings and the run: Generate, Cancel, progress, preview and result.
 #[component]
 pub fn GeneratePanel(
@@ -277,16 +146,73 @@ pub fn GeneratePanel(
     info: AdapterInfo,
 ) -> impl IntoView {
     let session = GpuSession::use_session();
-    let run = RwSignal::new(Run::idle());
-    let timing = StoredValue::new(Timing::default());
-    let last_seed = RwSignal::new(None::<u32>);
-    // The seed of the run in progress.
-    let pending = StoredValue::new(None::<(u32, u32)>);
-    let finished = RwSignal::new(None::<Finished>);
-    let preview_step = RwSignal::new(None::<u32>);
-    let preview_canvas = NodeRef::<Canvas>::new();
+    let (estimate, refusal) = memory_estimate(session, settings, units, &info);
+    let blocked = why_blocked(session, settings, units, refusal);
+    let generation = Generation {
+        session,
+        settings,
+        units,
+        gallery,
+        blocked,
+        run: RwSignal::new(Run::idle()),
+        last_seed: RwSignal::new(None),
+        pending: StoredValue::new(None),
+        finished: RwSignal::new(None),
+        preview_step: RwSignal::new(None),
+        preview_canvas: NodeRef::new(),
+    };
+    session.listen(move |response| generation.answer(response));
+    // The worker crashed or could not start: the run in progress will never answer.
+    Effect::new(move || {
+        if let Some(message) = session.failure.get() {
+            generation.fail_running(format!("The GPU worker failed: {message}"));
+        }
+    });
+    on_cleanup(move || {
+        if let Some(finished) = generation.finished.try_get_untracked().flatten() {
+            revoke(&finished.url);
+        }
+    });
+    // Ctrl+Enter (⌘+Enter) anywhere on the page.
+    let keys = window_event_listener(ev::keydown, move |event: KeyboardEvent| {
+        if (event.ctrl_key() || event.meta_key()) && event.key() == "Enter" && !event.repeat() {
+            event.prevent_default();
+            generation.generate();
+        }
+    });
+    on_cleanup(move || keys.remove());
 
-    // What the loaded models need at this size (nothing to say before they load).
+    view! {
+        <section class="panel generate" data-testid="generate-panel">
+            <h2>"Prompt and settings"</h2>
+            <PromptFields settings />
+            <SettingsFields
+                settings
+                last_seed=generation.last_seed
+                on_reuse_seed=Callback::new(move |()| generation.reuse_seed())
+            />
+            {move || estimate.with(|estimate| estimate.as_ref().map(|estimate| view! {
+                <p class="memory" data-testid="memory-estimate" title="The loaded models at this size, roughly">
+                    {estimate.summary()}
+                </p>
+            }))}
+            {move || refusal.get().map(|message| view! {
+                <p class="warning" data-testid="memory-refusal" role="alert">{message}</p>
+            })}
+            <RunControls generation />
+        </section>
+        <ResultView generation />
+    }
+}
+
+/// What the loaded models need at the chosen size (nothing before they load), and why the
+/// adapter cannot hold it, if it cannot.
+fn memory_estimate(
+    session: GpuSession,
+    settings: GenSettings,
+    units: UnitList,
+    info: &AdapterInfo,
+) -> (Memo<Option<MemoryEstimate>>, Memo<Option<String>>) {
     let estimate = Memo::new(move |_| {
         let (width, height) = (settings.width.get(), settings.height.get());
         session.models.with(|models| {
@@ -299,9 +225,18 @@ pub fn GeneratePanel(
         estimate
             .with(|estimate| estimate.as_ref().and_then(|e| memory::check(e, max_buffer, max_binding).err()))
     });
+    (estimate, refusal)
+}
 
-    // Why Generate cannot run now, if it cannot.
-    let blocked = Memo::new(move |_| -> Option<String> {
+/// Why Generate cannot run now, if it cannot: the worker gone, no models, too little memory, an
+/// enabled unit without a ControlNet or a map.
+fn why_blocked(
+    session: GpuSession,
+    settings: GenSettings,
+    units: UnitList,
+    refusal: Memo<Option<String>>,
+) -> Memo<Option<String>> {
+    Memo::new(move |_| -> Option<String> {
         if let Some(message) = session.failure.get() {
             return Some(with_advice(format!("The GPU worker stopped: {message}")));
         }
@@ -312,254 +247,258 @@ pub fn GeneratePanel(
             return Some(refusal);
         }
         let (width, height) = (settings.width.get(), settings.height.get());
+        let controlnets = !models.controlnets.is_empty();
         units.units.with(|list| {
             list.iter().enumerate().filter(|(_, unit)| unit.enabled.get()).find_map(|(index, unit)| {
-                let n = index + 1;
-                if models.controlnets.is_empty() {
-                    return Some(format!(
-                        "Unit {n} is enabled, but no ControlNet is loaded: load one, or untick “Enabled”."
-                    ));
-                }
-                use super::condition::MapState;
-                match unit.condition.state(width, height) {
-                    MapState::Empty => Some(format!(
-                        "Unit {n} is enabled but has no control map: drop an image on it or draw on it, \
-                         or untick “Enabled”."
-                    )),
-                    MapState::Pending => Some(format!("Unit {n}'s control map is being computed…")),
-                    MapState::Failed(message) => Some(format!("Unit {n}'s control map failed: {message}")),
-                    MapState::Ready => None,
-                }
+                let state = if controlnets { unit.condition.state(width, height) } else { MapState::Ready };
+                unit_blocked(index + 1, controlnets, state)
             })
         })
-    });
-    let running = move || run.with(|run| run.phase == Phase::Running);
+    })
+}
 
-    let generate = move || {
-        if run.with_untracked(|run| run.phase == Phase::Running) || blocked.get_untracked().is_some() {
+/// Why enabled unit `n` keeps Generate from running, if it does.
+fn unit_blocked(n: usize, controlnets_loaded: bool, map: MapState) -> Option<String> {
+    if !controlnets_loaded {
+        return Some(format!(
+            "Unit {n} is enabled, but no ControlNet is loaded: load one, or untick “Enabled”."
+        ));
+    }
+    match map {
+        MapState::Empty => Some(format!(
+            "Unit {n} is enabled but has no control map: drop an image on it or draw on it, or untick “Enabled”."
+        )),
+        MapState::Pending => Some(format!("Unit {n}'s control map is being computed…")),
+        MapState::Failed(message) => Some(format!("Unit {n}'s control map failed: {message}")),
+        MapState::Ready => None,
+    }
+}
+
+/// The generation panel's state — the run, its result, the seed — and what it does with the
+/// worker. Cheap to copy.
+#[derive(Clone, Copy)]
+struct Generation {
+    session: GpuSession,
+    settings: GenSettings,
+    units: UnitList,
+    gallery: GalleryState,
+    /// Why Generate cannot run now ([`why_blocked`]).
+    blocked: Memo<Option<String>>,
+    run: RwSignal<Run>,
+    last_seed: RwSignal<Option<u32>>,
+    /// The id and seed of the run in progress.
+    pending: StoredValue<Option<(u32, u32)>>,
+    finished: RwSignal<Option<Finished>>,
+    preview_step: RwSignal<Option<u32>>,
+    preview_canvas: NodeRef<Canvas>,
+}
+
+impl Generation {
+    fn running(self) -> bool {
+        self.run.with(Run::running)
+    }
+
+    /// Generate: the enabled units' maps and the settings to the worker, unless a run is in
+    /// progress or something blocks it.
+    fn generate(self) {
+        if self.run.with_untracked(Run::running) || self.blocked.get_untracked().is_some() {
             return;
         }
-        let Some(models) = session.models.get_untracked() else { return };
-        let (width, height) = (settings.width.get_untracked(), settings.height.get_untracked());
+        let Some(models) = self.session.models.get_untracked() else { return };
+        let (width, height) = (self.settings.width.get_untracked(), self.settings.height.get_untracked());
         let mut unit_params = Vec::new();
-        let list = units.units.get_untracked();
+        let list = self.units.units.get_untracked();
         for (index, unit) in list.iter().enumerate().filter(|(_, unit)| unit.enabled.get_untracked()) {
             match unit.params(index, &models, width, height) {
                 Ok(params) => unit_params.push(params),
                 Err(message) => {
-                    run.set(Run::idle().failed(format!("Unit {}: {message}.", index + 1)));
+                    self.run.set(Run::refused(format!("Unit {}: {message}.", index + 1)));
                     return;
                 }
             }
         }
+        let settings = self.settings;
         let seed =
             if settings.seed_random.get_untracked() { random_seed() } else { settings.seed.get_untracked() };
-        last_seed.set(Some(seed));
+        self.last_seed.set(Some(seed));
         let params = settings.params(seed);
-        let id = session.next_id();
-        pending.set_value(Some((id, seed)));
-        timing.set_value(Timing::default());
-        run.set(Run { id: Some(id), phase: Phase::Running, total: params.steps, ..Run::idle() });
+        let id = self.session.next_id();
+        self.pending.set_value(Some((id, seed)));
+        self.run.set(Run::start(id, params.steps));
         let preview_every = settings.preview_every.get_untracked();
-        session.send(Request::Generate { id, params, preview_every, units: unit_params });
-    };
-    let cancel = move || {
-        let Some(id) = run.with_untracked(|run| (run.phase == Phase::Running).then_some(run.id).flatten())
-        else {
-            return;
-        };
-        run.update(|run| run.cancelling = true);
-        session.send(Request::Cancel { id });
-    };
+        self.session.send(Request::Generate { id, params, preview_every, units: unit_params });
+    }
 
-    let is_current =
-        move |id: u32| run.with_untracked(|run| run.id == Some(id) && run.phase == Phase::Running);
-    session.listen(move |response| match response {
-        Response::GenerateProgress { id, step, total, elapsed_ms } if is_current(*id) => {
-            let now = js_sys::Date::now();
-            let first = timing.with_value(|timing| timing.first);
-            let rate = match first {
-                // Between messages: what the user waits for, shader compilation of step one aside.
-                Some((at, first_step)) if *step > first_step && now > at => {
-                    Some(f64::from(step - first_step) / ((now - at) / 1000.0))
-                }
-                Some(_) => None,
-                None => {
-                    timing.update_value(|timing| timing.first = Some((now, *step)));
-                    (*elapsed_ms > 0.0).then(|| f64::from(*step) / (elapsed_ms / 1000.0))
-                }
-            };
-            run.update(|run| {
-                run.step = *step;
-                run.total = *total;
-                run.rate = rate.or(run.rate);
-            });
+    fn cancel(self) {
+        if let Some(id) = self.run.try_update(Run::cancel).flatten() {
+            self.session.send(Request::Cancel { id });
         }
-        Response::Preview { id, step, width, height, rgb } if is_current(*id) => {
-            if let Some(canvas) = preview_canvas.get_untracked() {
-                match draw_rgb(&canvas, *width, *height, rgb) {
-                    Ok(()) => preview_step.set(Some(*step)),
-                    Err(e) => web_sys::console::warn_1(
-                        &format!("could not show the preview: {}", describe_js_error(&e)).into(),
-                    ),
-                }
+    }
+
+    /// Puts the last run's seed in the field.
+    fn reuse_seed(self) {
+        if let Some(seed) = self.last_seed.get_untracked() {
+            self.settings.seed.set(seed);
+            self.settings.seed_random.set(false);
+        }
+    }
+
+    /// Ends the run in progress, if any, on `message`.
+    fn fail_running(self, message: String) {
+        if self.run.with_untracked(Run::running) {
+            self.run.update(|run| run.fail(message));
+        }
+    }
+
+    /// The worker's answers to the run in progress (those to older runs are ignored).
+    fn answer(self, response: &Response) {
+        let current = |id: &u32| self.run.with_untracked(|run| run.is_current(*id));
+        match response {
+            Response::GenerateProgress { id, step, total, elapsed_ms } if current(id) => {
+                let now = js_sys::Date::now();
+                self.run.update(|run| run.progress(*step, *total, *elapsed_ms, now));
             }
-        }
-        Response::Generated { id, width, height, png, thumbnail, parameters, elapsed_ms, step_ms }
-            if is_current(*id) =>
-        {
-            let png = js_sys::Uint8Array::from(png.as_slice());
-            let thumbnail = js_sys::Uint8Array::from(thumbnail.as_slice());
-            let seed = pending.try_update_value(Option::take).flatten().filter(|(pending, _)| pending == id);
-            let stored = seed.is_some();
-            let seed = seed.map_or(0, |(_, seed)| seed);
-            match blob_url(&png) {
-                Ok(url) => {
-                    let shown = Finished {
-                        url,
-                        seed,
-                        width: *width,
-                        height: *height,
-                        elapsed_ms: *elapsed_ms,
-                        step_ms: *step_ms,
-                        parameters: parameters.clone(),
-                    };
-                    if let Some(old) = finished.try_update(|finished| finished.replace(shown)).flatten() {
-                        revoke(&old.url);
-                    }
-                }
-                Err(message) => {
-                    run.update(|run| *run = run.failed(format!("Could not show the image: {message}")));
+            Response::Preview { id, step, width, height, rgb } if current(id) => {
+                self.show_preview(*step, *width, *height, rgb)
+            }
+            Response::Generated { id, width, height, png, thumbnail, parameters, elapsed_ms, step_ms }
+                if current(id) =>
+            {
+                let seed = self
+                    .pending
+                    .try_update_value(Option::take)
+                    .flatten()
+                    .filter(|(pending, _)| pending == id);
+                let (stored, seed) = (seed.is_some(), seed.map_or(0, |(_, seed)| seed));
+                let png = js_sys::Uint8Array::from(png.as_slice());
+                let shown = Finished {
+                    url: String::new(),
+                    seed,
+                    width: *width,
+                    height: *height,
+                    elapsed_ms: *elapsed_ms,
+                    step_ms: *step_ms,
+                    parameters: parameters.clone(),
+                };
+                if let Err(message) = self.show_image(&png, shown) {
+                    self.run.update(|run| run.fail(format!("Could not show the image: {message}")));
                     return;
                 }
+                if stored {
+                    let thumbnail = js_sys::Uint8Array::from(thumbnail.as_slice());
+                    self.gallery.add(png, thumbnail, parameters.clone());
+                }
+                self.run.update(|run| run.done(*elapsed_ms));
             }
-            if stored {
-                gallery.add(png, thumbnail, parameters.clone());
+            Response::Cancelled { id, step } if current(id) => self.run.update(|run| run.cancelled(*step)),
+            Response::Error { id: Some(id), message } if current(id) => {
+                self.run.update(|run| run.fail(message.clone()))
             }
-            run.update(|run| {
-                run.phase = Phase::Done;
-                run.step = run.total;
-                run.elapsed_ms = Some(*elapsed_ms);
-                run.cancelling = false;
-            });
+            // An error of the worker itself ends the run in progress.
+            Response::Error { id: None, message } => self.fail_running(message.clone()),
+            _ => {}
         }
-        Response::Cancelled { id, step } if is_current(*id) => run.update(|run| {
-            run.phase = Phase::Cancelled;
-            run.step = *step;
-            run.cancelling = false;
-        }),
-        Response::Error { id: Some(id), message } if is_current(*id) => {
-            run.update(|run| *run = run.failed(with_advice(message.clone())))
-        }
-        // An error of the worker itself ends the run in progress.
-        Response::Error { id: None, message } if run.with_untracked(|run| run.phase == Phase::Running) => {
-            run.update(|run| *run = run.failed(with_advice(message.clone())))
-        }
-        _ => {}
-    });
-    // The worker crashed or could not start: the run in progress will never answer.
-    Effect::new(move || {
-        if let Some(message) = session.failure.get()
-            && run.with_untracked(|run| run.phase == Phase::Running)
-        {
-            run.update(|run| {
-                *run = run.failed(with_advice(format!("The GPU worker failed: {message}")));
-            });
-        }
-    });
-    on_cleanup(move || {
-        if let Some(finished) = finished.try_get_untracked().flatten() {
-            revoke(&finished.url);
-        }
-    });
+    }
 
-    // Ctrl+Enter (⌘+Enter) anywhere on the page.
-    let keys = window_event_listener(ev::keydown, move |event: KeyboardEvent| {
-        if (event.ctrl_key() || event.meta_key()) && event.key() == "Enter" && !event.repeat() {
-            event.prevent_default();
-            generate();
+    fn show_preview(self, step: u32, width: u32, height: u32, rgb: &[u8]) {
+        let Some(canvas) = self.preview_canvas.get_untracked() else { return };
+        match draw_rgb(&canvas, width, height, rgb) {
+            Ok(()) => self.preview_step.set(Some(step)),
+            Err(e) => web_sys::console::warn_1(
+                &format!("could not show the preview: {}", describe_js_error(&e)).into(),
+            ),
         }
-    });
-    on_cleanup(move || keys.remove());
+    }
 
-    let reuse_seed = move || {
-        if let Some(seed) = last_seed.get_untracked() {
-            settings.seed.set(seed);
-            settings.seed_random.set(false);
+    /// Shows `png` as the result (`shown` without its URL), letting the last one's URL go.
+    fn show_image(self, png: &js_sys::Uint8Array, shown: Finished) -> Result<(), String> {
+        let shown = Finished { url: blob_url(png)?, ..shown };
+        if let Some(old) = self.finished.try_update(|finished| finished.replace(shown)).flatten() {
+            revoke(&old.url);
         }
-    };
+        Ok(())
+    }
+}
 
+/// The prompt and the negative prompt.
+#[component]
+fn PromptFields(settings: GenSettings) -> impl IntoView {
     view! {
-        <section class="panel generate" data-testid="generate-panel">
-            <h2>"Prompt and settings"</h2>
-            <label class="prompt">
-                "Prompt"
-                <textarea
-                    data-testid="prompt"
-                    rows="3"
-                    placeholder="a photo of an astronaut riding a horse, best quality"
-                    prop:value=move || settings.prompt.get()
-                    on:input=move |event| settings.prompt.set(event_target_value(&event))
-                ></textarea>
-            </label>
-            <label class="prompt">
-                "Negative prompt"
-                <textarea
-                    data-testid="negative-prompt"
-                    rows="2"
-                    placeholder="lowres, bad anatomy, worst quality"
-                    prop:value=move || settings.negative.get()
-                    on:input=move |event| settings.negative.set(event_target_value(&event))
-                ></textarea>
-            </label>
-            <SettingsFields settings last_seed on_reuse_seed=Callback::new(move |()| reuse_seed()) />
-            {move || estimate.with(|estimate| estimate.as_ref().map(|estimate| view! {
-                <p class="memory" data-testid="memory-estimate" title="The loaded models at this size, roughly">
-                    {estimate.summary()}
-                </p>
-            }))}
-            {move || refusal.get().map(|message| view! {
-                <p class="warning" data-testid="memory-refusal" role="alert">{message}</p>
-            })}
-            <div class="generate-actions">
-                <button
-                    data-testid="generate"
-                    title="Ctrl+Enter"
-                    disabled=move || running() || blocked.with(Option::is_some)
-                    on:click=move |_| generate()
-                >
-                    "Generate"
-                </button>
-                <button
-                    class="secondary"
-                    data-testid="cancel"
-                    disabled=move || !running() || run.with(|run| run.cancelling)
-                    on:click=move |_| cancel()
-                >
-                    "Cancel"
-                </button>
-                <span class="hint">"Ctrl+Enter"</span>
-            </div>
-            {move || (!running()).then(|| blocked.get()).flatten().map(|reason| view! {
-                <p class="hint" data-testid="generate-blocked">{reason}</p>
-            })}
-            <p
-                class="progress"
-                data-testid="generate-progress"
-                data-step=move || run.with(|run| run.step.to_string())
-                data-total=move || run.with(|run| run.total.to_string())
-                data-state=move || run.with(|run| run.phase.name())
+        <label class="prompt">
+            "Prompt"
+            <textarea
+                data-testid="prompt"
+                rows="3"
+                placeholder="a photo of an astronaut riding a horse, best quality"
+                prop:value=move || settings.prompt.get()
+                on:input=move |event| settings.prompt.set(event_target_value(&event))
+            ></textarea>
+        </label>
+        <label class="prompt">
+            "Negative prompt"
+            <textarea
+                data-testid="negative-prompt"
+                rows="2"
+                placeholder="lowres, bad anatomy, worst quality"
+                prop:value=move || settings.negative.get()
+                on:input=move |event| settings.negative.set(event_target_value(&event))
+            ></textarea>
+        </label>
+    }
+}
+
+/// Generate and Cancel, why Generate is blocked, the progress and the run's error.
+#[component]
+fn RunControls(generation: Generation) -> impl IntoView {
+    let Generation { run, blocked, .. } = generation;
+    let running = move || generation.running();
+    view! {
+        <div class="generate-actions">
+            <button
+                data-testid="generate"
+                title="Ctrl+Enter"
+                disabled=move || running() || blocked.with(Option::is_some)
+                on:click=move |_| generation.generate()
             >
-                <progress
-                    max=move || run.with(|run| run.total.max(1).to_string())
-                    value=move || run.with(|run| run.step.to_string())
-                ></progress>
-                <span>{move || run.with(Run::text)}</span>
-            </p>
-            {move || run.with(|run| run.error.clone()).map(|message| view! {
-                <p class="warning" data-testid="generate-error" role="alert">{message}</p>
-            })}
-        </section>
+                "Generate"
+            </button>
+            <button
+                class="secondary"
+                data-testid="cancel"
+                disabled=move || !running() || run.with(|run| run.cancelling)
+                on:click=move |_| generation.cancel()
+            >
+                "Cancel"
+            </button>
+            <span class="hint">"Ctrl+Enter"</span>
+        </div>
+        {move || (!running()).then(|| blocked.get()).flatten().map(|reason| view! {
+            <p class="hint" data-testid="generate-blocked">{reason}</p>
+        })}
+        <p
+            class="progress"
+            data-testid="generate-progress"
+            data-step=move || run.with(|run| run.step.to_string())
+            data-total=move || run.with(|run| run.total.to_string())
+            data-state=move || run.with(|run| run.phase.name())
+        >
+            <progress
+                max=move || run.with(|run| run.total.max(1).to_string())
+                value=move || run.with(|run| run.step.to_string())
+            ></progress>
+            <span>{move || run.with(Run::text)}</span>
+        </p>
+        {move || run.with(|run| run.error.clone()).map(|message| view! {
+            <p class="warning" data-testid="generate-error" role="alert">{message}</p>
+        })}
+    }
+}
+
+/// The live preview and the last image, with its download link.
+#[component]
+fn ResultView(generation: Generation) -> impl IntoView {
+    let Generation { preview_step, preview_canvas, finished, .. } = generation;
+    view! {
         <section class="panel result" data-testid="result">
             <h2>"Result"</h2>
             <div class="result-images">
@@ -577,37 +516,41 @@ pub fn GeneratePanel(
                         }}
                     </figcaption>
                 </figure>
-                {move || finished.get().map(|finished| {
-                    let name = format!("controlnet-{}.png", finished.seed);
-                    view! {
-                        <figure class="result-figure">
-                            <img
-                                data-testid="result-image"
-                                data-seed=finished.seed.to_string()
-                                data-elapsed-ms=finished.elapsed_ms.to_string()
-                                data-step-ms=finished.step_ms.to_string()
-                                src=finished.url.clone()
-                                width=finished.width
-                                height=finished.height
-                                alt=finished.parameters.clone()
-                                title=finished.parameters.clone()
-                            />
-                            <figcaption data-testid="result-info">
-                                {format!(
-                                    "Seed {} · {}×{} · {:.1} s ({:.2} s per step) ",
-                                    finished.seed,
-                                    finished.width,
-                                    finished.height,
-                                    finished.elapsed_ms / 1000.0,
-                                    finished.step_ms / 1000.0
-                                )}
-                                <a data-testid="result-download" href=finished.url download=name>"Download"</a>
-                            </figcaption>
-                        </figure>
-                    }
-                })}
+                {move || finished.get().map(|finished| view! { <FinishedImage finished /> })}
             </div>
         </section>
+    }
+}
+
+/// The image of the last run and what made it.
+#[component]
+fn FinishedImage(finished: Finished) -> impl IntoView {
+    let name = format!("controlnet-{}.png", finished.seed);
+    view! {
+        <figure class="result-figure">
+            <img
+                data-testid="result-image"
+                data-seed=finished.seed.to_string()
+                data-elapsed-ms=finished.elapsed_ms.to_string()
+                data-step-ms=finished.step_ms.to_string()
+                src=finished.url.clone()
+                width=finished.width
+                height=finished.height
+                alt=finished.parameters.clone()
+                title=finished.parameters.clone()
+            />
+            <figcaption data-testid="result-info">
+                {format!(
+                    "Seed {} · {}×{} · {:.1} s ({:.2} s per step) ",
+                    finished.seed,
+                    finished.width,
+                    finished.height,
+                    finished.elapsed_ms / 1000.0,
+                    finished.step_ms / 1000.0
+                )}
+                <a data-testid="result-download" href=finished.url download=name>"Download"</a>
+            </figcaption>
+        </figure>
     }
 }
 
@@ -746,22 +689,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_progress_reads_as_steps_rate_and_time_left() {
-        let run = Run { phase: Phase::Running, step: 3, total: 20, rate: Some(1.7), ..Run::idle() };
-        assert_eq!(run.text(), "Step 3/20 · 1.7 it/s · 10 s left");
-        let first = Run { rate: None, ..run.clone() };
-        assert_eq!(first.text(), "Step 3/20");
-        let done = Run { phase: Phase::Done, step: 20, elapsed_ms: Some(12_340.0), ..run.clone() };
-        assert_eq!(done.text(), "Done: 20 steps in 12.3 s.");
-        let cancelled = Run { phase: Phase::Cancelled, step: 5, total: 50, ..Run::idle() };
-        assert_eq!(cancelled.text(), "Cancelled after step 5/50.");
-        assert_eq!(Phase::Cancelled.name(), "cancelled");
-    }
-
-    #[test]
-    fn a_lost_device_asks_for_a_reload() {
-        assert!(with_advice("GPU device lost: reason unknown".into()).contains("reload the models"));
-        assert!(with_advice("the GPU worker failed: out of memory".into()).contains("reload the models"));
-        assert_eq!(with_advice("the prompt is too long".into()), "the prompt is too long");
+    fn an_enabled_unit_blocks_without_a_controlnet_or_a_ready_map() {
+        assert!(
+            unit_blocked(2, false, MapState::Ready)
+                .unwrap()
+                .starts_with("Unit 2 is enabled, but no ControlNet")
+        );
+        assert!(unit_blocked(1, true, MapState::Empty).unwrap().contains("has no control map"));
+        assert_eq!(
+            unit_blocked(1, true, MapState::Pending).unwrap(),
+            "Unit 1's control map is being computed…"
+        );
+        assert_eq!(
+            unit_blocked(3, true, MapState::Failed("too big".into())).unwrap(),
+            "Unit 3's control map failed: too big"
+        );
+        assert_eq!(unit_blocked(1, true, MapState::Ready), None);
     }
 }

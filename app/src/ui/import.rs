@@ -5,15 +5,13 @@
 //! (`config.json` and the weights at its root) becomes the cache's repository `local/{folder}`,
 //! which the models panel then loads like any other: from the cache, verified chunk by chunk.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 
-use js_sys::{Promise, Reflect, Uint8Array};
+use futures_channel::oneshot;
+use js_sys::{Reflect, Uint8Array};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use send_wrapper::SendWrapper;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web::models::LOCAL_OWNER;
 use web::protocol::{Request, Response};
@@ -78,7 +76,32 @@ fn kind_of<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option<FolderKind> {
     kind
 }
 
-type Waiters = SendWrapper<RefCell<HashMap<u32, (js_sys::Function, Rc<RefCell<Option<Response>>>)>>>;
+/// The worker's answers the import waits for, by request id (one slice in flight at a time).
+#[derive(Default)]
+struct Replies(HashMap<u32, oneshot::Sender<Response>>);
+
+impl Replies {
+    /// Request `id` is going out: its answer will come through the receiver.
+    fn expect(&mut self, id: u32) -> oneshot::Receiver<Response> {
+        let (sender, receiver) = oneshot::channel();
+        self.0.insert(id, sender);
+        receiver
+    }
+
+    /// Hands `response` to the import waiting for request `id`, if one is.
+    fn deliver(&mut self, id: u32, response: &Response) {
+        if let Some(sender) = self.0.remove(&id) {
+            let _ = sender.send(response.clone());
+        }
+    }
+
+    /// The worker is gone and will never answer: every wait ends with `message`.
+    fn fail_all(&mut self, message: &str) {
+        for (_, sender) in self.0.drain() {
+            let _ = sender.send(Response::Error { id: None, message: message.to_owned() });
+        }
+    }
+}
 
 #[component]
 pub fn LocalImport(
@@ -89,45 +112,28 @@ pub fn LocalImport(
     let progress = RwSignal::new(None::<(String, f64, f64)>);
     let message = RwSignal::new(None::<Result<String, String>>);
     let busy = RwSignal::new(false);
-    let waiters: StoredValue<Waiters> = StoredValue::new(SendWrapper::new(RefCell::new(HashMap::new())));
-
-    // Each slice waits for its answer before the next one goes: one slice in flight at a time.
+    let replies = StoredValue::new(Replies::default());
     session.listen(move |response| {
-        let id = match response {
-            Response::ImportProgress { id, .. } | Response::Imported { id, .. } => *id,
-            Response::Error { id: Some(id), .. } => *id,
-            _ => return,
-        };
-        let waiter = waiters.try_with_value(|w| w.borrow_mut().remove(&id)).flatten();
-        if let Some((resolve, slot)) = waiter {
-            *slot.borrow_mut() = Some(response.clone());
-            let _ = resolve.call0(&JsValue::UNDEFINED);
+        if let Response::ImportProgress { id, .. }
+        | Response::Imported { id, .. }
+        | Response::Error { id: Some(id), .. } = response
+        {
+            replies.update_value(|replies| replies.deliver(*id, response));
         }
     });
     // A worker that dies never answers: the slice waiting for it ends the import with the reason,
     // so that the picker works again once the worker is restarted.
     Effect::new(move || {
         let Some(reason) = session.failure.get() else { return };
-        let pending: Vec<_> =
-            waiters.try_with_value(|w| w.borrow_mut().drain().collect()).unwrap_or_default();
-        for (_, (resolve, slot)) in pending {
-            let message =
-                format!("The GPU worker stopped during the import ({reason}); restart it and import again.");
-            *slot.borrow_mut() = Some(Response::Error { id: None, message });
-            let _ = resolve.call0(&JsValue::UNDEFINED);
-        }
+        let message =
+            format!("The GPU worker stopped during the import ({reason}); restart it and import again.");
+        replies.update_value(|replies| replies.fail_all(&message));
     });
-    let call = move |request: Request, id: u32| async move {
-        let slot = Rc::new(RefCell::new(None));
-        let registered = Rc::clone(&slot);
-        let promise = Promise::new(&mut |resolve, _| {
-            waiters.with_value(|w| w.borrow_mut().insert(id, (resolve, Rc::clone(&registered))));
-        });
+    let call = move |request: Request, id: u32| {
+        let reply = replies.try_update_value(|replies| replies.expect(id));
         session.send(request);
-        let _ = JsFuture::from(promise).await;
-        slot.borrow_mut().take()
+        async move { reply?.await.ok() }
     };
-
     let import = move |files: Vec<File>| {
         spawn_local(async move {
             busy.set(true);
@@ -144,17 +150,8 @@ pub fn LocalImport(
             }
         });
     };
-
     let on_change = move |event: leptos::ev::Event| {
-        let Some(input) = event.target().and_then(|t| t.dyn_into::<HtmlInputElement>().ok()) else {
-            return;
-        };
-        let files: Vec<File> = input
-            .files()
-            .map(|list| (0..list.length()).filter_map(|i| list.item(i)).collect())
-            .unwrap_or_default();
-        // The same folder picked again must fire `change` again.
-        input.set_value("");
+        let files = picked(&event);
         if !files.is_empty() {
             import(files);
         }
@@ -177,24 +174,43 @@ pub fn LocalImport(
                 "A Stable Diffusion folder (with model_index.json) or a ControlNet folder (config.json and "
                 "its .safetensors). Nothing is uploaded: the files are copied into this browser's cache."
             </p>
-            {move || {
-                progress
-                    .get()
-                    .map(|(file, done, total)| {
-                        view! {
-                            <p data-testid="import-progress">
-                                <progress max=total value=done></progress>
-                                " " {file}
-                            </p>
-                        }
-                    })
-            }}
-            {move || match message.get() {
-                Some(Ok(text)) => Some(view! { <p data-testid="import-done">{text}</p> }.into_any()),
-                Some(Err(text)) => Some(view! { <p class="error" data-testid="import-error">{text}</p> }.into_any()),
-                None => None,
-            }}
+            <ImportStatus progress message />
         </div>
+    }
+}
+
+/// The files the folder picker gave, the picker emptied (the same folder picked again must fire
+/// `change` again).
+fn picked(event: &leptos::ev::Event) -> Vec<File> {
+    let Some(input) = event.target().and_then(|t| t.dyn_into::<HtmlInputElement>().ok()) else {
+        return Vec::new();
+    };
+    let files = input
+        .files()
+        .map(|list| (0..list.length()).filter_map(|i| list.item(i)).collect())
+        .unwrap_or_default();
+    input.set_value("");
+    files
+}
+
+/// The file being imported and how far, or how the import ended.
+#[component]
+fn ImportStatus(
+    progress: RwSignal<Option<(String, f64, f64)>>,
+    message: RwSignal<Option<Result<String, String>>>,
+) -> impl IntoView {
+    view! {
+        {move || progress.get().map(|(file, done, total)| view! {
+            <p data-testid="import-progress">
+                <progress max=total value=done></progress>
+                " " {file}
+            </p>
+        })}
+        {move || match message.get() {
+            Some(Ok(text)) => Some(view! { <p data-testid="import-done">{text}</p> }.into_any()),
+            Some(Err(text)) => Some(view! { <p class="error" data-testid="import-error">{text}</p> }.into_any()),
+            None => None,
+        }}
     }
 }
 
@@ -288,5 +304,23 @@ mod tests {
         assert_eq!(split_relative("config.json"), None);
         assert_eq!(repo_name("My SD 1.5 (fp16)"), "My-SD-1-5--fp16-");
         assert_eq!(repo_name("..."), "folder");
+    }
+
+    #[test]
+    fn an_answer_reaches_its_request_and_a_dead_worker_ends_every_wait() {
+        let mut replies = Replies::default();
+        let mut first = replies.expect(1);
+        let mut second = replies.expect(2);
+        let progress = Response::ImportProgress { id: 1, file: "a".into(), bytes: 3, total: 9 };
+        replies.deliver(1, &progress);
+        replies.deliver(7, &progress);
+        assert_eq!(first.try_recv(), Ok(Some(progress)));
+        assert_eq!(second.try_recv(), Ok(None), "not answered yet");
+        replies.fail_all("gone");
+        match second.try_recv() {
+            Ok(Some(Response::Error { id: None, message })) => assert_eq!(message, "gone"),
+            other => panic!("{other:?}"),
+        }
+        assert!(replies.0.is_empty());
     }
 }

@@ -115,6 +115,51 @@ fn nice(max: f64) -> f64 {
     [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * power).find(|v| *v >= max).unwrap_or(10.0 * power)
 }
 
+/// Where steps and values go in a chart's SVG (its viewBox is `WIDTH × HEIGHT`): steps
+/// `0..=steps` across the plot, values `0..=y_max` up it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Axes {
+    steps: u64,
+    y_max: f64,
+}
+
+impl Axes {
+    const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
+    const PLOT_HEIGHT: f64 = HEIGHT - TOP - BOTTOM;
+
+    /// Axes for `series` over `steps`: up to a round number above the largest value.
+    fn new(steps: u64, series: &[Series]) -> Self {
+        Axes {
+            steps,
+            y_max: nice(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max)),
+        }
+    }
+
+    fn x(self, step: f64) -> f64 {
+        LEFT + Self::PLOT_WIDTH * step / self.steps.max(1) as f64
+    }
+
+    fn y(self, value: f64) -> f64 {
+        TOP + Self::PLOT_HEIGHT * (1.0 - value / self.y_max)
+    }
+
+    /// The step under a pointer `fraction` of the way across the whole chart (from 1).
+    fn step_at(self, fraction: f64) -> u64 {
+        let at = fraction * WIDTH;
+        ((at - LEFT) / Self::PLOT_WIDTH * self.steps as f64).round().clamp(1.0, self.steps.max(1) as f64)
+            as u64
+    }
+
+    /// A series as an SVG polyline's points.
+    fn points(self, series: &Series) -> String {
+        series
+            .points
+            .iter()
+            .map(|&(step, value)| format!("{:.1},{:.1} ", self.x(step), self.y(value)))
+            .collect()
+    }
+}
+
 /// A line chart of `series` over steps `0..=steps`, with a cursor at `cursor`; moving the
 /// pointer over it moves the cursor (the values at the cursor are in the table below).
 #[component]
@@ -126,21 +171,16 @@ pub(super) fn Chart(
     series: Vec<Series>,
     cursor: RwSignal<u64>,
 ) -> impl IntoView {
-    let y_max = nice(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max));
-    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let x = move |step: f64| LEFT + plot_w * step / steps.max(1) as f64;
-    let y = move |value: f64| TOP + plot_h * (1.0 - value / y_max);
+    let axes = Axes::new(steps, &series);
     let lines = series
         .iter()
         .map(|s| {
-            let points: String =
-                s.points.iter().map(|&(step, value)| format!("{:.1},{:.1} ", x(step), y(value))).collect();
             view! {
                 <polyline
                     data-testid=format!("{testid}-line")
                     data-label=s.label.clone()
                     data-points=s.points.len().to_string()
-                    points=points
+                    points=axes.points(s)
                     fill="none"
                     stroke=s.colour.clone()
                     stroke-width=s.width.to_string()
@@ -151,47 +191,17 @@ pub(super) fn Chart(
             }
         })
         .collect_view();
-    let y_ticks = (0..=4)
-        .map(|i| {
-            let value = y_max * i as f64 / 4.0;
-            view! {
-                <line x1=LEFT x2=WIDTH - RIGHT y1=y(value) y2=y(value) class="grid" />
-                <text x=LEFT - 6.0 y=y(value) + 4.0 text-anchor="end">{short(value)}</text>
-            }
-        })
-        .collect_view();
-    let x_ticks = (0..=4)
-        .map(|i| {
-            let step = (steps as f64 * i as f64 / 4.0).round();
-            view! { <text x=x(step) y=HEIGHT - 10.0 text-anchor="middle">{step.to_string()}</text> }
-        })
-        .collect_view();
-    let legend = (series.len() > 1).then(|| {
-        series
-            .iter()
-            .map(|s| {
-                view! {
-                    <span class="legend-item">
-                        <span class="swatch" style:background=s.colour.clone()></span>
-                        {s.label.clone()}
-                    </span>
-                }
-            })
-            .collect_view()
-    });
     let on_move = move |event: leptos::ev::PointerEvent| {
         use wasm_bindgen::JsCast;
         let Some(svg) = event.current_target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else {
             return;
         };
         let rect = svg.get_bounding_client_rect();
-        if rect.width() <= 0.0 {
-            return;
+        if rect.width() > 0.0 {
+            cursor.set(axes.step_at((event.client_x() as f64 - rect.left()) / rect.width()));
         }
-        let at = (event.client_x() as f64 - rect.left()) / rect.width() * WIDTH;
-        let step = ((at - LEFT) / plot_w * steps as f64).round().clamp(1.0, steps as f64);
-        cursor.set(step as u64);
     };
+    let middle = TOP + Axes::PLOT_HEIGHT / 2.0;
     view! {
         <figure class="chart" data-testid=testid>
             <figcaption>{title}</figcaption>
@@ -202,24 +212,60 @@ pub(super) fn Chart(
                 on:pointermove=on_move
                 on:pointerdown=on_move
             >
-                {y_ticks}
-                {x_ticks}
-                <text class="axis-label" x=14.0 y=TOP + plot_h / 2.0 transform=format!("rotate(-90 14 {})", TOP + plot_h / 2.0) text-anchor="middle">
+                <Ticks axes />
+                <text class="axis-label" x=14.0 y=middle transform=format!("rotate(-90 14 {middle})") text-anchor="middle">
                     {y_label}
                 </text>
                 {lines}
                 <line
                     class="cursor"
                     data-testid=format!("{testid}-cursor")
-                    x1=move || x(cursor.get() as f64)
-                    x2=move || x(cursor.get() as f64)
+                    x1=move || axes.x(cursor.get() as f64)
+                    x2=move || axes.x(cursor.get() as f64)
                     y1=TOP
-                    y2=TOP + plot_h
+                    y2=TOP + Axes::PLOT_HEIGHT
                 />
             </svg>
-            <div class="legend">{legend}</div>
+            <div class="legend">{(series.len() > 1).then(|| view! { <Legend series /> })}</div>
         </figure>
     }
+}
+
+/// The grid lines and the values along both axes.
+#[component]
+fn Ticks(axes: Axes) -> impl IntoView {
+    let y_ticks = (0..=4)
+        .map(|i| {
+            let value = axes.y_max * i as f64 / 4.0;
+            view! {
+                <line x1=LEFT x2=WIDTH - RIGHT y1=axes.y(value) y2=axes.y(value) class="grid" />
+                <text x=LEFT - 6.0 y=axes.y(value) + 4.0 text-anchor="end">{short(value)}</text>
+            }
+        })
+        .collect_view();
+    let x_ticks = (0..=4)
+        .map(|i| {
+            let step = (axes.steps as f64 * i as f64 / 4.0).round();
+            view! { <text x=axes.x(step) y=HEIGHT - 10.0 text-anchor="middle">{step.to_string()}</text> }
+        })
+        .collect_view();
+    view! { {y_ticks} {x_ticks} }
+}
+
+/// Each series' colour and name.
+#[component]
+fn Legend(series: Vec<Series>) -> impl IntoView {
+    series
+        .into_iter()
+        .map(|s| {
+            view! {
+                <span class="legend-item">
+                    <span class="swatch" style:background=s.colour></span>
+                    {s.label}
+                </span>
+            }
+        })
+        .collect_view()
 }
 
 /// The paper's Figure 2 for one block: the locked copy, the trainable copy between two zero
@@ -394,59 +440,13 @@ fn ReplayView(replay: Replay) -> impl IntoView {
     let Replay { lines, samples } = replay;
     let steps = lines.last().map_or(1, |l| l.step);
     let cursor = RwSignal::new(steps);
+    let (loss, norms, residuals) = log_series(&lines);
     let lines = StoredValue::new(lines);
-    let at = Signal::derive(move || {
-        let step = cursor.get();
-        lines.with_value(|lines| {
-            let index = lines.partition_point(|l| l.step <= step);
-            index.checked_sub(1).map(|i| lines[i].clone())
-        })
-    });
-    let (loss, norms, residuals) = lines.with_value(|lines| log_series(lines));
-
-    // Play: the whole run in about six seconds, from the start (or from where the slider is).
-    let playing = RwSignal::new(None::<IntervalHandle>);
-    let stop = move || {
-        if let Some(handle) = playing.get_untracked() {
-            handle.clear();
-        }
-        playing.set(None);
-    };
-    let play = move |_| {
-        if playing.with_untracked(Option::is_some) {
-            stop();
-            return;
-        }
-        if cursor.get_untracked() >= steps {
-            cursor.set(1);
-        }
-        let stride = (steps / 200).max(1);
-        let handle = set_interval_with_handle(
-            move || {
-                let next = (cursor.get_untracked() + stride).min(steps);
-                cursor.set(next);
-                if next >= steps {
-                    stop();
-                }
-            },
-            Duration::from_millis(30),
-        );
-        if let Ok(handle) = handle {
-            playing.set(Some(handle));
-        }
-    };
-    on_cleanup(stop);
-
-    let sample = Signal::derive(move || {
-        let step = cursor.get();
-        samples.iter().rev().find(|(s, _)| *s <= step).cloned()
-    });
-
+    let at = Signal::derive(move || lines.with_value(|lines| line_at(lines, cursor.get()).cloned()));
+    let sample = Signal::derive(move || sample_at(&samples, cursor.get()).cloned());
     view! {
         <div class="learn-controls">
-            <button data-testid="learn-play" on:click=play>
-                {move || if playing.with(Option::is_some) { "Pause" } else { "Play" }}
-            </button>
+            <PlayButton cursor steps />
             <label class="learn-step">
                 "Step "
                 <input
@@ -481,25 +481,128 @@ fn ReplayView(replay: Replay) -> impl IntoView {
                     }}
                 </figure>
                 <Diagram line=at />
-                <table class="learn-values" data-testid="learn-values">
-                    <tbody>
-                        {move || at.get().map(|l| view! {
-                            <tr><th>"step"</th><td data-testid="learn-value-step">{l.step.to_string()}</td></tr>
-                            <tr><th>"loss"</th><td data-testid="learn-value-loss">{short(l.loss)}</td></tr>
-                            <tr><th>"smoothed"</th><td>{short(l.loss_ema)}</td></tr>
-                            {l.zero_convs.iter().enumerate().map(|(i, z)| view! {
-                                <tr>
-                                    <th>
-                                        <span class="swatch" style:background=depth_colour(i, l.zero_convs.len())></span>
-                                        {format!("zero conv {}", i + 1)}
-                                    </th>
-                                    <td>{format!("‖W‖ {} · |r| {}", short(z.weight_norm), short(z.output_mean))}</td>
-                                </tr>
-                            }).collect_view()}
-                        })}
-                    </tbody>
-                </table>
+                <ValuesTable at />
             </div>
         </div>
+    }
+}
+
+/// The log's line at `step`: the last at or before it.
+fn line_at(lines: &[LogLine], step: u64) -> Option<&LogLine> {
+    let index = lines.partition_point(|l| l.step <= step);
+    index.checked_sub(1).map(|i| &lines[i])
+}
+
+/// The run's sample at `step`: the last made at or before it.
+fn sample_at(samples: &[(u64, String)], step: u64) -> Option<&(u64, String)> {
+    samples.iter().rev().find(|(s, _)| *s <= step)
+}
+
+/// Play: the whole run in about six seconds, from the start (or from where the slider is); Pause.
+#[component]
+fn PlayButton(cursor: RwSignal<u64>, steps: u64) -> impl IntoView {
+    let playing = RwSignal::new(None::<IntervalHandle>);
+    let stop = move || {
+        if let Some(handle) = playing.get_untracked() {
+            handle.clear();
+        }
+        playing.set(None);
+    };
+    let play = move |_| {
+        if playing.with_untracked(Option::is_some) {
+            stop();
+            return;
+        }
+        if cursor.get_untracked() >= steps {
+            cursor.set(1);
+        }
+        let stride = (steps / 200).max(1);
+        let tick = move || {
+            let next = (cursor.get_untracked() + stride).min(steps);
+            cursor.set(next);
+            if next >= steps {
+                stop();
+            }
+        };
+        if let Ok(handle) = set_interval_with_handle(tick, Duration::from_millis(30)) {
+            playing.set(Some(handle));
+        }
+    };
+    on_cleanup(stop);
+    view! {
+        <button data-testid="learn-play" on:click=play>
+            {move || if playing.with(Option::is_some) { "Pause" } else { "Play" }}
+        </button>
+    }
+}
+
+/// The values at the cursor: the loss, and each zero convolution's norm and residual.
+#[component]
+fn ValuesTable(at: Signal<Option<LogLine>>) -> impl IntoView {
+    view! {
+        <table class="learn-values" data-testid="learn-values">
+            <tbody>
+                {move || at.get().map(|l| view! {
+                    <tr><th>"step"</th><td data-testid="learn-value-step">{l.step.to_string()}</td></tr>
+                    <tr><th>"loss"</th><td data-testid="learn-value-loss">{short(l.loss)}</td></tr>
+                    <tr><th>"smoothed"</th><td>{short(l.loss_ema)}</td></tr>
+                    {l.zero_convs.iter().enumerate().map(|(i, z)| view! {
+                        <tr>
+                            <th>
+                                <span class="swatch" style:background=depth_colour(i, l.zero_convs.len())></span>
+                                {format!("zero conv {}", i + 1)}
+                            </th>
+                            <td>{format!("‖W‖ {} · |r| {}", short(z.weight_norm), short(z.output_mean))}</td>
+                        </tr>
+                    }).collect_view()}
+                })}
+            </tbody>
+        </table>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(step: u64) -> LogLine {
+        serde_json::from_value(serde_json::json!({
+            "step": step, "loss": 0.5, "loss_ema": 0.4, "lr": 1e-4, "elapsed_s": 1.0, "zero_convs": []
+        }))
+        .expect("a log line")
+    }
+
+    #[test]
+    fn axes_round_up_and_map_steps_and_values_into_the_plot() {
+        assert_eq!((nice(0.37), nice(3.0), nice(7.0), nice(0.0)), (0.5, 5.0, 10.0, 1.0));
+        let series = Series {
+            label: "loss".into(),
+            colour: "red".into(),
+            width: 1.0,
+            points: vec![(0.0, 0.0), (100.0, 0.8)],
+        };
+        let axes = Axes::new(100, std::slice::from_ref(&series));
+        assert_eq!(axes.y_max, 1.0);
+        assert_eq!((axes.x(0.0), axes.x(100.0)), (LEFT, WIDTH - RIGHT));
+        assert_eq!((axes.y(0.0), axes.y(1.0)), (HEIGHT - BOTTOM, TOP));
+        assert_eq!(
+            axes.points(&series),
+            format!("{LEFT:.1},{:.1} {:.1},{:.1} ", HEIGHT - BOTTOM, WIDTH - RIGHT, axes.y(0.8))
+        );
+        // The pointer at the plot's right edge is the last step; left of the plot, the first.
+        assert_eq!(axes.step_at((WIDTH - RIGHT) / WIDTH), 100);
+        assert_eq!(axes.step_at(0.0), 1);
+        assert_eq!(axes.step_at((LEFT + Axes::PLOT_WIDTH / 2.0) / WIDTH), 50);
+    }
+
+    #[test]
+    fn the_cursor_shows_the_last_line_and_sample_at_or_before_it() {
+        let lines = [line(1), line(2), line(5)];
+        assert_eq!(line_at(&lines, 4).map(|l| l.step), Some(2));
+        assert_eq!(line_at(&lines, 5).map(|l| l.step), Some(5));
+        assert_eq!(line_at(&lines, 0), None);
+        let samples = [(0, "a".to_owned()), (250, "b".to_owned())];
+        assert_eq!(sample_at(&samples, 249).map(|s| s.1.as_str()), Some("a"));
+        assert_eq!(sample_at(&samples, 250).map(|s| s.1.as_str()), Some("b"));
     }
 }

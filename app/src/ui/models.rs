@@ -21,6 +21,7 @@ use web::protocol::{FileLoaded, ModelRef, ModelSet, Precision, Request, Response
 use super::import::{FolderKind, ImportedFolder, LocalImport};
 use super::site_hub;
 use crate::session::{GpuSession, LoadedModels, is_device_lost};
+use crate::settings::MODELS;
 use cache::CacheView;
 use progress::{Progress, ProgressView};
 
@@ -72,6 +73,24 @@ impl Preset {
             Preset::Custom => None,
         }
     }
+
+    /// Which of its models follow a branch rather than a revision, as a warning; `None` when all
+    /// are pinned.
+    fn unpinned(self) -> Option<String> {
+        let unpinned: Vec<&str> = self
+            .controlnets()
+            .unwrap_or_default()
+            .iter()
+            .filter(|model| !model.is_pinned())
+            .map(|model| model.label)
+            .collect();
+        (!unpinned.is_empty()).then(|| {
+            format!(
+                "{} is not pinned to a revision: it follows `main`, so what downloads may change.",
+                unpinned.join(", ")
+            )
+        })
+    }
 }
 
 /// The panel's settings, each a signal its control writes; all of them persist.
@@ -92,27 +111,46 @@ impl Settings {
     /// The saved settings, or the defaults: the shapes models from the site; for the other
     /// presets, the Hub, cached.
     fn restore() -> Self {
-        let preset = stored("preset").and_then(|v| Preset::from_value(&v)).unwrap_or(Preset::Shapes);
-        let variant = stored("variant").filter(|v| v == "fp16" || v == "none");
+        let preset =
+            MODELS.load_text("preset").and_then(|v| Preset::from_value(&v)).unwrap_or(Preset::Shapes);
+        let variant = MODELS.load_text("variant").filter(|v| v == "fp16" || v == "none");
         Self {
             preset: RwSignal::new(preset),
-            base_url: RwSignal::new(stored("base-url").unwrap_or_else(|| HUB.to_owned())),
+            base_url: RwSignal::new(MODELS.load_text("base-url").unwrap_or_else(|| HUB.to_owned())),
             // The custom fields start from the default preset, to be edited rather than typed.
-            pipeline: RwSignal::new(stored("pipeline").unwrap_or_else(|| SD15.spec())),
-            controlnets: RwSignal::new(stored("controlnets").unwrap_or_else(|| CANNY.spec())),
+            pipeline: RwSignal::new(MODELS.load_text("pipeline").unwrap_or_else(|| SD15.spec())),
+            controlnets: RwSignal::new(MODELS.load_text("controlnets").unwrap_or_else(|| CANNY.spec())),
             variant: RwSignal::new(variant.unwrap_or_else(|| "fp16".to_owned())),
-            cache: RwSignal::new(stored("cache").is_none_or(|v| v != "false")),
+            cache: RwSignal::new(MODELS.load("cache").unwrap_or(true)),
         }
     }
 
     /// Writes each setting to `localStorage` whenever it changes.
+    /// A folder imported from disk becomes the custom choice: the pipeline, or one more
+    /// ControlNet line (once).
+    fn imported(self, folder: &ImportedFolder) {
+        self.preset.set(Preset::Custom);
+        self.variant.set(folder.variant.clone().unwrap_or_else(|| "none".to_owned()));
+        match folder.kind {
+            FolderKind::Pipeline => self.pipeline.set(folder.repo.clone()),
+            FolderKind::Model => self.controlnets.update(|lines| {
+                if !lines.lines().any(|line| line.trim() == folder.repo) {
+                    if !lines.trim().is_empty() {
+                        lines.push('\n');
+                    }
+                    lines.push_str(&folder.repo);
+                }
+            }),
+        }
+    }
+
     fn persist(self) {
-        Effect::new(move || store("preset", self.preset.get().value()));
-        Effect::new(move || self.base_url.with(|v| store("base-url", v)));
-        Effect::new(move || self.pipeline.with(|v| store("pipeline", v)));
-        Effect::new(move || self.controlnets.with(|v| store("controlnets", v)));
-        Effect::new(move || self.variant.with(|v| store("variant", v)));
-        Effect::new(move || store("cache", if self.cache.get() { "true" } else { "false" }));
+        Effect::new(move || MODELS.save("preset", &self.preset.get().value()));
+        Effect::new(move || self.base_url.with(|v| MODELS.save("base-url", v)));
+        Effect::new(move || self.pipeline.with(|v| MODELS.save("pipeline", v)));
+        Effect::new(move || self.controlnets.with(|v| MODELS.save("controlnets", v)));
+        Effect::new(move || self.variant.with(|v| MODELS.save("variant", v)));
+        Effect::new(move || MODELS.save("cache", &self.cache.get()));
     }
 
     /// What the settings ask to load, or why they cannot be loaded.
@@ -237,6 +275,28 @@ impl LoadState {
         }
     }
 
+    fn loading(&self) -> bool {
+        matches!(self, LoadState::Loading { .. })
+    }
+
+    /// Loading or loaded: the worker holds (or is taking) models, which a crash takes away.
+    fn on_device(&self) -> bool {
+        matches!(self, LoadState::Loading { .. } | LoadState::Loaded { .. })
+    }
+
+    /// What a crash of the worker leaves; `automatic`: it came during the reload after a restart.
+    fn crashed(&self, automatic: bool) -> LoadState {
+        let message = if automatic {
+            "The GPU worker stopped again while reloading the models: they may need more memory \
+             than this GPU offers."
+        } else if matches!(self, LoadState::Loaded { .. }) {
+            "The GPU worker stopped, and the models with it."
+        } else {
+            "The GPU worker stopped while loading the models."
+        };
+        LoadState::Failed { message: message.to_owned() }
+    }
+
     fn loading_id(&self) -> Option<u32> {
         match self {
             LoadState::Loading { id, .. } => Some(*id),
@@ -274,163 +334,215 @@ pub fn ModelsPanel(
     f16: bool,
 ) -> impl IntoView {
     let session = GpuSession::use_session();
-    let precision = if f16 { Precision::F16 } else { Precision::F32 };
     let settings = Settings::restore();
     settings.persist();
+    let loader = Loader::new(session, if f16 { Precision::F16 } else { Precision::F32 });
+    session.listen(move |response| loader.answer(response));
+    // A worker that dies mid-load never answers; one that dies afterwards takes the models along.
+    Effect::watch(
+        move || session.failure.get(),
+        move |failure, _, _| {
+            if failure.is_some() && loader.state.with_untracked(LoadState::on_device) {
+                loader.crashed();
+            }
+        },
+        false,
+    );
+    // After a restart (from here or from the generation panel), load again what was wanted.
+    Effect::watch(move || session.restarts().get(), move |_, _, _| loader.restarted(), false);
 
-    let state = RwSignal::new(LoadState::Idle);
-    // A mistake in the settings; what the user typed stays as it is.
-    let form_error = RwSignal::new(None::<String>);
-    let cache_warnings = RwSignal::new(Vec::<String>::new());
-    let progress = Progress::new();
-    let loads = RwSignal::new(0u32);
-    // The last load asked for, to load again after a restart of the worker.
-    let last = StoredValue::new(None::<Choice>);
-    // Whether the last load should be on the GPU: it was loading, or loaded, when the worker
-    // died. A load the worker refused (a missing file) is not retried on its own, nor one that
-    // brought the worker down twice in a row.
-    let wanted = RwSignal::new(false);
-    // Whether the load in flight is the automatic reload after a restart.
-    let automatic = StoredValue::new(false);
-    // The key of the last load that completed (kept across page loads), for "Load again".
-    let completed = RwSignal::new(stored("loaded"));
+    // The shapes models are part of the site: with them chosen (the first visit's default), the
+    // page opens ready to generate. Requests wait for the worker to start.
+    if settings.preset.get_untracked() == Preset::Shapes {
+        loader.load(settings);
+    }
+    let choice = Memo::new(move |_| settings.choice());
+    // Open from the start for a visitor who chose other models before.
+    let folded_open = settings.preset.get_untracked() != Preset::Shapes;
+    view! {
+        <section class="panel models" data-testid="models-panel">
+            <h2>"Models"</h2>
+            <Recovery loader />
+            <LoadAgain loader settings choice />
+            <LoadStatus loader />
+            // The built-in models need no choice: the rest folds away until asked for.
+            <details class="models-details" data-testid="models-details" open=folded_open>
+                <summary data-testid="models-summary">"Other models: Stable Diffusion 1.5, a mirror, a folder, the cache"</summary>
+                <ModelChoice settings choice />
+                {(!f16).then(|| view! {
+                    <p class="note" data-testid="models-f32-note">
+                        "f32: this adapter has no shader-f16; weights take twice the GPU memory."
+                    </p>
+                })}
+                <button
+                    data-testid="models-load"
+                    on:click=move |_| loader.load(settings)
+                    disabled=move || loader.state.with(LoadState::loading)
+                >
+                    {move || if session.models.with(Option::is_some) { "Load these models instead" } else { "Load models" }}
+                </button>
+                <LocalImport on_imported=Callback::new(move |folder: ImportedFolder| {
+                    settings.imported(&folder);
+                    loader.loads.update(|n| *n += 1);
+                }) />
+                <CacheView loads=loader.loads />
+            </details>
+        </section>
+    }
+}
 
-    let start = move |choice: Choice, reload: bool| {
-        let id = session.next_id();
-        form_error.set(None);
-        cache_warnings.set(Vec::new());
-        progress.reset();
+/// The panel's loads: what is loading or loaded, its progress, and what to load again after a
+/// restart of the worker. Cheap to copy.
+#[derive(Clone, Copy)]
+struct Loader {
+    session: GpuSession,
+    precision: Precision,
+    state: RwSignal<LoadState>,
+    /// A mistake in the settings; what the user typed stays as it is.
+    form_error: RwSignal<Option<String>>,
+    cache_warnings: RwSignal<Vec<String>>,
+    progress: Progress,
+    /// Completed loads and imports: the cache view lists the cache again after each.
+    loads: RwSignal<u32>,
+    /// The last load asked for, to load again after a restart of the worker.
+    last: StoredValue<Option<Choice>>,
+    /// Whether the last load should be on the GPU: it was loading, or loaded, when the worker
+    /// died. A load the worker refused (a missing file) is not retried on its own, nor one that
+    /// brought the worker down twice in a row.
+    wanted: RwSignal<bool>,
+    /// Whether the load in flight is the automatic reload after a restart.
+    automatic: StoredValue<bool>,
+    /// The key of the last load that completed (kept across page loads), for "Load again".
+    completed: RwSignal<Option<String>>,
+}
+
+impl Loader {
+    fn new(session: GpuSession, precision: Precision) -> Self {
+        Self {
+            session,
+            precision,
+            state: RwSignal::new(LoadState::Idle),
+            form_error: RwSignal::new(None),
+            cache_warnings: RwSignal::new(Vec::new()),
+            progress: Progress::new(),
+            loads: RwSignal::new(0),
+            last: StoredValue::new(None),
+            wanted: RwSignal::new(false),
+            automatic: StoredValue::new(false),
+            completed: RwSignal::new(MODELS.load_text("loaded")),
+        }
+    }
+
+    /// Loads what the settings say, or says what is wrong with them.
+    fn load(self, settings: Settings) {
+        match settings.choice() {
+            Ok(choice) => self.start(choice, false),
+            Err(message) => self.form_error.set(Some(message)),
+        }
+    }
+
+    /// Asks the worker for `choice`; `reload`: the automatic reload after a restart.
+    fn start(self, choice: Choice, reload: bool) {
+        let id = self.session.next_id();
+        self.form_error.set(None);
+        self.cache_warnings.set(Vec::new());
+        self.progress.reset();
         // The worker drops what it had before loading the new models.
-        session.models.set(None);
-        state.set(LoadState::Loading { id, label: choice.label.clone() });
-        session.send(Request::LoadPipeline { id, models: choice.models.clone(), precision });
-        last.set_value(Some(choice));
-        wanted.set(true);
-        automatic.set_value(reload);
-    };
-    // The worker died (or lost its GPU) during a load or afterwards; the recovery box above
-    // says why.
-    let crashed = move || {
-        progress.stop();
-        let message = if automatic.get_value() {
+        self.session.models.set(None);
+        self.state.set(LoadState::Loading { id, label: choice.label.clone() });
+        self.session.send(Request::LoadPipeline {
+            id,
+            models: choice.models.clone(),
+            precision: self.precision,
+        });
+        self.last.set_value(Some(choice));
+        self.wanted.set(true);
+        self.automatic.set_value(reload);
+    }
+
+    /// The worker died (or lost its GPU) during a load or afterwards; the recovery box says why.
+    fn crashed(self) {
+        self.progress.stop();
+        let automatic = self.automatic.get_value();
+        if automatic {
             // Reloading these models after a restart brought the worker down again: the next
             // restart leaves the choice to the user.
-            wanted.set(false);
-            "The GPU worker stopped again while reloading the models: they may need more memory \
-             than this GPU offers."
-        } else if state.with_untracked(|s| matches!(s, LoadState::Loaded { .. })) {
-            "The GPU worker stopped, and the models with it."
-        } else {
-            "The GPU worker stopped while loading the models."
-        };
-        state.set(LoadState::Failed { message: message.to_owned() });
-    };
-    let load = move || match settings.choice() {
-        Ok(choice) => start(choice, false),
-        Err(message) => form_error.set(Some(message)),
-    };
+            self.wanted.set(false);
+        }
+        self.state.update(|state| *state = state.crashed(automatic));
+    }
 
-    session.listen(move |response| {
+    /// After a restart of the worker: the wanted models again, or nothing.
+    fn restarted(self) {
+        if let Some(choice) = self.last.get_value().filter(|_| self.wanted.get_untracked()) {
+            self.start(choice, true);
+        } else {
+            self.progress.reset();
+            self.state.set(LoadState::Idle);
+        }
+    }
+
+    /// The worker's answers to the load in flight; a lost device, whatever it answers.
+    fn answer(self, response: &Response) {
         // A lost device, whichever request (a generation, mostly) hears of it: nothing runs on
         // the worker any more, so offer the restart.
         if let Response::Error { message, .. } = response
             && is_device_lost(message)
-            && session.failure.with_untracked(Option::is_none)
+            && self.session.failure.with_untracked(Option::is_none)
         {
-            session.failure.set(Some(message.clone()));
+            self.session.failure.set(Some(message.clone()));
         }
-        let Some(current) = state.with_untracked(LoadState::loading_id) else { return };
+        let Some(current) = self.state.with_untracked(LoadState::loading_id) else { return };
         match response {
-            Response::LoadPlan { id, files } if *id == current => progress.plan(files),
+            Response::LoadPlan { id, files } if *id == current => self.progress.plan(files),
             Response::DownloadProgress { id, file, bytes, total, from_cache, .. } if *id == current => {
-                progress.update(file, *bytes, *total, *from_cache, js_sys::Date::now())
+                self.progress.update(file, *bytes, *total, *from_cache, js_sys::Date::now())
             }
             Response::CacheUnavailable { id, message, .. } if *id == current => {
-                cache_warnings.update(|warnings| {
+                self.cache_warnings.update(|warnings| {
                     if !warnings.contains(message) {
                         warnings.push(message.clone());
                     }
                 })
             }
             Response::ModelLoaded { id, elapsed_ms, files, memory, .. } if *id == current => {
-                progress.finish(files);
-                automatic.set_value(false);
-                let Some(choice) = last.get_value() else { return };
-                session.models.set(Some(choice.loaded(precision, memory.clone())));
-                let (fetched, cached) = sum_sources(files);
-                state.set(LoadState::Loaded {
-                    label: choice.label.clone(),
-                    elapsed_ms: *elapsed_ms,
-                    fetched,
-                    cached,
-                });
-                let key = choice.key();
-                store("loaded", &key);
-                completed.set(Some(key));
-                loads.update(|n| *n += 1);
+                self.loaded(*elapsed_ms, files, memory.clone())
+            }
+            // The worker's GPU is gone (the failure is set above): only a restart helps, and it
+            // reloads.
+            Response::Error { id: Some(id), message } if *id == current && is_device_lost(message) => {
+                self.crashed()
             }
             Response::Error { id: Some(id), message } if *id == current => {
-                if is_device_lost(message) {
-                    // The worker's GPU is gone (the failure is set above): only a restart
-                    // helps, and it reloads.
-                    crashed();
-                } else {
-                    progress.stop();
-                    wanted.set(false);
-                    state.set(LoadState::Failed { message: message.clone() });
-                }
+                self.progress.stop();
+                self.wanted.set(false);
+                self.state.set(LoadState::Failed { message: message.clone() });
             }
             _ => {}
         }
-    });
-
-    // A worker that dies mid-load never answers; one that dies afterwards takes the models along.
-    Effect::watch(
-        move || session.failure.get(),
-        move |failure, _, _| {
-            if failure.is_some()
-                && state.with_untracked(|s| matches!(s, LoadState::Loading { .. } | LoadState::Loaded { .. }))
-            {
-                crashed();
-            }
-        },
-        false,
-    );
-    // After a restart (from here or from the generation panel), load again what was wanted.
-    Effect::watch(
-        move || session.restarts().get(),
-        move |_, _, _| {
-            if let Some(choice) = last.get_value().filter(|_| wanted.get_untracked()) {
-                start(choice, true);
-            } else {
-                progress.reset();
-                state.set(LoadState::Idle);
-            }
-        },
-        false,
-    );
-
-    // The shapes models are part of the site: with them chosen (the first visit's default), the
-    // page opens ready to generate. Requests wait for the worker to start.
-    if settings.preset.get_untracked() == Preset::Shapes {
-        load();
     }
 
-    let loading = move || state.with(|s| matches!(s, LoadState::Loading { .. }));
-    let custom = move || settings.preset.get() == Preset::Custom;
-    let from_hub = move || settings.preset.get() != Preset::Shapes;
-    let choice = Memo::new(move |_| settings.choice());
-    let again = move || {
-        let current = choice.with(|c| c.as_ref().ok().map(Choice::key));
-        state.with(|s| *s == LoadState::Idle) && current.is_some() && current == completed.get()
-    };
+    fn loaded(self, elapsed_ms: f64, files: &[FileLoaded], memory: Option<Profile>) {
+        self.progress.finish(files);
+        self.automatic.set_value(false);
+        let Some(choice) = self.last.get_value() else { return };
+        self.session.models.set(Some(choice.loaded(self.precision, memory)));
+        let (fetched, cached) = sum_sources(files);
+        self.state.set(LoadState::Loaded { label: choice.label.clone(), elapsed_ms, fetched, cached });
+        let key = choice.key();
+        MODELS.save("loaded", &key);
+        self.completed.set(Some(key));
+        self.loads.update(|n| *n += 1);
+    }
+}
 
-    // Open from the start for a visitor who chose other models before.
-    let folded_open = settings.preset.get_untracked() != Preset::Shapes;
-    view! {
-        <section class="panel models" data-testid="models-panel">
-            <h2>"Models"</h2>
-            {move || session.failure.get().map(|message| view! {
+/// The way back from a stopped worker: why it stopped, and Restart.
+#[component]
+fn Recovery(loader: Loader) -> impl IntoView {
+    let Loader { session, wanted, .. } = loader;
+    move || {
+        session.failure.get().map(|message| {
+            view! {
                 <div class="models-recovery" data-testid="gpu-failure" role="alert">
                     <p class="warning">{format!("The GPU worker stopped: {message}")}</p>
                     <button data-testid="gpu-restart" on:click=move |_| session.restart()>
@@ -441,150 +553,135 @@ pub fn ModelsPanel(
                         }}
                     </button>
                 </div>
-            })}
-            <Show when=again>
-                <div class="models-again">
-                    <p>
-                        {move || format!(
-                            "Last time, {} loaded. It comes from this browser's cache, unless the \
-                             browser removed it.",
-                            choice.with(|c| c.as_ref().map(|c| c.label.clone()).unwrap_or_default())
-                        )}
-                    </p>
-                    <button data-testid="models-load-again" on:click=move |_| load()>"Load again"</button>
-                </div>
-            </Show>
-            <p class="models-status" data-testid="models-status" data-state=move || state.with(LoadState::name) role="status">
-                {move || state.with(LoadState::text)}
-            </p>
-            {move || {
-                let message = form_error.get().or_else(|| match state.get() {
-                    LoadState::Failed { message } => Some(message),
-                    _ => None,
-                });
-                message.map(|message| view! { <p class="warning" data-testid="models-error" role="alert">{message}</p> })
-            }}
-            {move || {
-                let warnings = cache_warnings.get();
-                (!warnings.is_empty()).then(|| view! {
-                    <div class="models-cache-warning" data-testid="models-cache-warning" role="status">
-                        {warnings.into_iter().map(|w| view! { <p>{w}</p> }).collect_view()}
-                        <p>"The models load anyway, but will be downloaded again next time."</p>
-                    </div>
-                })
-            }}
-            <Show when=move || state.with(|s| matches!(s, LoadState::Loading { .. })) || progress.has_files()>
-                <ProgressView progress />
-            </Show>
-            // The built-in models need no choice: the rest folds away until asked for.
-            <details class="models-details" data-testid="models-details" open=folded_open>
-                <summary data-testid="models-summary">"Other models: Stable Diffusion 1.5, a mirror, a folder, the cache"</summary>
-                <div class="models-settings">
-                    <label>
-                        "Models "
-                        <select
-                            data-testid="models-preset"
-                            prop:value=move || settings.preset.get().value()
-                            on:change=move |event| {
-                                if let Some(preset) = Preset::from_value(&event_target_value(&event)) {
-                                    settings.preset.set(preset);
-                                }
-                            }
-                        >
-                            {Preset::ALL.map(|preset| view! {
-                                <option value=preset.value() selected=move || settings.preset.get() == preset>
-                                    {preset.label()}
-                                </option>
-                            })}
-                        </select>
-                    </label>
-                    {move || {
-                        let unpinned: Vec<&str> = settings
-                            .preset
-                            .get()
-                            .controlnets()
-                            .unwrap_or_default()
-                            .iter()
-                            .filter(|model| !model.is_pinned())
-                            .map(|model| model.label)
-                            .collect();
-                        (!unpinned.is_empty()).then(|| view! {
-                            <p class="hint" data-testid="models-unpinned">
-                                {format!(
-                                    "{} is not pinned to a revision: it follows `main`, so what downloads may change.",
-                                    unpinned.join(", ")
-                                )}
-                            </p>
-                        })
-                    }}
-                    <label style:display=move || if from_hub() { "" } else { "none" }>
-                        "From "
-                        <input
-                            type="url"
-                            data-testid="models-base-url"
-                            spellcheck="false"
-                            prop:value=move || settings.base_url.get()
-                            on:change=move |event| settings.base_url.set(event_target_value(&event))
-                        />
-                    </label>
-                    <Show when=custom>
-                        <CustomModels settings />
-                    </Show>
-                    <label
-                        class="models-cache-choice"
-                        style:display=move || if from_hub() { "" } else { "none" }
-                    >
-                        <input
-                            type="checkbox"
-                            data-testid="models-cache"
-                            prop:checked=move || settings.cache.get()
-                            on:change=move |event| settings.cache.set(event_target_checked(&event))
-                        />
-                        " Keep a copy in this browser"
-                    </label>
-                </div>
-                <p class="hint">
-                    {move || match choice.get() {
-                        Ok(Choice { approx_bytes: Some(bytes), .. }) if !from_hub() => format!(
-                            "They come with this page ({} from this site): no other download.",
-                            format::bytes(bytes)
-                        ),
-                        Ok(Choice { approx_bytes: Some(bytes), .. }) => format!(
-                            "About {} to download the first time; {}",
-                            format::bytes(bytes),
-                            if settings.cache.get() { "later loads read this browser's copy." } else { "every load downloads it again." }
-                        ),
-                        _ => "A mirror must keep the Hub's layout: {base URL}/{owner}/{name}/resolve/{revision}/{file}."
-                            .to_owned(),
-                    }}
+            }
+        })
+    }
+}
+
+/// "Load again", when nothing is loaded and the settings name the last load that completed.
+#[component]
+fn LoadAgain(loader: Loader, settings: Settings, choice: Memo<Result<Choice, String>>) -> impl IntoView {
+    let again = move || {
+        let current = choice.with(|c| c.as_ref().ok().map(Choice::key));
+        loader.state.with(|s| *s == LoadState::Idle) && current.is_some() && current == loader.completed.get()
+    };
+    view! {
+        <Show when=again>
+            <div class="models-again">
+                <p>
+                    {move || format!(
+                        "Last time, {} loaded. It comes from this browser's cache, unless the \
+                         browser removed it.",
+                        choice.with(|c| c.as_ref().map(|c| c.label.clone()).unwrap_or_default())
+                    )}
                 </p>
-                {(!f16).then(|| view! {
-                    <p class="note" data-testid="models-f32-note">
-                        "f32: this adapter has no shader-f16; weights take twice the GPU memory."
-                    </p>
-                })}
-                <button data-testid="models-load" on:click=move |_| load() disabled=loading>
-                    {move || if session.models.with(Option::is_some) { "Load these models instead" } else { "Load models" }}
-                </button>
-                <LocalImport on_imported=Callback::new(move |folder: ImportedFolder| {
-                    settings.preset.set(Preset::Custom);
-                    settings.variant.set(folder.variant.clone().unwrap_or_else(|| "none".to_owned()));
-                    match folder.kind {
-                        FolderKind::Pipeline => settings.pipeline.set(folder.repo.clone()),
-                        FolderKind::Model => settings.controlnets.update(|lines| {
-                            if !lines.lines().any(|line| line.trim() == folder.repo) {
-                                if !lines.trim().is_empty() {
-                                    lines.push('\n');
-                                }
-                                lines.push_str(&folder.repo);
-                            }
-                        }),
+                <button data-testid="models-load-again" on:click=move |_| loader.load(settings)>"Load again"</button>
+            </div>
+        </Show>
+    }
+}
+
+/// The load's status, its error or the settings', the cache's warnings and the progress.
+#[component]
+fn LoadStatus(loader: Loader) -> impl IntoView {
+    let Loader { state, form_error, cache_warnings, progress, .. } = loader;
+    view! {
+        <p class="models-status" data-testid="models-status" data-state=move || state.with(LoadState::name) role="status">
+            {move || state.with(LoadState::text)}
+        </p>
+        {move || {
+            let message = form_error.get().or_else(|| match state.get() {
+                LoadState::Failed { message } => Some(message),
+                _ => None,
+            });
+            message.map(|message| view! { <p class="warning" data-testid="models-error" role="alert">{message}</p> })
+        }}
+        {move || {
+            let warnings = cache_warnings.get();
+            (!warnings.is_empty()).then(|| view! {
+                <div class="models-cache-warning" data-testid="models-cache-warning" role="status">
+                    {warnings.into_iter().map(|w| view! { <p>{w}</p> }).collect_view()}
+                    <p>"The models load anyway, but will be downloaded again next time."</p>
+                </div>
+            })
+        }}
+        <Show when=move || state.with(LoadState::loading) || progress.has_files()>
+            <ProgressView progress />
+        </Show>
+    }
+}
+
+/// Which models, from where, cached or not, and what that downloads.
+#[component]
+fn ModelChoice(settings: Settings, choice: Memo<Result<Choice, String>>) -> impl IntoView {
+    let custom = move || settings.preset.get() == Preset::Custom;
+    let from_hub = move || settings.preset.get() != Preset::Shapes;
+    let shown_from_hub = move || if from_hub() { "" } else { "none" };
+    view! {
+        <div class="models-settings">
+            <label>
+                "Models "
+                <select
+                    data-testid="models-preset"
+                    prop:value=move || settings.preset.get().value()
+                    on:change=move |event| {
+                        if let Some(preset) = Preset::from_value(&event_target_value(&event)) {
+                            settings.preset.set(preset);
+                        }
                     }
-                    loads.update(|n| *n += 1);
-                }) />
-                <CacheView loads />
-            </details>
-        </section>
+                >
+                    {Preset::ALL.map(|preset| view! {
+                        <option value=preset.value() selected=move || settings.preset.get() == preset>
+                            {preset.label()}
+                        </option>
+                    })}
+                </select>
+            </label>
+            {move || settings.preset.get().unpinned().map(|unpinned| view! {
+                <p class="hint" data-testid="models-unpinned">{unpinned}</p>
+            })}
+            <label style:display=shown_from_hub>
+                "From "
+                <input
+                    type="url"
+                    data-testid="models-base-url"
+                    spellcheck="false"
+                    prop:value=move || settings.base_url.get()
+                    on:change=move |event| settings.base_url.set(event_target_value(&event))
+                />
+            </label>
+            <Show when=custom>
+                <CustomModels settings />
+            </Show>
+            <label class="models-cache-choice" style:display=shown_from_hub>
+                <input
+                    type="checkbox"
+                    data-testid="models-cache"
+                    prop:checked=move || settings.cache.get()
+                    on:change=move |event| settings.cache.set(event_target_checked(&event))
+                />
+                " Keep a copy in this browser"
+            </label>
+        </div>
+        <p class="hint">
+            {move || choice.with(|choice| download_hint(choice.as_ref().ok(), from_hub(), settings.cache.get()))}
+        </p>
+    }
+}
+
+/// What loading `choice` downloads, where the preset knows it.
+fn download_hint(choice: Option<&Choice>, from_hub: bool, cache: bool) -> String {
+    match choice.and_then(|choice| choice.approx_bytes) {
+        Some(bytes) if !from_hub => {
+            format!("They come with this page ({} from this site): no other download.", format::bytes(bytes))
+        }
+        Some(bytes) => format!(
+            "About {} to download the first time; {}",
+            format::bytes(bytes),
+            if cache { "later loads read this browser's copy." } else { "every load downloads it again." }
+        ),
+        None => "A mirror must keep the Hub's layout: {base URL}/{owner}/{name}/resolve/{revision}/{file}."
+            .to_owned(),
     }
 }
 
@@ -642,22 +739,49 @@ fn sum_sources(files: &[FileLoaded]) -> (u64, u64) {
     files.iter().fold((0, 0), |(fetched, cached), f| (fetched + f.fetched_bytes, cached + f.cached_bytes))
 }
 
-/// `localStorage` under this panel's prefix. Settings are a convenience: where the browser
-/// refuses storage (a private window, a full quota), the page works with the defaults.
-const KEY_PREFIX: &str = "controlnet.models.";
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn local_storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok().flatten()
-}
+    #[test]
+    fn a_crash_says_what_it_took_and_whether_a_reload_brought_it() {
+        let loading = LoadState::Loading { id: 3, label: "SD".into() };
+        let loaded = LoadState::Loaded { label: "SD".into(), elapsed_ms: 1500.0, fetched: 0, cached: 9 };
+        assert!(loading.on_device() && loaded.on_device() && !LoadState::Idle.on_device());
+        assert_eq!(loading.loading_id(), Some(3));
+        assert_eq!(loaded.loading_id(), None);
+        let message = |state: LoadState| match state {
+            LoadState::Failed { message } => message,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(message(loading.crashed(false)), "The GPU worker stopped while loading the models.");
+        assert_eq!(message(loaded.crashed(false)), "The GPU worker stopped, and the models with it.");
+        assert!(message(loading.crashed(true)).starts_with("The GPU worker stopped again while reloading"));
+        assert_eq!(loaded.text(), "Loaded SD in 1.5 s (all from this browser's cache).");
+        assert_eq!(loading.name(), "loading");
+    }
 
-fn stored(key: &str) -> Option<String> {
-    local_storage()?.get_item(&format!("{KEY_PREFIX}{key}")).ok().flatten()
-}
+    #[test]
+    fn the_hint_says_what_loading_downloads() {
+        let choice = Choice {
+            models: ModelSet { pipeline: SD15.model_ref(HUB, true), controlnets: Vec::new() },
+            label: "SD".into(),
+            preprocessors: Vec::new(),
+            approx_bytes: Some(2_000_000_000),
+        };
+        assert_eq!(
+            download_hint(Some(&choice), true, true),
+            "About 2.00 GB to download the first time; later loads read this browser's copy."
+        );
+        assert!(download_hint(Some(&choice), true, false).ends_with("every load downloads it again."));
+        assert!(download_hint(Some(&choice), false, true).starts_with("They come with this page"));
+        assert!(download_hint(None, true, true).starts_with("A mirror must keep the Hub's layout"));
+    }
 
-fn store(key: &str, value: &str) {
-    if let Some(storage) = local_storage()
-        && let Err(e) = storage.set_item(&format!("{KEY_PREFIX}{key}"), value)
-    {
-        web_sys::console::warn_2(&format!("could not save the setting {key}").into(), &e);
+    #[test]
+    fn only_presets_with_a_model_following_a_branch_warn() {
+        assert!(Preset::Scribble.unpinned().unwrap().contains("is not pinned to a revision"));
+        assert_eq!(Preset::Canny.unpinned(), None);
+        assert_eq!(Preset::Shapes.unpinned(), None);
     }
 }

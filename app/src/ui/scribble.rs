@@ -118,8 +118,7 @@ pub fn ScribblePad(
         }
     });
     let eraser = RwSignal::new(false);
-    // The stroke being drawn and the pointer drawing it; other pointers are ignored meanwhile.
-    let current = StoredValue::new(None::<(i32, Stroke)>);
+    let current = StoredValue::new(None);
 
     // Repaint from the history whenever it or the size changes (resizing a canvas clears it).
     Effect::new(move || {
@@ -132,51 +131,7 @@ pub fn ScribblePad(
         history.with(|history| render(history, &canvas));
     });
 
-    let on_down = move |event: PointerEvent| {
-        // The primary button: a mouse's left button, a finger's contact, a pen's tip.
-        if event.button() != 0 || current.with_value(Option::is_some) {
-            return;
-        }
-        let Some(canvas) = canvas.get_untracked() else { return };
-        event.prevent_default();
-        // Keep receiving this pointer's moves when it leaves the canvas.
-        let _ = canvas.set_pointer_capture(event.pointer_id());
-        let stroke = Stroke {
-            points: vec![position(&canvas, &event)],
-            size: brush.get_untracked() / f64::from(canvas.width().max(1)),
-            erase: eraser.get_untracked(),
-        };
-        if let Some(context) = context(&canvas) {
-            paint(&context, &stroke, 0);
-        }
-        current.set_value(Some((event.pointer_id(), stroke)));
-    };
-    let on_move = move |event: PointerEvent| {
-        let Some(canvas) = canvas.get_untracked() else { return };
-        current.update_value(|current| {
-            let Some((pointer, stroke)) = current else { return };
-            if *pointer != event.pointer_id() {
-                return;
-            }
-            stroke.points.push(position(&canvas, &event));
-            if let Some(context) = context(&canvas) {
-                // Only the new segment: the rest is on the canvas already.
-                paint(&context, stroke, stroke.points.len() - 2);
-            }
-        });
-    };
-    let on_up = move |event: PointerEvent| {
-        let finished = current
-            .try_update_value(|current| match current {
-                Some((pointer, _)) if *pointer == event.pointer_id() => current.take(),
-                _ => None,
-            })
-            .flatten();
-        if let Some((_, stroke)) = finished {
-            history.update(|history| history.add(stroke));
-        }
-    };
-
+    let drawing = Drawing { canvas, brush, eraser, current, history };
     // Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y, except where a text field has its own undo.
     let keys = window_event_listener(ev::keydown, move |event: KeyboardEvent| {
         if !(event.ctrl_key() || event.meta_key()) || in_text_field(&event) || !active.get_untracked() {
@@ -201,63 +156,141 @@ pub fn ScribblePad(
                 class="scribble-canvas"
                 data-testid="scribble-canvas"
                 node_ref=canvas
-                on:pointerdown=on_down
-                on:pointermove=on_move
-                on:pointerup=on_up
-                on:pointercancel=on_up
+                on:pointerdown=move |event| drawing.down(&event)
+                on:pointermove=move |event| drawing.moved(&event)
+                on:pointerup=move |event| drawing.up(&event)
+                on:pointercancel=move |event| drawing.up(&event)
             ></canvas>
         </div>
-        <div class="scribble-tools" role="toolbar" aria-label="Drawing">
-            <label>
-                "Brush "
-                <input
-                    type="range"
-                    data-testid="brush-size"
-                    min=BRUSH_MIN.to_string()
-                    max=BRUSH_MAX.to_string()
-                    step="1"
-                    prop:value=move || brush.get()
-                    on:input=move |event| {
-                        if let Ok(size) = event_target_value(&event).parse::<f64>() {
-                            brush.set(size.clamp(BRUSH_MIN, BRUSH_MAX));
-                            brush_chosen.set(true);
-                        }
+        <ScribbleTools brush brush_chosen eraser history />
+    }
+}
+
+/// The pointer's strokes on the pad's canvas. Cheap to copy.
+#[derive(Clone, Copy)]
+struct Drawing {
+    canvas: NodeRef<Canvas>,
+    brush: RwSignal<f64>,
+    eraser: RwSignal<bool>,
+    /// The stroke being drawn and the pointer drawing it; other pointers are ignored meanwhile.
+    current: StoredValue<Option<(i32, Stroke)>>,
+    history: RwSignal<History>,
+}
+
+impl Drawing {
+    /// A stroke starts, with the primary button: a mouse's left button, a finger's contact, a
+    /// pen's tip.
+    fn down(self, event: &PointerEvent) {
+        if event.button() != 0 || self.current.with_value(Option::is_some) {
+            return;
+        }
+        let Some(canvas) = self.canvas.get_untracked() else { return };
+        event.prevent_default();
+        // Keep receiving this pointer's moves when it leaves the canvas.
+        let _ = canvas.set_pointer_capture(event.pointer_id());
+        let stroke = Stroke {
+            points: vec![position(&canvas, event)],
+            size: self.brush.get_untracked() / f64::from(canvas.width().max(1)),
+            erase: self.eraser.get_untracked(),
+        };
+        if let Some(context) = context(&canvas) {
+            paint(&context, &stroke, 0);
+        }
+        self.current.set_value(Some((event.pointer_id(), stroke)));
+    }
+
+    /// The stroke goes on, painted a segment at a time.
+    fn moved(self, event: &PointerEvent) {
+        let Some(canvas) = self.canvas.get_untracked() else { return };
+        self.current.update_value(|current| {
+            let Some((pointer, stroke)) = current else { return };
+            if *pointer != event.pointer_id() {
+                return;
+            }
+            stroke.points.push(position(&canvas, event));
+            if let Some(context) = context(&canvas) {
+                // Only the new segment: the rest is on the canvas already.
+                paint(&context, stroke, stroke.points.len() - 2);
+            }
+        });
+    }
+
+    /// The stroke ends (or the pointer is lost) and goes into the history.
+    fn up(self, event: &PointerEvent) {
+        let finished = self
+            .current
+            .try_update_value(|current| match current {
+                Some((pointer, _)) if *pointer == event.pointer_id() => current.take(),
+                _ => None,
+            })
+            .flatten();
+        if let Some((_, stroke)) = finished {
+            self.history.update(|history| history.add(stroke));
+        }
+    }
+}
+
+/// The brush size, the eraser, Undo, Redo and Clear.
+#[component]
+fn ScribbleTools(
+    brush: RwSignal<f64>,
+    /// Set once the visitor moves the slider: the size then stops following the map's.
+    brush_chosen: RwSignal<bool>,
+    eraser: RwSignal<bool>,
+    history: RwSignal<History>,
+) -> impl IntoView {
+    view! {
+    <div class="scribble-tools" role="toolbar" aria-label="Drawing">
+        <label>
+            "Brush "
+            <input
+                type="range"
+                data-testid="brush-size"
+                min=BRUSH_MIN.to_string()
+                max=BRUSH_MAX.to_string()
+                step="1"
+                prop:value=move || brush.get()
+                on:input=move |event| {
+                    if let Ok(size) = event_target_value(&event).parse::<f64>() {
+                        brush.set(size.clamp(BRUSH_MIN, BRUSH_MAX));
+                        brush_chosen.set(true);
                     }
-                />
-                <output>{move || format!("{} px", brush.get())}</output>
-            </label>
-            <button
-                data-testid="eraser"
-                class="toggle"
-                aria-pressed=move || eraser.get().to_string()
-                on:click=move |_| eraser.update(|on| *on = !*on)
-            >
-                "Eraser"
-            </button>
-            <button
-                data-testid="scribble-undo"
-                title="Undo (Ctrl+Z)"
-                disabled=move || !history.with(History::can_undo)
-                on:click=move |_| history.update(History::undo)
-            >
-                "Undo"
-            </button>
-            <button
-                data-testid="scribble-redo"
-                title="Redo (Ctrl+Shift+Z)"
-                disabled=move || !history.with(History::can_redo)
-                on:click=move |_| history.update(History::redo)
-            >
-                "Redo"
-            </button>
-            <button
-                data-testid="scribble-clear"
-                disabled=move || history.with(History::is_empty)
-                on:click=move |_| history.update(History::clear)
-            >
-                "Clear"
-            </button>
-        </div>
+                }
+            />
+            <output>{move || format!("{} px", brush.get())}</output>
+        </label>
+        <button
+            data-testid="eraser"
+            class="toggle"
+            aria-pressed=move || eraser.get().to_string()
+            on:click=move |_| eraser.update(|on| *on = !*on)
+        >
+            "Eraser"
+        </button>
+        <button
+            data-testid="scribble-undo"
+            title="Undo (Ctrl+Z)"
+            disabled=move || !history.with(History::can_undo)
+            on:click=move |_| history.update(History::undo)
+        >
+            "Undo"
+        </button>
+        <button
+            data-testid="scribble-redo"
+            title="Redo (Ctrl+Shift+Z)"
+            disabled=move || !history.with(History::can_redo)
+            on:click=move |_| history.update(History::redo)
+        >
+            "Redo"
+        </button>
+        <button
+            data-testid="scribble-clear"
+            disabled=move || history.with(History::is_empty)
+            on:click=move |_| history.update(History::clear)
+        >
+            "Clear"
+        </button>
+    </div>
     }
 }
 

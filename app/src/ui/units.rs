@@ -11,9 +11,10 @@ use web::protocol::vocabulary::a1111::UnitText;
 use web::protocol::{ControlMode, Limits, Preprocessor, UnitParams, UnitSettings};
 
 use super::condition::{Condition, ConditionPanel, ConditionSettings};
-use super::generate::{GenSettings, load_setting, save_setting};
+use super::generate::GenSettings;
 use super::widgets::NamedSelect;
 use crate::session::{GpuSession, LoadedModels};
+use crate::settings::GENERATE;
 
 /// One control unit. Cheap to copy: every field is a handle.
 #[derive(Clone, Copy)]
@@ -181,27 +182,51 @@ pub struct UnitList {
     /// The unit last touched: a paste and Ctrl+Z go to it.
     active: RwSignal<u32>,
     next_key: StoredValue<u32>,
-    /// Units added later belong to the list's owner, as the first ones do (an event handler has
-    /// no owner of its own).
-    owner: StoredValue<Option<Owner>>,
+    /// Each unit's signals belong to an owner of its own, a child of the list's (an event handler
+    /// that adds a unit has no owner of its own), disposed when the unit is removed.
+    owners: StoredValue<UnitOwners>,
+}
+
+/// The owners of the units' signals, by unit key.
+struct UnitOwners {
+    /// The list's owner: the parent of every unit's.
+    parent: Option<Owner>,
+    units: Vec<(u32, Owner)>,
+}
+
+impl UnitOwners {
+    /// A unit made under an owner of its own.
+    fn create(&mut self, key: u32, saved: &SavedSettings) -> Unit {
+        let owner = self.parent.as_ref().map_or_else(Owner::new, Owner::child);
+        let unit = owner.with(|| Unit::new(key, saved));
+        self.units.push((key, owner));
+        unit
+    }
+
+    /// The owner of unit `key`, no longer kept.
+    fn take(&mut self, key: u32) -> Option<Owner> {
+        let index = self.units.iter().position(|(unit, _)| *unit == key)?;
+        Some(self.units.remove(index).1)
+    }
 }
 
 impl UnitList {
     /// The units kept from the last visit (one, by default), saved again on every change.
     pub fn load() -> Self {
         let saved: Vec<SavedSettings> =
-            load_setting("units").unwrap_or_else(|| vec![SavedSettings::default()]);
+            GENERATE.load("units").unwrap_or_else(|| vec![SavedSettings::default()]);
+        let mut owners = UnitOwners { parent: Owner::current(), units: Vec::new() };
         let units: Vec<Unit> =
-            saved.iter().enumerate().map(|(key, saved)| Unit::new(key as u32, saved)).collect();
+            saved.iter().enumerate().map(|(key, saved)| owners.create(key as u32, saved)).collect();
         let list = Self {
             active: RwSignal::new(units.first().map_or(0, |unit| unit.key)),
             next_key: StoredValue::new(units.len() as u32),
             units: RwSignal::new(units),
-            owner: StoredValue::new(Owner::current()),
+            owners: StoredValue::new(owners),
         };
         Effect::new(move || {
             let saved: Vec<SavedSettings> = list.units.with(|units| units.iter().map(Unit::saved).collect());
-            save_setting("units", &saved);
+            GENERATE.save("units", &saved);
         });
         list
     }
@@ -209,11 +234,10 @@ impl UnitList {
     fn add(&self) {
         let key = self.next_key.get_value();
         self.next_key.set_value(key + 1);
-        let create = || Unit::new(key, &SavedSettings::default());
-        let unit = match self.owner.get_value() {
-            Some(owner) => owner.with(create),
-            None => create(),
-        };
+        let unit = self
+            .owners
+            .try_update_value(|owners| owners.create(key, &SavedSettings::default()))
+            .expect("the list lives as long as its views");
         self.units.update(|units| units.push(unit));
         self.active.set(key);
     }
@@ -224,6 +248,11 @@ impl UnitList {
             && let Some(first) = self.units.with_untracked(|units| units.first().map(|unit| unit.key))
         {
             self.active.set(first);
+        }
+        // Its signals go once its view is gone: that view is taken down by the list's render
+        // effect, which runs after this handler (a microtask); a timer runs after both.
+        if let Some(owner) = self.owners.try_update_value(|owners| owners.take(key)).flatten() {
+            set_timeout(move || owner.cleanup(), std::time::Duration::ZERO);
         }
     }
 
@@ -272,7 +301,6 @@ pub fn UnitsPanel(units: UnitList, settings: GenSettings) -> impl IntoView {
 
 #[component]
 fn UnitView(unit: Unit, units: UnitList, settings: GenSettings) -> impl IntoView {
-    let session = GpuSession::use_session();
     let key = unit.key;
     let index = Memo::new(move |_| {
         units.units.with(|list| list.iter().position(|other| other.key == key).unwrap_or(0))
@@ -281,7 +309,73 @@ fn UnitView(unit: Unit, units: UnitList, settings: GenSettings) -> impl IntoView
     let width = Signal::derive(move || settings.width.get());
     let height = Signal::derive(move || settings.height.get());
 
-    let controlnet_select = move || match session.models.get() {
+    view! {
+        <article
+            class="control-unit"
+            class:active=move || active.get() && units.units.with(|list| list.len() > 1)
+            class:disabled=move || !unit.enabled.get()
+            data-testid="control-unit"
+            data-index=move || index.get().to_string()
+            on:pointerdown=move |_| units.active.set(key)
+            on:focusin=move |_| units.active.set(key)
+        >
+            <header class="unit-header">
+                <h3>{move || format!("Unit {}", index.get() + 1)}</h3>
+                <label>
+                    <input
+                        type="checkbox"
+                        data-testid="unit-enabled"
+                        prop:checked=move || unit.enabled.get()
+                        on:change=move |event| unit.enabled.set(event_target_checked(&event))
+                    />
+                    " Enabled"
+                </label>
+                <button class="secondary" data-testid="remove-unit" on:click=move |_| units.remove(key)>
+                    "Remove"
+                </button>
+            </header>
+            <ConditionPanel condition=unit.condition width height active />
+            <UnitSettingsView unit index />
+        </article>
+    }
+}
+
+/// How the unit steers: its ControlNet, weight, start and end, mode and guess mode.
+#[component]
+fn UnitSettingsView(unit: Unit, index: Memo<usize>) -> impl IntoView {
+    view! {
+        <div class="unit-settings">
+            <label>"ControlNet " <ControlNetSelect unit index /></label>
+            <Slider value=unit.weight testid="unit-weight" name="Control weight " max=Limits::MAX_CONTROL_WEIGHT step=0.05 />
+            <Slider value=unit.start testid="unit-start" name="Starting step " max=1.0 step=0.01 />
+            <Slider value=unit.end testid="unit-end" name="Ending step " max=1.0 step=0.01 />
+            <label>
+                "Control mode "
+                <NamedSelect value=unit.mode testid="unit-mode" />
+            </label>
+            <label title="The ControlNet sees no prompt: it recognises the content from the map alone">
+                <input
+                    type="checkbox"
+                    data-testid="unit-guess"
+                    prop:checked=move || unit.guess.get()
+                    on:change=move |event| unit.guess.set(event_target_checked(&event))
+                />
+                " Guess mode"
+            </label>
+            {move || (unit.start.get() >= unit.end.get()).then(|| view! {
+                <p class="warning" data-testid="unit-range-empty">
+                    "The unit starts at or after it ends: it acts on no step."
+                </p>
+            })}
+        </div>
+    }
+}
+
+/// The loaded ControlNets, the unit's selected (or why there is none to choose).
+#[component]
+fn ControlNetSelect(unit: Unit, index: Memo<usize>) -> impl IntoView {
+    let session = GpuSession::use_session();
+    move || match session.models.get() {
         Some(models) if !models.controlnets.is_empty() => {
             let chosen = unit.controlnet_index(index.get(), &models);
             let names = models.controlnets.clone();
@@ -318,84 +412,38 @@ fn UnitView(unit: Unit, units: UnitList, settings: GenSettings) -> impl IntoView
             </select>
         }
         .into_any(),
-    };
+    }
+}
 
-    let slider =
-        move |signal: RwSignal<f64>, testid: &'static str, name: &'static str, max: f64, step: f64| {
-            view! {
-                <label>
-                    {name}
-                    <input
-                        type="range"
-                        data-testid=testid
-                        min="0"
-                        max=max.to_string()
-                        step=step.to_string()
-                        prop:value=move || signal.get().to_string()
-                        on:input=move |event| {
-                            if let Ok(value) = event_target_value(&event).parse::<f64>()
-                                && value.is_finite()
-                            {
-                                signal.set(value.clamp(0.0, max));
-                            }
-                        }
-                    />
-                    <output>{move || format!("{:.2}", signal.get())}</output>
-                </label>
-            }
-        };
-
+/// A slider from 0 to `max` bound to `value`, with its value beside it.
+#[component]
+fn Slider(
+    value: RwSignal<f64>,
+    testid: &'static str,
+    name: &'static str,
+    max: f64,
+    step: f64,
+) -> impl IntoView {
     view! {
-        <article
-            class="control-unit"
-            class:active=move || active.get() && units.units.with(|list| list.len() > 1)
-            class:disabled=move || !unit.enabled.get()
-            data-testid="control-unit"
-            data-index=move || index.get().to_string()
-            on:pointerdown=move |_| units.active.set(key)
-            on:focusin=move |_| units.active.set(key)
-        >
-            <header class="unit-header">
-                <h3>{move || format!("Unit {}", index.get() + 1)}</h3>
-                <label>
-                    <input
-                        type="checkbox"
-                        data-testid="unit-enabled"
-                        prop:checked=move || unit.enabled.get()
-                        on:change=move |event| unit.enabled.set(event_target_checked(&event))
-                    />
-                    " Enabled"
-                </label>
-                <button class="secondary" data-testid="remove-unit" on:click=move |_| units.remove(key)>
-                    "Remove"
-                </button>
-            </header>
-            <ConditionPanel condition=unit.condition width height active />
-            <div class="unit-settings">
-                <label>"ControlNet " {controlnet_select}</label>
-                {slider(unit.weight, "unit-weight", "Control weight ", 2.0, 0.05)}
-                {slider(unit.start, "unit-start", "Starting step ", 1.0, 0.01)}
-                {slider(unit.end, "unit-end", "Ending step ", 1.0, 0.01)}
-                <label>
-                    "Control mode "
-                    <NamedSelect value=unit.mode testid="unit-mode" />
-                </label>
-                <label title="The ControlNet sees no prompt: it recognises the content from the map alone">
-                    <input
-                        type="checkbox"
-                        data-testid="unit-guess"
-                        prop:checked=move || unit.guess.get()
-                        on:change=move |event| unit.guess.set(event_target_checked(&event))
-                    />
-                    " Guess mode"
-                </label>
-                {move || (unit.start.get() >= unit.end.get()).then(|| view! {
-                    <p class="warning" data-testid="unit-range-empty">
-                        "The unit starts at or after it ends: it acts on no step."
-                    </p>
-                })}
-            </div>
-        </article>
+        <label>
+            {name}
+            <input
+                type="range"
+                data-testid=testid
+                min="0"
+                max=max.to_string()
+                step=step.to_string()
+                prop:value=move || value.get().to_string()
+                on:input=move |event| {
+                    if let Ok(typed) = event_target_value(&event).parse::<f64>()
+                        && typed.is_finite()
+                    {
+                        value.set(typed.clamp(0.0, max));
+                    }
+                }
+            />
+            <output>{move || format!("{:.2}", value.get())}</output>
+        </label>
     }
 }
 
@@ -427,6 +475,27 @@ mod tests {
         assert_eq!(choose_controlnet(None, Preprocessor::None, 0, &models(&[], &[])), None);
         let unknown = models(&["a", "b", "c"], &[None, None, None]);
         assert_eq!(choose_controlnet(None, Canny, 4, &unknown), Some(1));
+    }
+
+    #[test]
+    fn a_removed_units_signals_are_disposed_and_the_others_kept() {
+        let page = Owner::new();
+        page.with(|| {
+            let mut owners = UnitOwners { parent: Owner::current(), units: Vec::new() };
+            let first = owners.create(0, &SavedSettings::default());
+            let second = owners.create(1, &SavedSettings { weight: 0.5, ..SavedSettings::default() });
+            owners.take(0).expect("unit 0 has an owner").cleanup();
+            assert_eq!(first.weight.try_get_untracked(), None, "the removed unit's signals are gone");
+            assert_eq!(second.weight.try_get_untracked(), Some(0.5), "the other unit's are kept");
+            assert!(owners.take(0).is_none(), "taken once");
+        });
+        // The page's owner going takes every unit's with it.
+        let third = page.with(|| {
+            let mut owners = UnitOwners { parent: Owner::current(), units: Vec::new() };
+            owners.create(2, &SavedSettings::default())
+        });
+        page.cleanup();
+        assert_eq!(third.enabled.try_get_untracked(), None);
     }
 
     #[test]

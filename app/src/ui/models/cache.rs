@@ -28,64 +28,104 @@ pub fn CacheView(
     #[prop(into)]
     loads: Signal<u32>,
 ) -> impl IntoView {
-    let session = GpuSession::use_session();
-    let contents = RwSignal::new(None::<Contents>);
-    let error = RwSignal::new(None::<String>);
-    // Requests of this view not answered yet, and the latest one applied: an older listing that
-    // arrives late must not undo a newer deletion.
-    let asked = StoredValue::new(Vec::<u32>::new());
-    let applied = StoredValue::new(0u32);
-    let busy = RwSignal::new(false);
-
-    let ask = move |request: Box<dyn FnOnce(u32) -> Request>| {
-        let id = session.next_id();
-        asked.update_value(|asked| asked.push(id));
-        busy.set(true);
-        session.send(request(id));
-    };
-    let refresh = move || ask(Box::new(|id| Request::CacheList { id }));
-
-    session.listen(move |response| {
-        let id = match response {
-            Response::CacheContents { id, .. } | Response::Error { id: Some(id), .. } => *id,
-            _ => return,
-        };
-        let ours = asked.try_update_value(|asked| {
-            let found = asked.contains(&id);
-            asked.retain(|&a| a != id);
-            (found, asked.is_empty())
-        });
-        let Some((true, none_left)) = ours else { return };
-        if none_left {
-            busy.set(false);
-        }
-        match response {
-            Response::CacheContents { models, usage, quota, .. } if id >= applied.get_value() => {
-                applied.set_value(id);
-                error.set(None);
-                contents.set(Some(Contents { models: models.clone(), usage: *usage, quota: *quota }));
-            }
-            Response::Error { message, .. } => error.set(Some(message.clone())),
-            _ => {}
-        }
-    });
-
-    Effect::watch(move || loads.get(), move |_, _, _| refresh(), true);
+    let cache = CacheQueries::new(GpuSession::use_session());
+    cache.session.listen(move |response| cache.answer(response));
+    Effect::watch(move || loads.get(), move |_, _, _| cache.refresh(), true);
     // A restarted worker never answers what the old one was asked.
     Effect::watch(
-        move || session.restarts().get(),
+        move || cache.session.restarts().get(),
         move |_, _, _| {
-            asked.set_value(Vec::new());
-            refresh();
+            cache.asked.set_value(Vec::new());
+            cache.refresh();
         },
         false,
     );
-
     let persisted = RwSignal::new(None::<Result<bool, String>>);
     spawn_local(async move { persisted.set(Some(persist().await)) });
 
-    let delete = move |repo: String| ask(Box::new(move |id| Request::CacheDelete { id, repo: Some(repo) }));
-    let delete_all = move |_| {
+    let CacheQueries { contents, error, busy, .. } = cache;
+    view! {
+        <section class="cache-view" data-testid="cache-view" aria-busy=move || busy.get().to_string()>
+            <h3>"Stored in this browser"</h3>
+            <StorageLines contents persisted />
+            {move || error.get().map(|message| view! {
+                <p class="warning" data-testid="cache-error" role="alert">{message}</p>
+            })}
+            {move || {
+                let models = contents.with(|c| c.as_ref().map(|c| c.models.clone())).unwrap_or_default();
+                if contents.with(Option::is_some) && models.is_empty() {
+                    return view! { <p data-testid="cache-empty">"No models are stored."</p> }.into_any();
+                }
+                let delete = move |repo| cache.delete(Some(repo));
+                view! {
+                    <table class="cache-models">
+                        <tbody>
+                            {models.into_iter().map(|model| view! { <CachedRow model delete /> }).collect_view()}
+                        </tbody>
+                    </table>
+                }
+                    .into_any()
+            }}
+            <div class="cache-actions">
+                <button data-testid="cache-refresh" on:click=move |_| cache.refresh() disabled=move || busy.get()>
+                    "Refresh"
+                </button>
+                <button
+                    data-testid="cache-delete-all"
+                    class="danger"
+                    on:click=move |_| cache.delete_all()
+                    disabled=move || contents.with(|c| c.as_ref().is_none_or(|c| c.models.is_empty()))
+                >
+                    "Delete all"
+                </button>
+            </div>
+        </section>
+    }
+}
+
+/// The view's requests to the worker and what their answers say. Cheap to copy.
+#[derive(Clone, Copy)]
+struct CacheQueries {
+    session: GpuSession,
+    contents: RwSignal<Option<Contents>>,
+    error: RwSignal<Option<String>>,
+    /// Requests of this view not answered yet, and the latest one applied: an older listing that
+    /// arrives late must not undo a newer deletion.
+    asked: StoredValue<Vec<u32>>,
+    applied: StoredValue<u32>,
+    busy: RwSignal<bool>,
+}
+
+impl CacheQueries {
+    fn new(session: GpuSession) -> Self {
+        Self {
+            session,
+            contents: RwSignal::new(None),
+            error: RwSignal::new(None),
+            asked: StoredValue::new(Vec::new()),
+            applied: StoredValue::new(0),
+            busy: RwSignal::new(false),
+        }
+    }
+
+    fn ask(self, request: impl FnOnce(u32) -> Request) {
+        let id = self.session.next_id();
+        self.asked.update_value(|asked| asked.push(id));
+        self.busy.set(true);
+        self.session.send(request(id));
+    }
+
+    fn refresh(self) {
+        self.ask(|id| Request::CacheList { id });
+    }
+
+    /// Deletes one repository's files, or (`None`) everything.
+    fn delete(self, repo: Option<String>) {
+        self.ask(move |id| Request::CacheDelete { id, repo });
+    }
+
+    /// Deletes everything, once the visitor confirms.
+    fn delete_all(self) {
         let sure = web_sys::window()
             .and_then(|window| {
                 window
@@ -97,67 +137,66 @@ pub fn CacheView(
             })
             .unwrap_or(false);
         if sure {
-            ask(Box::new(|id| Request::CacheDelete { id, repo: None }));
+            self.delete(None);
         }
-    };
+    }
 
+    fn answer(self, response: &Response) {
+        let id = match response {
+            Response::CacheContents { id, .. } | Response::Error { id: Some(id), .. } => *id,
+            _ => return,
+        };
+        let ours = self.asked.try_update_value(|asked| {
+            let found = asked.contains(&id);
+            asked.retain(|&a| a != id);
+            (found, asked.is_empty())
+        });
+        let Some((true, none_left)) = ours else { return };
+        if none_left {
+            self.busy.set(false);
+        }
+        match response {
+            Response::CacheContents { models, usage, quota, .. } if id >= self.applied.get_value() => {
+                self.applied.set_value(id);
+                self.error.set(None);
+                self.contents.set(Some(Contents { models: models.clone(), usage: *usage, quota: *quota }));
+            }
+            Response::Error { message, .. } => self.error.set(Some(message.clone())),
+            _ => {}
+        }
+    }
+}
+
+/// How much the browser stores for this site, and whether it may evict it.
+#[component]
+fn StorageLines(
+    contents: RwSignal<Option<Contents>>,
+    persisted: RwSignal<Option<Result<bool, String>>>,
+) -> impl IntoView {
     view! {
-        <section class="cache-view" data-testid="cache-view" aria-busy=move || busy.get().to_string()>
-            <h3>"Stored in this browser"</h3>
-            <p data-testid="storage-estimate">
-                {move || contents.with(|c| match c {
-                    None => "Asking the browser how much it stores…".to_owned(),
-                    Some(Contents { usage: Some(usage), quota: Some(quota), .. }) => format!(
-                        "{} used of {} available to this site",
-                        format::bytes(*usage),
-                        format::bytes(*quota)
-                    ),
-                    Some(_) => "The browser gives no storage estimate.".to_owned(),
-                })}
-            </p>
-            <p data-testid="storage-persisted" data-persisted=move || persisted.get().map(|p| p.unwrap_or(false).to_string())>
-                {move || match persisted.get() {
-                    None => "Asking the browser to keep the models…".to_owned(),
-                    Some(Ok(true)) => "Storage is persistent: the browser will not evict the models \
-                                       to make room."
-                        .to_owned(),
-                    Some(Ok(false)) => "Storage is not persistent: the browser may evict the models \
-                                        when space runs low, and they would download again."
-                        .to_owned(),
-                    Some(Err(message)) => format!("Whether the browser keeps the models is unknown: {message}"),
-                }}
-            </p>
-            {move || error.get().map(|message| view! {
-                <p class="warning" data-testid="cache-error" role="alert">{message}</p>
+        <p data-testid="storage-estimate">
+            {move || contents.with(|c| match c {
+                None => "Asking the browser how much it stores…".to_owned(),
+                Some(Contents { usage: Some(usage), quota: Some(quota), .. }) => format!(
+                    "{} used of {} available to this site",
+                    format::bytes(*usage),
+                    format::bytes(*quota)
+                ),
+                Some(_) => "The browser gives no storage estimate.".to_owned(),
             })}
-            {move || {
-                let models = contents.with(|c| c.as_ref().map(|c| c.models.clone())).unwrap_or_default();
-                if contents.with(Option::is_some) && models.is_empty() {
-                    return view! { <p data-testid="cache-empty">"No models are stored."</p> }.into_any();
-                }
-                view! {
-                    <table class="cache-models">
-                        <tbody>
-                            {models.into_iter().map(|model| view! { <CachedRow model delete /> }).collect_view()}
-                        </tbody>
-                    </table>
-                }
-                    .into_any()
+        </p>
+        <p data-testid="storage-persisted" data-persisted=move || persisted.get().map(|p| p.unwrap_or(false).to_string())>
+            {move || match persisted.get() {
+                None => "Asking the browser to keep the models…".to_owned(),
+                Some(Ok(true)) => "Storage is persistent: the browser will not evict the models \
+                                   to make room."
+                    .to_owned(),
+                Some(Ok(false)) => "Storage is not persistent: the browser may evict the models \
+                                    when space runs low, and they would download again."
+                    .to_owned(),
+                Some(Err(message)) => format!("Whether the browser keeps the models is unknown: {message}"),
             }}
-            <div class="cache-actions">
-                <button data-testid="cache-refresh" on:click=move |_| refresh() disabled=move || busy.get()>
-                    "Refresh"
-                </button>
-                <button
-                    data-testid="cache-delete-all"
-                    class="danger"
-                    on:click=delete_all
-                    disabled=move || contents.with(|c| c.as_ref().is_none_or(|c| c.models.is_empty()))
-                >
-                    "Delete all"
-                </button>
-            </div>
-        </section>
+        </p>
     }
 }
 
