@@ -15,8 +15,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{IdbDatabase, IdbObjectStore, IdbTransaction, IdbTransactionMode, WorkerGlobalScope};
 
-use crate::idb::IdbError;
-use crate::idb::{request, transaction_done};
+use crate::idb::{IdbError, request, transaction_done};
 use crate::protocol::{CachedFile, CachedModel};
 
 /// The database, and its version: bump it (and the store names) when the layout changes.

@@ -371,19 +371,22 @@ impl Generation {
                     .filter(|(pending, _)| pending == id);
                 let (stored, seed) = (seed.is_some(), seed.map_or(0, |(_, seed)| seed));
                 let png = js_sys::Uint8Array::from(png.as_slice());
-                let shown = Finished {
-                    url: String::new(),
+                let url = match blob_url(&png) {
+                    Ok(url) => url,
+                    Err(message) => {
+                        self.run.update(|run| run.fail(format!("Could not show the image: {message}")));
+                        return;
+                    }
+                };
+                self.show_image(Finished {
+                    url,
                     seed,
                     width: *width,
                     height: *height,
                     elapsed_ms: *elapsed_ms,
                     step_ms: *step_ms,
                     parameters: parameters.clone(),
-                };
-                if let Err(message) = self.show_image(&png, shown) {
-                    self.run.update(|run| run.fail(format!("Could not show the image: {message}")));
-                    return;
-                }
+                });
                 if stored {
                     let thumbnail = js_sys::Uint8Array::from(thumbnail.as_slice());
                     self.gallery.add(png, thumbnail, parameters.clone());
@@ -410,13 +413,11 @@ impl Generation {
         }
     }
 
-    /// Shows `png` as the result (`shown` without its URL), letting the last one's URL go.
-    fn show_image(self, png: &js_sys::Uint8Array, shown: Finished) -> Result<(), String> {
-        let shown = Finished { url: blob_url(png)?, ..shown };
+    /// Shows `shown` as the result, letting the last one's URL go.
+    fn show_image(self, shown: Finished) {
         if let Some(old) = self.finished.try_update(|finished| finished.replace(shown)).flatten() {
             revoke(&old.url);
         }
-        Ok(())
     }
 }
 
