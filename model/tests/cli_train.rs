@@ -213,24 +213,42 @@ fn bad_data_is_named_before_the_first_step() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// `train base` (UNet + text encoder) and `train vae`: two steps in one run equal one step, a
-/// stop and one resumed step, bit for bit; the base checkpoint is a whole pipeline folder that
-/// `controlnet generate` runs; the VAE's log carries both loss terms; ControlNet-only options are
-/// refused.
+/// `train base` (UNet + text encoder, with a warmup and a cosine decay of the learning rate, and
+/// a moving average of the UNet's weights) and `train vae` (a linear decay): two steps in one run
+/// equal one step, a stop and one resumed step, bit for bit — the average and the trained weights
+/// both; the base checkpoint is a whole pipeline folder whose UNet is the average, and that
+/// `controlnet generate` runs; the VAE's log carries both loss terms; ControlNet-only options
+/// and an average for the VAE are refused.
 #[test]
 fn base_and_vae_train_and_resume_exactly() {
     let root = scratch("base-vae");
     let data = root.join("data");
     fill_dataset(&data, 3, 64);
-    for (kind, weights) in [
-        ("base", vec!["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"]),
-        ("vae", vec!["diffusion_pytorch_model.safetensors"]),
+    let base_options =
+        ["--lr-schedule", "cosine", "--lr-warmup", "1", "--lr-decay-steps", "2", "--ema-decay", "0.99"];
+    for (kind, weights, options) in [
+        (
+            "base",
+            vec![
+                "unet/diffusion_pytorch_model.safetensors",
+                "unet_trained/diffusion_pytorch_model.safetensors",
+                "text_encoder/model.safetensors",
+            ],
+            &base_options[..],
+        ),
+        (
+            "vae",
+            vec!["diffusion_pytorch_model.safetensors"],
+            &["--lr-schedule", "linear", "--lr-decay-steps", "2"][..],
+        ),
     ] {
         let straight = root.join(format!("{kind}-straight"));
-        assert_ok(&train_kind(kind, &data, &straight, 2, &[]), kind);
+        assert_ok(&train_kind(kind, &data, &straight, 2, options), kind);
         let stopped = root.join(format!("{kind}-stopped"));
-        assert_ok(&train_kind(kind, &data, &stopped, 1, &["--checkpoint-every", "1"]), kind);
-        assert_ok(&train_kind(kind, &data, &stopped, 2, &["--checkpoint-every", "1", "--resume"]), kind);
+        let once = [options, &["--checkpoint-every", "1"]].concat();
+        assert_ok(&train_kind(kind, &data, &stopped, 1, &once), kind);
+        let resumed = [&once[..], &["--resume"]].concat();
+        assert_ok(&train_kind(kind, &data, &stopped, 2, &resumed), kind);
         for file in weights {
             let a = std::fs::read(straight.join("checkpoint").join(file)).unwrap();
             let b = std::fs::read(stopped.join("checkpoint").join(file)).unwrap();
@@ -245,6 +263,12 @@ fn base_and_vae_train_and_resume_exactly() {
         let refused = train_kind(kind, &data, &root.join("refused"), 1, &["--only-mid-control"]);
         assert!(!refused.status.success(), "{kind}: --only-mid-control must be refused");
     }
+    let checkpoint = root.join("base-straight/checkpoint");
+    let read =
+        |folder: &str| std::fs::read(checkpoint.join(folder).join("diffusion_pytorch_model.safetensors"));
+    assert!(read("unet").unwrap() != read("unet_trained").unwrap(), "the checkpoint's UNet is the average");
+    let refused = train_kind("vae", &data, &root.join("refused"), 1, &["--ema-decay", "0.99"]);
+    assert!(!refused.status.success(), "an average is for base models");
     let checkpoint = root.join("base-straight/checkpoint");
     let out = root.join("base.png");
     let generated = controlnet(&[

@@ -173,9 +173,10 @@ fn a_fresh_shapes_pipeline_generates_and_trains() {
     }
 }
 
-/// The recipe end to end at its smoke size (every stage, a step or two): the exported folders
-/// are what the site serves (fp16 weights beside their configs), the logs and the contact sheet
-/// come with them, and a second run finds every stage done.
+/// The recipe end to end at its smoke size (every stage, a step or two; the base model with a
+/// warmup, a cosine decay and a moving average of its UNet): the exported folders are what the
+/// site serves (fp16 weights beside their configs), the logs and the contact sheet come with
+/// them, and a second run finds every stage done.
 #[test]
 fn the_recipe_runs_every_stage() {
     let dir = scratch("recipe");
@@ -209,9 +210,12 @@ fn the_recipe_runs_every_stage() {
     ] {
         assert!(shapes.join(file).is_file(), "{file} missing");
     }
-    for unwanted in
-        ["pipeline/unet/diffusion_pytorch_model.safetensors", "pipeline/optimizer.bpk", "pipeline/state.json"]
-    {
+    for unwanted in [
+        "pipeline/unet/diffusion_pytorch_model.safetensors",
+        "pipeline/unet_trained",
+        "pipeline/optimizer.bpk",
+        "pipeline/state.json",
+    ] {
         assert!(!shapes.join(unwanted).exists(), "{unwanted} is not for the site");
     }
     // The assembled VAE's scale was measured, not SD1.5's.

@@ -37,7 +37,7 @@ use model::clip::load_text_encoder;
 use model::save::named_tensors;
 use model::scheduler::SchedulerConfig;
 use model::tokenizer::ClipTokenizer;
-use model::train::{ControlNetTrainer, Draws, Example, NoiseSchedule, Recipe, named_gradients};
+use model::train::{ControlNetTrainer, Draws, Example, LrSchedule, NoiseSchedule, Recipe, named_gradients};
 use model::vae::load_vae;
 use model::{ControlNet, Precision, UNet, weights};
 
@@ -467,7 +467,9 @@ fn base_example(f: &Fixture, device: &Device) -> model::train::TextExample {
 }
 
 /// Training from scratch, base model: the UNet and the text encoder trained jointly equal
-/// torch's — the loss of three steps, every step-1 gradient, every weight after three steps.
+/// torch's — the loss of three steps, every step-1 gradient, every weight after three steps at
+/// the learning rates of diffusers' cosine schedule, and the average of the UNet's weights that
+/// diffusers' `EMAModel` keeps.
 #[test]
 fn base_step_equals_pytorch() {
     base_step_equals_pytorch_on(&[("cpu", Device::flex())]);
@@ -490,13 +492,16 @@ fn base_step_equals_pytorch_on(devices: &[(&'static str, Device)]) {
         let example = base_example(&f, &device);
         let tiny = fixtures().join("tiny");
         let text_encoder = load_text_encoder(&tiny.join("text_encoder"), Precision::F32, &device).unwrap();
+        let lr_schedule: LrSchedule = serde_json::from_value(f.cases["base_lr_schedule"].clone()).unwrap();
         let mut trainer = model::train::BaseTrainer::new(
             unet(&device),
             text_encoder,
             schedule(),
             recipe(&f.cases).adamw,
             None,
-        );
+        )
+        .with_lr_schedule(lr_schedule)
+        .with_ema(f.cases["ema_decay"].as_f64().unwrap());
         for (step, expected_loss) in losses.iter().enumerate() {
             let expected_loss = expected_loss.as_f64().unwrap() as f32;
             if step == 0 {
@@ -555,7 +560,49 @@ fn base_step_equals_pytorch_on(devices: &[(&'static str, Device)]) {
             bound,
         ));
         println!("{label}: base: worst weight after three steps {worst:.2e}");
+        let ema = trainer.ema().expect("kept");
+        assert_eq!(ema.updates(), 3);
+        let worst = compare_named_with(
+            label,
+            named(named_tensors(ema.module())),
+            &expected,
+            "ema.unet.",
+            0.0,
+            tolerances.weight,
+            &gradient_free(&expected, "grad.1.unet.", floor),
+            bound,
+        );
+        println!("{label}: base: worst averaged weight after three steps {worst:.2e}");
     }
+}
+
+/// The learning-rate schedules' factors equal diffusers' `get_scheduler`'s, step by step, during
+/// the warmup, the decay and past the end.
+#[test]
+fn lr_schedules_equal_diffusers() {
+    let f = fixture();
+    for case in f.cases["lr_schedules"].as_array().unwrap() {
+        let schedule: LrSchedule = serde_json::from_value(case["schedule"].clone()).unwrap();
+        for (step, expected) in case["factors"].as_array().unwrap().iter().enumerate() {
+            let expected = expected.as_f64().unwrap();
+            let got = schedule.factor(step as u64);
+            assert!((got - expected).abs() <= 1e-12, "{schedule:?} at step {step}: {got} vs {expected}");
+        }
+    }
+}
+
+/// The average's decay is diffusers' `EMAModel.get_decay` without warmup: the weights themselves
+/// at the first update, then (1 + n)/(10 + n), capped.
+#[test]
+fn ema_decay_grows_as_diffusers() {
+    let device = Device::flex();
+    let ema = model::train::Ema::new(&unet(&device), 0.9);
+    let decays: Vec<f64> = (1..=6).map(|update| ema.decay(update)).collect();
+    let expected = [0.0, 2.0 / 11.0, 3.0 / 12.0, 4.0 / 13.0, 5.0 / 14.0, 6.0 / 15.0];
+    for (got, want) in decays.iter().zip(expected) {
+        assert!((got - want).abs() < 1e-15, "{decays:?}");
+    }
+    assert_eq!(ema.decay(10_000), 0.9, "capped at the maximum");
 }
 
 /// Training from scratch, VAE: reconstruction + KL equal torch's — both terms and the loss at

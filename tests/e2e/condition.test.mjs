@@ -8,10 +8,12 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { drop as dropOn, open as openPage, set, until } from './page.mjs';
+import { open as openPage, panels, set, until } from './page.mjs';
 
 /** Drops a file on the condition panel's drop zone. */
-const drop = (page, bytes, name, type) => dropOn(page.getByTestId('condition-drop'), bytes, name, type);
+const drop = (page, bytes, name, type) => panels(page).unit(0).drop(bytes, name, type);
+/** A stroke from one point to another (fractions of the scribble pad). */
+const stroke = (page, from, to) => panels(page).pad.stroke([from, to], 12);
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -85,17 +87,6 @@ async function nextPreview(page, after, what) {
     what,
   );
   return pixels(page, 'condition-preview');
-}
-
-/** Draws a stroke with the mouse from (x0, y0) to (x1, y1), fractions of the scribble canvas. */
-async function stroke(page, [x0, y0], [x1, y1]) {
-  const canvas = page.getByTestId('scribble-canvas');
-  await canvas.scrollIntoViewIfNeeded();
-  const box = await canvas.boundingBox();
-  await page.mouse.move(box.x + x0 * box.width, box.y + y0 * box.height);
-  await page.mouse.down();
-  await page.mouse.move(box.x + x1 * box.width, box.y + y1 * box.height, { steps: 12 });
-  await page.mouse.up();
 }
 
 /** A PNG header claiming `width × height`: a decompression bomb's first bytes. */

@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { ARTIFACTS, launch, screenshot } from './browser.mjs';
-import { TIMEOUT_MS, generate, open, psnr, set, state, typeSettings, until, useMap } from './page.mjs';
+import { TIMEOUT_MS, open, psnr, set, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -111,35 +111,27 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
   const browser = await launch({ webgpu: true });
   const { page } = browser;
   await browser.session(async () => {
-    await open(page, site.url);
+    const app = await open(page, site.url);
 
     // Models: the tiny pipeline and both ControlNets, from the test hub.
-    await page.getByTestId('models-preset').selectOption('custom');
-    await set(page, 'models-base-url', models.url);
-    await set(page, 'models-pipeline', 'test/tiny');
     // The third: the first one as A1111 and ComfyUI keep it, one file in the original format.
-    await set(page, 'models-controlnets', `test/tiny:controlnet\ntest/tiny:controlnet2\ntest/tiny:${SINGLE_FILE}`);
-    await page.getByTestId('models-variant').selectOption('none');
-    await page.getByTestId('models-load').click();
-    const loaded = await until(
-      () => page.getByTestId('models-status').getAttribute('data-state'),
-      (s) => s === 'loaded' || s === 'error',
-      'the models to load',
-    );
-    assert.equal(loaded, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+    await app.models.choose(models.url, {
+      controlnets: `test/tiny:controlnet\ntest/tiny:controlnet2\ntest/tiny:${SINGLE_FILE}`,
+    });
+    await app.models.load('the models to load');
     await screenshot(page, 'generate-1-models-loaded');
 
     // Prompt and settings.
-    await typeSettings(page, SETTINGS);
+    await app.generate.type(SETTINGS);
     await set(page, 'preview-every', 1);
 
     // The first unit: the edge map as it is (no preprocessor, no resizing at 64×64).
-    const first = page.getByTestId('control-unit').nth(0);
-    await useMap(first, await readFile(EDGES), 'edges.png');
+    const first = app.unit(0);
+    await first.useMap(await readFile(EDGES), 'edges.png');
     await screenshot(page, 'generate-2-ready');
 
     // One unit: progress arrives step by step, and the image is the native one.
-    const steps = await generate(page);
+    const steps = await app.generate.run();
     assert.ok(steps.includes(1) && steps.includes(2), `progress showed steps ${JSON.stringify(steps)}`);
     const one = await psnr(page, oneUnit);
     console.log(JSON.stringify({ test: 'one unit vs native', ...one }));
@@ -154,31 +146,30 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
     await screenshot(page, 'generate-4-running');
     const clicked = Number(await page.getByTestId('generate-progress').getAttribute('data-step'));
     await page.getByTestId('cancel').click();
-    await until(() => state(page), (s) => s === 'cancelled', 'the cancellation');
+    await until(() => app.generate.state(), (s) => s === 'cancelled', 'the cancellation');
     const stopped = Number(await page.getByTestId('generate-progress').getAttribute('data-step'));
     assert.ok(stopped <= clicked + 2 && stopped < 60, `cancelled at step ${stopped}, clicked at ${clicked}`);
     await screenshot(page, 'generate-5-cancelled');
     await set(page, 'steps', SETTINGS.steps);
-    await generate(page);
+    await app.generate.run();
     assert.ok((await psnr(page, oneUnit)).db >= MIN_PSNR_DB, 'the run after a cancel is the native image');
     // The shaders are compiled by now: this is the step time a second image costs.
     const warmStepMs = Number(await page.getByTestId('result-image').getAttribute('data-step-ms'));
 
     // The single-file ControlNet (the third loaded) makes the first one's image.
-    const options = await first.getByTestId('unit-controlnet').locator('option').allTextContents();
+    const options = await first.root.getByTestId('unit-controlnet').locator('option').allTextContents();
     assert.ok(options[2]?.includes(SINGLE_FILE), `the unit offers the single file: ${JSON.stringify(options)}`);
-    await first.getByTestId('unit-controlnet').selectOption({ index: 2 });
-    await generate(page);
+    await first.root.getByTestId('unit-controlnet').selectOption({ index: 2 });
+    await app.generate.run();
     const single = await psnr(page, oneUnit);
     console.log(JSON.stringify({ test: 'single-file ControlNet vs native folder', ...single }));
     assert.ok(single.db >= MIN_PSNR_DB, `single file: ${JSON.stringify(single)}`);
-    await first.getByTestId('unit-controlnet').selectOption({ index: 0 });
+    await first.root.getByTestId('unit-controlnet').selectOption({ index: 0 });
 
     // Two units together: the second ControlNet with a scribble.
     await page.getByTestId('add-unit').click();
-    const second = page.getByTestId('control-unit').nth(1);
-    await useMap(second, await readFile(SCRIBBLE), 'scribble.png', 1);
-    await generate(page);
+    await app.unit(1).useMap(await readFile(SCRIBBLE), 'scribble.png', 1);
+    await app.generate.run();
     const two = await psnr(page, twoUnits);
     console.log(JSON.stringify({ test: 'two units vs native', ...two }));
     assert.ok(two.db >= MIN_PSNR_DB, `two units: ${JSON.stringify(two)}`);
@@ -220,17 +211,17 @@ test('load, generate, cancel, two units, gallery across a reload', { timeout: 15
       });
     }
     assert.ok(destroyed >= 1, "the generator's device was found and destroyed");
-    assert.equal(await until(() => state(page), (s) => s !== 'running', 'the run to end'), 'error');
+    assert.equal(await until(() => app.generate.state(), (s) => s !== 'running', 'the run to end'), 'error');
     await page.getByTestId('gpu-failure').waitFor({ timeout: TIMEOUT_MS });
     await screenshot(page, 'generate-7-crashed');
     const lost = await page.getByTestId('gpu-failure').textContent();
     console.log(`device destroyed mid-run, at step ${await page.getByTestId('generate-progress').getAttribute('data-step')}: ${lost}`);
     assert.match(lost, /The GPU worker stopped: the GPU device was lost \(/);
     await page.getByTestId('gpu-restart').click();
-    await until(() => page.getByTestId('models-status').getAttribute('data-state'), (s) => s === 'loaded', 'the reload');
+    await until(() => app.models.state(), (s) => s === 'loaded', 'the reload');
     assert.equal(await page.getByTestId('prompt').inputValue(), SETTINGS.prompt);
     await set(page, 'steps', SETTINGS.steps);
-    await generate(page);
+    await app.generate.run();
     assert.ok((await psnr(page, twoUnits)).db >= MIN_PSNR_DB, 'after a restart, the same image');
 
     // The gallery: five images, newest first; the download carries the parameters.

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { launch } from './browser.mjs';
-import { generate, open, set, stroke, until } from './page.mjs';
+import { open, set, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -37,8 +37,8 @@ test('a size whose largest buffer exceeds the adapter is refused, naming the buf
         },
       });
     }, BINDING_LIMIT);
-    await open(page, site.url, { unfold: false });
-    await stroke(page, [[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7], [0.3, 0.3]]);
+    const app = await open(page, site.url, { unfold: false });
+    await app.pad.stroke([[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7], [0.3, 0.3]]);
     assert.equal(await page.getByTestId('memory-refusal').count(), 0, '64² fits');
 
     await set(page, 'width', 1024);
@@ -60,6 +60,6 @@ test('a size whose largest buffer exceeds the adapter is refused, naming the buf
     await set(page, 'height', 64);
     await until(() => page.getByTestId('memory-refusal').count(), (n) => n === 0, 'the refusal to go');
     await set(page, 'steps', 2);
-    await generate(page);
+    await app.generate.run();
   });
 });

@@ -15,7 +15,7 @@ import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { TIMEOUT_MS, chooseTiny as chooseTinyFrom, modelsState, open, set, until } from './page.mjs';
+import { TIMEOUT_MS, open, set, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -34,17 +34,6 @@ after(async () => {
   await site?.close();
 });
 
-/** Fills the panel for the tiny pipeline + its first ControlNet. */
-const chooseTiny = (page) => chooseTinyFrom(page, models.url);
-
-
-/** Clicks Load and waits for the models to be loaded. */
-async function load(page) {
-  await page.getByTestId('models-load').click();
-  const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the load');
-  assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
-}
-
 /** Bytes the hub sent for files of test/tiny that end in `.safetensors`. */
 async function weightBytes() {
   const stats = await models.stats();
@@ -58,8 +47,8 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
   const browser = await launch({ webgpu: true });
   const { page, context } = browser;
   await browser.session(async () => {
-    await open(page, site.url);
-    await chooseTiny(page);
+    const app = await open(page, site.url);
+    await app.models.choose(models.url);
     await models.reset();
     // The UNet's weights arrive slowly enough (~4 s) to watch the progress while they do.
     await models.fault(UNET, 'slow', { bps: Math.round(unetSize / 4) });
@@ -75,8 +64,7 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
       'a rate and a time left',
     );
     await screenshot(page, 'models-1-loading');
-    const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the first load');
-    assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+    await app.models.loaded('the first load');
     for (const file of ['test/tiny/model_index.json', 'test/tiny/text_encoder/model.safetensors', 'test/tiny/controlnet/diffusion_pytorch_model.safetensors']) {
       assert.equal(await page.locator(`[data-testid="models-file"][data-file="${file}"]`).count(), 1, file);
     }
@@ -103,14 +91,14 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     await page.getByTestId('models-load').waitFor({ timeout: TIMEOUT_MS });
     assert.equal(await page.getByTestId('models-pipeline').inputValue(), 'test/tiny');
     await models.reset();
-    await load(page);
+    await app.models.load();
     assert.equal(await weightBytes(), 0, 'a reload loads from the cache');
 
     // Delete the repository from the cache: it leaves the list, and the next load downloads.
     await cached.getByTestId('cache-delete').click();
     await until(() => cached.count(), (n) => n === 0, 'the repository to leave the cache view');
     await models.reset();
-    await load(page);
+    await app.models.load();
     assert.ok((await weightBytes()) > unetSize, 'after a delete, the weights are downloaded again');
   }, { page, failure: 'models-failure' });
 
@@ -120,9 +108,9 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     const cdp = await small.context.newCDPSession(small.page);
     await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.url.replace(/\/$/, ''), quotaSize: 64 << 10 });
     const { page } = small;
-    await open(page, site.url);
-    await chooseTiny(page);
-    await load(page);
+    const app = await open(page, site.url);
+    await app.models.choose(models.url);
+    await app.models.load();
     const warning = await page.getByTestId('models-cache-warning').textContent();
     assert.match(warning, /MiB needed|MB needed|needed/, warning);
     await screenshot(page, 'models-3-quota');
@@ -132,10 +120,10 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     await set(page, 'width', 64);
     await set(page, 'height', 64);
     // No condition image: the unit is switched off, and the pipeline runs without ControlNet.
-    await page.getByTestId('control-unit').nth(0).getByTestId('unit-enabled').uncheck();
+    await app.unit(0).root.getByTestId('unit-enabled').uncheck();
     await page.getByTestId('generate').click();
     const state = await until(
-      () => page.getByTestId('generate-progress').getAttribute('data-state'),
+      () => app.generate.state(),
       (s) => s === 'done' || s === 'error',
       'a generation without a cache',
     );
@@ -146,32 +134,24 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
   // and the page says which files could not be verified.
   const unhashed = await hub({ repos: { 'test/tiny': TINY }, hashes: false });
   const plain = await launch({ webgpu: true });
-  try {
+  await plain.session(async () => {
     const { page } = plain;
-    await open(page, site.url);
-    await chooseTiny(page);
-    await set(page, 'models-base-url', unhashed.url);
-    await load(page);
+    const app = await open(page, site.url);
+    await app.models.choose(unhashed.url);
+    await app.models.load();
     const flagged = await page
       .locator('[data-testid="models-file"]:has([data-testid="models-file-unverified"])')
       .evaluateAll((rows) => rows.map((row) => row.dataset.file));
     const weights = ['text_encoder/model', 'unet/diffusion_pytorch_model', 'vae/diffusion_pytorch_model', 'controlnet/diffusion_pytorch_model'];
     assert.deepEqual(flagged.sort(), weights.map((w) => `test/tiny/${w}.safetensors`).sort(), 'the weights, and only they, are unverified');
     await screenshot(page, 'models-4-unverified');
-  } catch (error) {
-    await screenshot(plain.page, 'models-unverified-failure').catch(() => {});
-    console.log(plain.logs.slice(-40).join('\n'));
-    throw error;
-  } finally {
-    await plain.close();
-    await unhashed.close();
-  }
+  }, { page: plain.page, failure: 'models-unverified-failure' }).finally(() => unhashed.close());
 
   // A local folder: imported into the cache, then loaded without the network.
   const local = await launch({ webgpu: true });
   await local.session(async () => {
     const { page } = local;
-    await open(page, site.url);
+    const app = await open(page, site.url);
     // The GPU worker dies during the import (an uncaught error, what a panic in the wasm is, on
     // its first write of the import): the import ends with the reason, the picker works again,
     // and after Restart the same folder imports.
@@ -196,14 +176,14 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     assert.ok(await page.getByTestId('import-folder').isEnabled(), 'the picker works again');
     await screenshot(page, 'models-5-import-stopped');
     await page.getByTestId('gpu-restart').click();
-    await until(() => modelsState(page), (s) => s === 'loaded', 'the restart');
+    await until(() => app.models.state(), (s) => s === 'loaded', 'the restart');
     await page.getByTestId('import-folder').setInputFiles(TINY);
     await page.getByTestId('import-done').waitFor({ timeout: TIMEOUT_MS });
     assert.equal(await page.getByTestId('models-pipeline').inputValue(), 'local/tiny');
     await page.locator('[data-testid="cache-model"][data-repo="local/tiny"]').waitFor({ timeout: TIMEOUT_MS });
     await set(page, 'models-controlnets', 'local/tiny:controlnet');
     await models.reset();
-    await load(page);
+    await app.models.load();
     const stats = await models.stats();
     assert.deepEqual(Object.keys(stats), [], `an imported folder loads without the network: ${JSON.stringify(stats)}`);
     await screenshot(page, 'models-6-imported');

@@ -68,29 +68,6 @@ export async function pngPsnr(page, a, b) {
   );
 }
 
-export const state = (page) => page.getByTestId('generate-progress').getAttribute('data-state');
-
-/** Clicks Generate and waits for the run to end in `want`; returns the steps the page reported. */
-export async function generate(page, want = 'done', timeout = TIMEOUT_MS) {
-  // Record every step the progress shows, however fast they come.
-  await page.getByTestId('generate-progress').evaluate((element) => {
-    window.__steps = [];
-    new MutationObserver(() => window.__steps.push(Number(element.getAttribute('data-step')))).observe(element, {
-      attributes: true,
-      attributeFilter: ['data-step'],
-    });
-  });
-  const before = await page.getByTestId('result-image').getAttribute('src').catch(() => null);
-  await page.getByTestId('generate').click();
-  await until(() => state(page), (s) => s === 'running', 'the run to start');
-  const end = await until(() => state(page), (s) => s !== 'running', 'the run to end', timeout);
-  assert.equal(end, want, `the run ended ${end}: ${await page.getByTestId('generate-error').textContent().catch(() => '')}`);
-  if (want === 'done') {
-    await until(() => page.getByTestId('result-image').getAttribute('src'), (src) => src && src !== before, 'a new image');
-  }
-  return page.evaluate(() => window.__steps);
-}
-
 /** Drops a file on `zone` (a locator) as a browser would: dragenter, dragover, drop, with a
  *  DataTransfer holding it. */
 export async function drop(zone, bytes, name, type = 'image/png') {
@@ -106,30 +83,6 @@ export async function drop(zone, bytes, name, type = 'image/png') {
   );
 }
 
-/** Types a generation's settings as a visitor would: `{ prompt, negative, seed, steps,
- *  guidance, scheduler, size }` (a fixed seed, a square size). */
-export async function typeSettings(page, settings) {
-  await set(page, 'prompt', settings.prompt);
-  await set(page, 'negative-prompt', settings.negative);
-  if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
-  await set(page, 'seed', settings.seed);
-  await set(page, 'steps', settings.steps);
-  await set(page, 'guidance', settings.guidance);
-  await page.getByTestId('scheduler').selectOption(settings.scheduler);
-  await set(page, 'width', settings.size);
-  await set(page, 'height', settings.size);
-}
-
-/** Gives a control unit an image as its map as it is (no preprocessor, no resizing at its own
- *  size), waits for the map, and picks the loaded ControlNet at `controlnet`. */
-export async function useMap(unit, bytes, name, controlnet = 0) {
-  await unit.getByTestId('preprocessor').selectOption('none');
-  await unit.getByTestId('resize-mode').selectOption('just');
-  await drop(unit.getByTestId('condition-drop'), bytes, name);
-  await until(() => unit.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, `the map of ${name}`);
-  await unit.getByTestId('unit-controlnet').selectOption({ index: controlnet });
-}
-
 /** Sets an input's value as typing would. */
 export async function set(page, testid, value) {
   await page.getByTestId(testid).fill(String(value));
@@ -137,61 +90,204 @@ export async function set(page, testid, value) {
 }
 
 
-/** Draws a stroke with the mouse through `points` (fractions of the scribble canvas): pointer
- *  events, as a hand on the pad makes them. */
-export async function stroke(page, points, canvas = page.getByTestId('scribble-canvas')) {
-  await canvas.scrollIntoViewIfNeeded();
-  const box = await canvas.boundingBox();
-  const at = ([x, y]) => [box.x + x * box.width, box.y + y * box.height];
-  await page.mouse.move(...at(points[0]));
-  await page.mouse.down();
-  for (const point of points.slice(1)) await page.mouse.move(...at(point), { steps: 8 });
-  await page.mouse.up();
+/** Relative L2 error of `actual` against `expected` (equal lengths asserted). */
+export function relativeL2(actual, expected) {
+  assert.equal(actual.length, expected.length);
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < actual.length; i++) {
+    diff += (actual[i] - expected[i]) ** 2;
+    norm += expected[i] ** 2;
+  }
+  return Math.sqrt(diff / norm);
 }
 
-export const modelsState = (page) => page.getByTestId('models-status').getAttribute('data-state');
+// Page objects: one per panel, with what a visitor does there. `open` gives them all.
+
+/** The models panel: the built-in models, the custom fields, Load, the cache. */
+export class ModelsPanel {
+  constructor(page) {
+    this.page = page;
+  }
+
+  state() {
+    return this.page.getByTestId('models-status').getAttribute('data-state');
+  }
+
+  /** Waits for the load under way to end, and asserts it loaded (else fails with the panel's
+   *  error). */
+  async loaded(what = 'the models', timeout = TIMEOUT_MS) {
+    const end = await until(() => this.state(), (s) => s === 'loaded' || s === 'error', what, timeout);
+    assert.equal(end, 'loaded', await this.page.getByTestId('models-error').textContent().catch(() => ''));
+  }
+
+  /** Clicks Load and waits for the models to be loaded. */
+  async load(what, timeout) {
+    await this.page.getByTestId('models-load').click();
+    await this.loaded(what, timeout);
+  }
+
+  /** Opens the folded part (other models, import, cache) if it is closed. */
+  async unfold() {
+    const details = this.page.getByTestId('models-details');
+    if (!(await details.evaluate((d) => d.open))) await this.page.getByTestId('models-summary').click();
+  }
+
+  /** Fills the (unfolded) panel's custom fields: a pipeline and ControlNets (by default the
+   *  pipeline's `controlnet` folder), served by the hub stand-in at `hubUrl`, and a variant. */
+  async choose(hubUrl, { pipeline = 'test/tiny', controlnets = `${pipeline}:controlnet`, variant = 'none' } = {}) {
+    await this.page.getByTestId('models-preset').selectOption('custom');
+    await set(this.page, 'models-base-url', hubUrl);
+    await set(this.page, 'models-pipeline', pipeline);
+    await set(this.page, 'models-controlnets', controlnets);
+    await this.page.getByTestId('models-variant').selectOption(variant);
+  }
+}
+
+/** The generate panel: settings, Generate, the run's progress and result. */
+export class GeneratePanel {
+  constructor(page) {
+    this.page = page;
+  }
+
+  state() {
+    return this.page.getByTestId('generate-progress').getAttribute('data-state');
+  }
+
+  /** Clicks Generate and waits for the run to end in `want`; returns the steps the page
+   *  reported. */
+  async run(want = 'done', timeout = TIMEOUT_MS) {
+    const { page } = this;
+    // Record every step the progress shows, however fast they come.
+    await page.getByTestId('generate-progress').evaluate((element) => {
+      window.__steps = [];
+      new MutationObserver(() => window.__steps.push(Number(element.getAttribute('data-step')))).observe(element, {
+        attributes: true,
+        attributeFilter: ['data-step'],
+      });
+    });
+    const before = await page.getByTestId('result-image').getAttribute('src').catch(() => null);
+    await page.getByTestId('generate').click();
+    await until(() => this.state(), (s) => s === 'running', 'the run to start');
+    const end = await until(() => this.state(), (s) => s !== 'running', 'the run to end', timeout);
+    assert.equal(end, want, `the run ended ${end}: ${await page.getByTestId('generate-error').textContent().catch(() => '')}`);
+    if (want === 'done') {
+      await until(() => page.getByTestId('result-image').getAttribute('src'), (src) => src && src !== before, 'a new image');
+    }
+    return page.evaluate(() => window.__steps);
+  }
+
+  /** Types a generation's settings as a visitor would: `{ prompt, negative, seed, steps,
+   *  guidance, scheduler, size }` (a fixed seed, a square size). */
+  async type(settings) {
+    const { page } = this;
+    await set(page, 'prompt', settings.prompt);
+    await set(page, 'negative-prompt', settings.negative);
+    if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
+    await set(page, 'seed', settings.seed);
+    await set(page, 'steps', settings.steps);
+    await set(page, 'guidance', settings.guidance);
+    await page.getByTestId('scheduler').selectOption(settings.scheduler);
+    await set(page, 'width', settings.size);
+    await set(page, 'height', settings.size);
+  }
+}
+
+/** One control unit of the condition panel. */
+export class ControlUnit {
+  /** `root`: the unit's locator (`control-unit`). */
+  constructor(root) {
+    this.root = root;
+  }
+
+  /** Drops a file on the unit's drop zone. */
+  drop(bytes, name, type) {
+    return drop(this.root.getByTestId('condition-drop'), bytes, name, type);
+  }
+
+  /** Gives the unit an image as its map as it is (no preprocessor, no resizing at its own size),
+   *  waits for the map, and picks the loaded ControlNet at `controlnet`. */
+  async useMap(bytes, name, controlnet = 0) {
+    await this.root.getByTestId('preprocessor').selectOption('none');
+    await this.root.getByTestId('resize-mode').selectOption('just');
+    await this.drop(bytes, name);
+    await until(() => this.root.getByTestId('preview-time').getAttribute('data-id'), (id) => id !== null, `the map of ${name}`);
+    await this.root.getByTestId('unit-controlnet').selectOption({ index: controlnet });
+  }
+}
+
+/** The scribble pad of the first unit. */
+export class ScribblePad {
+  constructor(page) {
+    this.page = page;
+    this.canvas = page.getByTestId('scribble-canvas');
+  }
+
+  /** Draws a stroke with the mouse through `points` (fractions of the canvas): pointer events,
+   *  as a hand on the pad makes them, `steps` moves between two points. */
+  async stroke(points, steps = 8) {
+    await this.canvas.scrollIntoViewIfNeeded();
+    const box = await this.canvas.boundingBox();
+    const at = ([x, y]) => [box.x + x * box.width, box.y + y * box.height];
+    await this.page.mouse.move(...at(points[0]));
+    await this.page.mouse.down();
+    for (const point of points.slice(1)) await this.page.mouse.move(...at(point), { steps });
+    await this.page.mouse.up();
+  }
+}
+
+/** The Learn view's training panel. */
+export class TrainPanel {
+  constructor(page) {
+    this.page = page;
+  }
+
+  /** Goes to the Learn view. */
+  show() {
+    return this.page.getByTestId('nav-learn').click();
+  }
+
+  /** The training settings, as a visitor types them (the "More" part unfolded). */
+  async configure({ steps, batch, lr, seed, examples, probeEvery, init = 'zero' }) {
+    const { page } = this;
+    await page.getByTestId('train-init').selectOption(init);
+    await set(page, 'train-steps', steps);
+    await set(page, 'train-batch', batch);
+    await set(page, 'train-lr', lr);
+    const more = page.locator('[data-testid="train"] details');
+    if (!(await more.evaluate((d) => d.open))) await more.locator('summary').click();
+    await set(page, 'train-seed', seed);
+    await set(page, 'train-examples', examples);
+    await set(page, 'train-probe-every', probeEvery);
+  }
+}
+
+/** The page's panels, as page objects. */
+export function panels(page) {
+  return {
+    models: new ModelsPanel(page),
+    generate: new GeneratePanel(page),
+    unit: (n) => new ControlUnit(page.getByTestId('control-unit').nth(n)),
+    pad: new ScribblePad(page),
+    train: new TrainPanel(page),
+  };
+}
 
 /** Opens the page and waits for what it loads by itself (the built-in shapes models); then
- * unfolds the models panel (for tests that choose other models) unless `unfold` is false. */
+ *  unfolds the models panel (for tests that choose other models) unless `unfold` is false.
+ *  Returns the page's panels. */
 export async function open(page, url, { unfold = true } = {}) {
   await page.goto(url);
-  const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the built-in models');
-  assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
-  if (unfold) await unfoldModels(page);
-}
-
-/** Opens the models panel's folded part (other models, import, cache) if it is closed. */
-export async function unfoldModels(page) {
-  const details = page.getByTestId('models-details');
-  if (!(await details.evaluate((d) => d.open))) await page.getByTestId('models-summary').click();
-}
-
-/** Fills the (unfolded) models panel for the tiny fixture pipeline + its first ControlNet, served
- * by the hub stand-in at `hubUrl`. */
-export async function chooseTiny(page, hubUrl) {
-  await page.getByTestId('models-preset').selectOption('custom');
-  await set(page, 'models-base-url', hubUrl);
-  await set(page, 'models-pipeline', 'test/tiny');
-  await set(page, 'models-controlnets', 'test/tiny:controlnet');
-  await page.getByTestId('models-variant').selectOption('none');
+  const app = panels(page);
+  await app.models.loaded('the built-in models');
+  if (unfold) await app.models.unfold();
+  return app;
 }
 
 /** Opens the page at 1280×900, waits for the built-in models, and goes to the Learn view. */
 export async function openLearn(page, url) {
   await page.setViewportSize({ width: 1280, height: 900 });
-  await open(page, url, { unfold: false });
-  await page.getByTestId('nav-learn').click();
-}
-
-/** The Learn view's training settings, as a visitor types them (the "More" part unfolded). */
-export async function configureTraining(page, { steps, batch, lr, seed, examples, probeEvery, init = 'zero' }) {
-  await page.getByTestId('train-init').selectOption(init);
-  await set(page, 'train-steps', steps);
-  await set(page, 'train-batch', batch);
-  await set(page, 'train-lr', lr);
-  const more = page.locator('[data-testid="train"] details');
-  if (!(await more.evaluate((d) => d.open))) await more.locator('summary').click();
-  await set(page, 'train-seed', seed);
-  await set(page, 'train-examples', examples);
-  await set(page, 'train-probe-every', probeEvery);
+  const app = await open(page, url, { unfold: false });
+  await app.train.show();
+  return app;
 }

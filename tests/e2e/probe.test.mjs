@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
+import { relativeL2 } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -28,17 +29,6 @@ after(async () => {
 async function nativeProbe(precision) {
   const { stdout } = await promisify(execFile)(CLI, ['probe', '--backend', 'cpu', '--precision', precision]);
   return JSON.parse(stdout).outputs;
-}
-
-function relativeL2(actual, expected) {
-  assert.equal(actual.length, expected.length);
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < actual.length; i++) {
-    diff += (actual[i] - expected[i]) ** 2;
-    norm += expected[i] ** 2;
-  }
-  return Math.sqrt(diff / norm);
 }
 
 function compare(browser, native, tolerance, label) {

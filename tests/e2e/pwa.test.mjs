@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { TIMEOUT_MS, chooseTiny, generate, modelsState, open, stroke, until } from './page.mjs';
+import { TIMEOUT_MS, open, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -58,13 +58,12 @@ const cacheContents = (page) =>
     return { names, paths };
   });
 
-/** Fills the models panel for the tiny pipeline + its ControlNet, cached, and loads it. */
-async function loadTiny(page) {
-  await chooseTiny(page, models.url);
+/** Fills the models panel (`app.models`) for the tiny pipeline + its ControlNet, cached, and
+ *  loads it. */
+async function loadTiny(app, page) {
+  await app.models.choose(models.url);
   if (!(await page.getByTestId('models-cache').isChecked())) await page.getByTestId('models-cache').check();
-  await page.getByTestId('models-load').click();
-  const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the tiny models');
-  assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+  await app.models.load('the tiny models');
 }
 
 // Without WebGPU: the page computes on the CPU, where the shapes image takes seconds, not
@@ -73,7 +72,7 @@ test('installable; offline after one visit; a new build prompts and reloads', { 
   const browser = await launch({ webgpu: false });
   const { page, context } = browser;
   await browser.session(async () => {
-    await open(page, site.url, { unfold: false });
+    const app = await open(page, site.url, { unfold: false });
 
     // Chromium's own verdicts.
     const cdp = await context.newCDPSession(page);
@@ -100,14 +99,14 @@ test('installable; offline after one visit; a new build prompts and reloads', { 
     const build = cached.names[0];
 
     // A hub model, cached in IndexedDB while online.
-    await page.getByTestId('models-summary').click();
-    await loadTiny(page);
+    await app.models.unfold();
+    await loadTiny(app, page);
     await screenshot(page, 'pwa-1-online');
     // Back to the built-in models, which the page then loads by itself on the next open.
     await page.getByTestId('models-preset').selectOption('shapes');
     await page.getByTestId('models-load').click();
     await until(
-      async () => [await modelsState(page), await page.getByTestId('models-status').textContent()],
+      async () => [await app.models.state(), await page.getByTestId('models-status').textContent()],
       ([state, text]) => state === 'loaded' && /Shapes world/.test(text),
       'the built-in models again',
     );
@@ -115,15 +114,14 @@ test('installable; offline after one visit; a new build prompts and reloads', { 
     // No network at all: the app, its models, an image.
     await context.setOffline(true);
     await page.reload();
-    const end = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', 'the built-in models offline');
-    assert.equal(end, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+    await app.models.loaded('the built-in models offline');
     assert.match(await page.getByTestId('models-status').textContent(), /Shapes world/);
-    await stroke(page, [[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7], [0.3, 0.3]]);
-    await generate(page, 'done', 10 * 60_000);
+    await app.pad.stroke([[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7], [0.3, 0.3]]);
+    await app.generate.run('done', 10 * 60_000);
     await screenshot(page, 'pwa-2-offline');
     await models.reset();
-    await page.getByTestId('models-summary').click();
-    await loadTiny(page);
+    await app.models.unfold();
+    await loadTiny(app, page);
     const requests = Object.values(await models.stats()).reduce((sum, s) => sum + s.requests, 0);
     assert.equal(requests, 0, 'the cached hub model loads offline with no request to the hub');
     await context.setOffline(false);

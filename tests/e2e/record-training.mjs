@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { SHAPES, configureTraining, openLearn, until } from './page.mjs';
+import { SHAPES, openLearn, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -30,8 +30,8 @@ const scratch = await mkdtemp(join(tmpdir(), 'controlnet-record-'));
 const browser = await launch({ webgpu: false });
 const { page } = browser;
 try {
-  await openLearn(page, site.url);
-  await configureTraining(page, RUN);
+  const app = await openLearn(page, site.url);
+  await app.train.configure(RUN);
   const started = Date.now();
   await page.getByTestId('train-start').click();
   const status = () => page.getByTestId('train-status').getAttribute('data-status');

@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { SHAPES, generate, open, psnr, set, stroke } from './page.mjs';
+import { SHAPES, open, psnr, set } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -78,7 +78,7 @@ for (const webgpu of [true, false]) test(`first open with no network (${webgpu ?
   await browser.session(async () => {
     await page.setViewportSize({ width: 1280, height: 800 });
     // No click: the models load on their own, from the site.
-    await open(page, site.url, { unfold: false });
+    const app = await open(page, site.url, { unfold: false });
     assert.match(await page.getByTestId('models-status').textContent(), /Shapes world/);
     assert.equal(await page.getByTestId('models-details').evaluate((d) => d.open), false, 'the other models are folded away');
     const prompt = await page.getByTestId('prompt').inputValue();
@@ -91,14 +91,14 @@ for (const webgpu of [true, false]) test(`first open with no network (${webgpu ?
     assert.match(memory, /^≈ \d+ MB of GPU memory; largest buffer [\d.]+ MiB$/, memory);
     console.log(`shapes ${webgpu ? 'WebGPU' : 'CPU'}: ${memory}`);
 
-    await stroke(page, SQUARE);
+    await app.pad.stroke(SQUARE);
     if (await page.getByTestId('seed-random').isChecked()) await page.getByTestId('seed-random').uncheck();
     await set(page, 'seed', SEED);
     await page.getByTestId('scheduler').selectOption('unipc');
     const steps = Number(await page.getByTestId('steps').inputValue());
     // 20 steps of a UNet and a ControlNet on SwiftShader or one CPU thread: seconds each.
     const started = Date.now();
-    await generate(page, 'done', 10 * 60_000);
+    await app.generate.run('done', 10 * 60_000);
     const seconds = (Date.now() - started) / 1000;
     await screenshot(page, `${name}-1280x800`);
     await page.setViewportSize({ width: 390, height: 844 });

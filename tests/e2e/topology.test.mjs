@@ -12,7 +12,7 @@ import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { generate, modelsState, open, psnr, set, typeSettings, until, useMap } from './page.mjs';
+import { open, psnr } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -38,25 +38,18 @@ test('pipelines of other shapes load in the page and equal diffusers', { timeout
   const browser = await launch({ webgpu: true });
   const { page } = browser;
   await browser.session(async () => {
-    await open(page, site.url);
+    const app = await open(page, site.url);
     for (const [n, name] of TOPOLOGIES.entries()) {
       const folder = resolve(FIXTURES, 'topology', name);
       const fixture = JSON.parse(await readFile(resolve(folder, 'fixture.json'), 'utf8'));
-      await page.getByTestId('models-preset').selectOption('custom');
-      await set(page, 'models-base-url', models.url);
-      await set(page, 'models-pipeline', `test/${name}`);
-      await set(page, 'models-controlnets', `test/${name}:controlnet`);
-      await page.getByTestId('models-variant').selectOption('none');
-      await page.getByTestId('models-load').click();
-      const loaded = await until(() => modelsState(page), (s) => s === 'loaded' || s === 'error', `test/${name} to load`);
-      assert.equal(loaded, 'loaded', await page.getByTestId('models-error').textContent().catch(() => ''));
+      await app.models.choose(models.url, { pipeline: `test/${name}` });
+      await app.models.load(`test/${name} to load`);
 
       if (n === 0) {
-        await typeSettings(page, fixture.settings);
-        const unit = page.getByTestId('control-unit').nth(0);
-        await useMap(unit, await readFile(resolve(FIXTURES, fixture.settings.control)), 'edges.png');
+        await app.generate.type(fixture.settings);
+        await app.unit(0).useMap(await readFile(resolve(FIXTURES, fixture.settings.control)), 'edges.png');
       }
-      await generate(page);
+      await app.generate.run();
       const result = await psnr(page, await readFile(resolve(folder, 'expected.png')));
       console.log(
         JSON.stringify({

@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { SHAPES, configureTraining as configure, generate, openLearn, stroke, until } from './page.mjs';
+import { SHAPES, openLearn, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -48,11 +48,11 @@ test('a ControlNet trains in the tab as it does natively; zero convolutions leav
   const browser = await launch({ webgpu: false });
   const { page } = browser;
   await browser.session(async () => {
-    await openLearn(page, site.url);
+    const app = await openLearn(page, site.url);
     // The recipe's settings, but a batch of 4 on the CPU backend.
     assert.equal(await page.getByTestId('train-lr').inputValue(), '0.0002');
     assert.equal(await page.getByTestId('train-batch').inputValue(), '4');
-    await configure(page, { ...RUN, probeEvery: 0 });
+    await app.train.configure({ ...RUN, probeEvery: 0 });
     const started = Date.now();
     await page.getByTestId('train-start').click();
     await until(() => status(page), (s) => s === 'finished' || s === 'failed', 'the run to finish', 10 * 60_000);
@@ -90,7 +90,7 @@ test('a ControlNet trains in the tab as it does natively; zero convolutions leav
     console.log(JSON.stringify({ test: 'train: tab = native', steps: RUN.steps, batch: RUN.batch, seconds, tabStepsPerSecond: tab.length && (await page.getByTestId('train-status').textContent()), native: rate, losses: tab.map((l) => l.loss) }));
 
     // The ablation: Gaussian convolutions change the image before any step. And pause / resume.
-    await configure(page, { ...RUN, steps: 1000, probeEvery: 50, init: 'gaussian' });
+    await app.train.configure({ ...RUN, steps: 1000, probeEvery: 50, init: 'gaussian' });
     await page.getByTestId('train-start').click();
     await until(() => step(page), (s) => s >= 2, 'the Gaussian run to step', 5 * 60_000);
     const gaussian = await page.getByTestId('train-probe-first').getAttribute('data-differing');
@@ -130,8 +130,8 @@ test('a ControlNet trains in the tab as it does natively; zero convolutions leav
     await page.getByTestId('nav-generate').click();
     const unit = page.getByTestId('unit-controlnet').first();
     await unit.selectOption({ label: added });
-    await stroke(page, [[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7], [0.3, 0.3]]);
-    await generate(page, 'done', 5 * 60_000);
+    await app.pad.stroke([[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7], [0.3, 0.3]]);
+    await app.generate.run('done', 5 * 60_000);
     const parameters = await page.getByTestId('result-image').getAttribute('title');
     assert.ok(parameters.includes(added), `the image's parameters name the ControlNet: ${parameters}`);
     await page.getByTestId('nav-learn').click();

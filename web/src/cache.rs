@@ -294,15 +294,8 @@ impl Cache {
     /// Deletes every file of `repo` (all revisions), or of every repository: manifests and
     /// chunks, including chunks a failed download left without a manifest.
     pub async fn delete_repo(&self, repo: Option<&str>) -> Result<(), IdbError> {
-        let tx = self
-            .db
-            .transaction_with_str_sequence_and_mode(
-                &Array::of2(&CHUNKS.into(), &FILES.into()),
-                IdbTransactionMode::Readwrite,
-            )
-            .map_err(|e| IdbError::from_js(&e))?;
-        for name in [CHUNKS, FILES] {
-            let store = tx.object_store(name).map_err(|e| IdbError::from_js(&e))?;
+        let (tx, files, chunks) = self.both_stores()?;
+        for store in [chunks, files] {
             let deleted = match repo {
                 // Every key of the repository starts with `{repo}@`; no repository name has an `@`.
                 Some(repo) => store.delete(&prefix_range(&format!("{repo}@"))?.into()),
@@ -315,6 +308,18 @@ impl Cache {
 
     /// Deletes a file: its manifest and every chunk.
     pub async fn delete(&self, key: &FileKey) -> Result<(), IdbError> {
+        let (tx, files, chunks) = self.both_stores()?;
+        files.delete(&key.manifest().into()).map_err(|e| IdbError::from_js(&e))?;
+        // The chunk keys of this file are its manifest key, `#` and the index.
+        chunks
+            .delete(&prefix_range(&format!("{}#", key.manifest()))?.into())
+            .map_err(|e| IdbError::from_js(&e))?;
+        transaction_done(&tx).await
+    }
+
+    /// One read-write transaction over the manifests and the chunks, which change together: the
+    /// transaction and its two stores (files, chunks).
+    fn both_stores(&self) -> Result<(IdbTransaction, IdbObjectStore, IdbObjectStore), IdbError> {
         let tx = self
             .db
             .transaction_with_str_sequence_and_mode(
@@ -324,13 +329,7 @@ impl Cache {
             .map_err(|e| IdbError::from_js(&e))?;
         let files = tx.object_store(FILES).map_err(|e| IdbError::from_js(&e))?;
         let chunks = tx.object_store(CHUNKS).map_err(|e| IdbError::from_js(&e))?;
-        files.delete(&key.manifest().into()).map_err(|e| IdbError::from_js(&e))?;
-        // The chunk keys of this file sort between `…#` and `…#~`.
-        let prefix = format!("{}#", key.manifest());
-        let range = web_sys::IdbKeyRange::bound(&prefix.clone().into(), &format!("{prefix}~").into())
-            .map_err(|e| IdbError::from_js(&e))?;
-        chunks.delete(&range).map_err(|e| IdbError::from_js(&e))?;
-        transaction_done(&tx).await
+        Ok((tx, files, chunks))
     }
 }
 

@@ -9,7 +9,7 @@
 //! whole file is checked against its size and, when the server names it, its SHA-256: the Hub's
 //! JSON API gives it for LFS files ([`repo_files`]), since its `X-Linked-Etag` header is on a
 //! cross-origin redirect that `fetch()` follows without showing it. A file checked against no
-//! server hash is reported as unverified ([`Loaded::verified`]), never passed off as checked.
+//! server hash is reported as unverified ([`Verified::Unchecked`]), never passed off as checked.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,7 +23,7 @@ use web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult, RequestInit
 
 use crate::cache::{Cache, ChunkCheck, ChunkRead, FileKey, Manifest};
 use crate::idb::IdbError;
-use crate::protocol::LoadTimes;
+use crate::protocol::{FileLoaded, Verified};
 use crate::scope::{now_ms, scope};
 
 /// The cache's chunk size unless the request says otherwise.
@@ -86,27 +86,6 @@ pub struct CacheProblem {
     pub available: Option<u64>,
 }
 
-/// How a file was loaded.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Loaded {
-    pub size: u64,
-    /// Body bytes received from the network (including chunks fetched again).
-    pub fetched_bytes: u64,
-    /// Bytes read back from the cache and verified.
-    pub cached_bytes: u64,
-    /// Cached chunks whose checksum did not match, fetched again.
-    pub corrupt_chunks: u32,
-    /// Network attempts that failed and were retried.
-    pub retries: u32,
-    /// Whether the file is now complete in the cache.
-    pub stored: bool,
-    pub sha256: String,
-    /// Whether its SHA-256 was checked against the server's (now, or when it was downloaded).
-    pub verified: bool,
-    /// Where the worker's time went.
-    pub times: LoadTimes,
-}
-
 /// What the server says of a file before it is fetched.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RemoteFile {
@@ -118,6 +97,8 @@ pub struct RemoteFile {
 /// Where the bytes come from and go.
 pub struct Job<'a> {
     pub url: &'a str,
+    /// The file as the page names it ([`FileLoaded::file`]).
+    pub label: &'a str,
     pub key: &'a FileKey,
     /// `None` loads without caching (no IndexedDB, or the user's choice).
     pub cache: Option<&'a Cache>,
@@ -164,7 +145,7 @@ pub async fn load_file(
     on_progress: &mut dyn FnMut(Progress),
     on_cache_problem: &mut dyn FnMut(&CacheProblem),
     consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
-) -> Result<Loaded, DownloadError> {
+) -> Result<FileLoaded, DownloadError> {
     let mut file = FileLoad::open(job, on_progress, on_cache_problem, consume).await?;
     let mut failures = 0u32;
     while file.index < file.chunks {
@@ -272,7 +253,7 @@ struct FileLoad<'a> {
     index: u64,
     /// Bytes handed out so far.
     done: u64,
-    loaded: Loaded,
+    loaded: FileLoaded,
     file_hash: Sha256,
     /// Whether the file's SHA-256 is being computed. A complete file matched it when it was
     /// stored: read back whole from the cache, each chunk's checksum is proof enough (the cold
@@ -297,7 +278,7 @@ impl<'a> FileLoad<'a> {
         on_cache_problem: &'a mut dyn FnMut(&CacheProblem),
         consume: &'a mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<Self, DownloadError> {
-        let Job { url, key, mut cache, chunk_bytes, remote } = job;
+        let Job { url, label, key, mut cache, chunk_bytes, remote } = job;
         let chunk_bytes = chunk_bytes.max(1);
         let manifest = file_manifest(url, key, &mut cache, chunk_bytes, remote, on_cache_problem).await?;
         Ok(Self {
@@ -308,7 +289,7 @@ impl<'a> FileLoad<'a> {
             chunks: chunk_count(manifest.size, chunk_bytes),
             index: 0,
             done: 0,
-            loaded: Loaded { size: manifest.size, ..Loaded::default() },
+            loaded: FileLoaded { file: label.to_owned(), size: manifest.size, ..FileLoaded::default() },
             file_hash: Sha256::new(),
             hashing: !(manifest.complete && manifest.sha256.is_some()),
             manifest,
@@ -497,12 +478,13 @@ impl<'a> FileLoad<'a> {
     }
 
     /// The file's SHA-256 against the server's, and the manifest marked complete.
-    async fn finish(mut self) -> Result<Loaded, DownloadError> {
+    async fn finish(mut self) -> Result<FileLoaded, DownloadError> {
         let manifest = self.manifest.clone();
         if !self.hashing {
             // Read back whole from the cache: the hash it matched when it was stored.
             self.loaded.sha256 = manifest.sha256.clone().unwrap_or_default();
-            self.loaded.verified = manifest.server_sha256;
+            self.loaded.verified =
+                if manifest.server_sha256 { Verified::Server } else { Verified::Unchecked };
             self.loaded.stored = true;
             return Ok(self.loaded);
         }
@@ -517,7 +499,11 @@ impl<'a> FileLoad<'a> {
                 actual: self.loaded.sha256.clone(),
             });
         }
-        self.loaded.verified = manifest.server_sha256 && manifest.sha256.is_some();
+        self.loaded.verified = if manifest.server_sha256 && manifest.sha256.is_some() {
+            Verified::Server
+        } else {
+            Verified::Unchecked
+        };
         if let Some(c) = self.cache {
             let complete = Manifest { sha256: Some(self.loaded.sha256.clone()), complete: true, ..manifest };
             match c.put_manifest(self.key, &complete).await {

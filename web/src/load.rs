@@ -18,11 +18,9 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
 use crate::cache::{Cache, FileKey};
-use crate::download::{
-    self, CacheProblem, DEFAULT_CHUNK_BYTES, DownloadError, Job, Loaded, Progress, RemoteFile,
-};
+use crate::download::{self, CacheProblem, DEFAULT_CHUNK_BYTES, DownloadError, Job, Progress, RemoteFile};
 use crate::idb::IdbError;
-use crate::protocol::{FileLoaded, ModelRef, ModelSet, ModelSource, PlannedFile, Response};
+use crate::protocol::{FileLoaded, ModelRef, ModelSet, ModelSource, PlannedFile, Response, Verified};
 use crate::worker::{post, wasm_memory};
 
 /// Configurations and tokenizer files are read whole into the heap; anything larger than this is
@@ -38,12 +36,6 @@ pub struct Models {
     /// repository and folder.
     pub pipeline_name: String,
     pub controlnet_names: Vec<String>,
-}
-
-/// A model folder's name for the user: its repository, and its folder inside it if any.
-pub fn model_name(model: &ModelRef) -> String {
-    let location = model.location();
-    if location.is_empty() { model.source.repo.clone() } else { format!("{}/{location}", model.source.repo) }
 }
 
 /// How progress messages, the plan and errors name a file: `{repo}/{path}`.
@@ -153,14 +145,13 @@ pub async fn load_pipeline(
     let p = &set.pipeline;
     let known = |model: &ModelRef| remote.get(&(model.source.repo.clone(), model.source.revision.clone()));
     let mut files = WebFiles { id, cache: cache.as_ref(), model: p, remote: known(p), loaded: &mut loaded };
-    let pipeline = loader::load_pipeline(&mut files, &model_name(p), precision, device)
-        .await
-        .map_err(|e| e.to_string())?;
+    let pipeline =
+        loader::load_pipeline(&mut files, &p.name(), precision, device).await.map_err(|e| e.to_string())?;
     let mut controlnets = Vec::with_capacity(set.controlnets.len());
     for c in &set.controlnets {
         let mut files =
             WebFiles { id, cache: cache.as_ref(), model: c, remote: known(c), loaded: &mut loaded };
-        let name = model_name(c);
+        let name = c.name();
         let controlnet = match &c.file {
             Some(file) => {
                 let stem = file.strip_suffix(".safetensors").unwrap_or(file);
@@ -175,7 +166,7 @@ pub async fn load_pipeline(
         pipeline,
         controlnets,
         pipeline_name: p.source.repo.clone(),
-        controlnet_names: set.controlnets.iter().map(model_name).collect(),
+        controlnet_names: set.controlnets.iter().map(ModelRef::name).collect(),
     };
     Ok((models, loaded))
 }
@@ -283,10 +274,13 @@ impl WebFiles<'_> {
         let source = &self.model.source;
         let remote = self.remote.and_then(|files| files.get(path));
         let cache = cache_for(self.cache, source);
-        let loaded = fetch_file(self.id, source, cache, path, &label, remote, consume).await?;
+        let mut loaded = fetch_file(self.id, source, cache, path, &label, remote, consume).await?;
         // A folder imported from the visitor's disk has no server to name a hash.
-        let unverified = weights && !loaded.verified && source.base_url != crate::models::LOCAL_BASE_URL;
-        self.loaded.push(FileLoaded { unverified, ..file_loaded(&label, loaded) });
+        let local = source.base_url == crate::models::LOCAL_BASE_URL;
+        if loaded.verified == Verified::Unchecked && (!weights || local) {
+            loaded.verified = Verified::NotExpected;
+        }
+        self.loaded.push(loaded);
         Ok(())
     }
 }
@@ -334,7 +328,7 @@ impl ModelFiles for WebFiles<'_> {
 /// A download error as the user should read it: what is missing or refused, and what to check.
 fn download_error(model: &ModelRef, path: &str, error: DownloadError) -> String {
     let label = file_label(model, path);
-    let name = model_name(model);
+    let name = model.name();
     let revision = &model.source.revision;
     match error {
         DownloadError::Http { status: 404, .. } if path.ends_with("model_index.json") => format!(
@@ -401,7 +395,7 @@ pub async fn fetch_file(
     label: &str,
     remote: Option<&RemoteFile>,
     consume: &mut dyn FnMut(&[u8]) -> Result<(), String>,
-) -> Result<Loaded, DownloadError> {
+) -> Result<FileLoaded, DownloadError> {
     let url = source.url(path);
     let key = file_key(source, path);
     if source.base_url == crate::models::LOCAL_BASE_URL {
@@ -417,6 +411,7 @@ pub async fn fetch_file(
     }
     let job = Job {
         url: &url,
+        label,
         key: &key,
         cache,
         chunk_bytes: source.chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES),
@@ -458,21 +453,6 @@ pub async fn fetch_file(
 }
 
 const MIB: f64 = (1 << 20) as f64;
-
-pub fn file_loaded(file: &str, loaded: Loaded) -> FileLoaded {
-    FileLoaded {
-        file: file.to_owned(),
-        size: loaded.size,
-        fetched_bytes: loaded.fetched_bytes,
-        cached_bytes: loaded.cached_bytes,
-        corrupt_chunks: loaded.corrupt_chunks,
-        retries: loaded.retries,
-        stored: loaded.stored,
-        sha256: loaded.sha256,
-        unverified: false,
-        times: loaded.times,
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -526,8 +506,8 @@ mod tests {
         );
         let weights = planned_paths(&set).iter().filter(|p| p.weights).count();
         assert_eq!(weights, 5);
-        assert_eq!(model_name(&set.controlnets[0]), "test/tiny/controlnet");
-        assert_eq!(model_name(&set.controlnets[1]), "lllyasviel/canny");
+        assert_eq!(set.controlnets[0].name(), "test/tiny/controlnet");
+        assert_eq!(set.controlnets[1].name(), "lllyasviel/canny");
     }
 
     #[test]
@@ -541,6 +521,6 @@ mod tests {
         let last = planned.last().unwrap();
         assert_eq!((last.path.as_str(), last.weights), ("control_v11p_sd15_tiny.safetensors", true));
         assert_eq!(planned.len(), 13, "the pipeline's twelve files, then the ControlNet's one");
-        assert_eq!(model_name(&set.controlnets[0]), "test/tiny/control_v11p_sd15_tiny.safetensors");
+        assert_eq!(set.controlnets[0].name(), "test/tiny/control_v11p_sd15_tiny.safetensors");
     }
 }

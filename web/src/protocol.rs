@@ -228,6 +228,17 @@ impl ModelRef {
             None => self.subfolder.clone(),
         }
     }
+
+    /// The model's name for the user (the page, errors, the PNG's `parameters`): its repository,
+    /// and its folder or file inside it if any.
+    pub fn name(&self) -> String {
+        let location = self.location();
+        if location.is_empty() {
+            self.source.repo.clone()
+        } else {
+            format!("{}/{location}", self.source.repo)
+        }
+    }
 }
 
 /// What `LoadPipeline` loads.
@@ -433,28 +444,42 @@ pub enum Response {
     Error { id: Option<u32>, message: String },
 }
 
-/// How one file of a model was loaded.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// How one file of a model was loaded: the downloader's account of it, as the page shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileLoaded {
+    /// The file as the page names it (`unet/diffusion_pytorch_model.safetensors`, or with the
+    /// ControlNet's name before it).
     pub file: String,
     pub size: u64,
-    /// Bytes that came over the network, and from the cache.
+    /// Body bytes received from the network (including chunks fetched again).
     pub fetched_bytes: u64,
+    /// Bytes read back from the cache and verified.
     pub cached_bytes: u64,
-    /// Cached chunks that failed their SHA-256 check and were fetched again.
+    /// Cached chunks that failed their checksum and were fetched again.
     pub corrupt_chunks: u32,
     /// Network failures recovered from.
     pub retries: u32,
     /// Whether the file is now complete in the cache.
     pub stored: bool,
     pub sha256: String,
-    /// A weights file whose server named no SHA-256 to check it against (only its size and each
-    /// cached chunk's own hash were checked): the page says so.
-    #[serde(default)]
-    pub unverified: bool,
+    /// What the whole file was checked against.
+    pub verified: Verified,
     /// Where the worker's time went while it loaded the file.
-    #[serde(default)]
     pub times: LoadTimes,
+}
+
+/// What a loaded file's SHA-256 was checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verified {
+    /// Its server's SHA-256 (now, or when it was downloaded into the cache).
+    Server,
+    /// Nothing but its size and each cached chunk's own hash: its server named no SHA-256. The
+    /// page marks such a weights file "unverified".
+    #[default]
+    Unchecked,
+    /// No hash was to be had: a small config file (the Hub names hashes for LFS files only), or
+    /// a file of a folder imported from the visitor's disk.
+    NotExpected,
 }
 
 /// Where a file's load spent the worker's time, in milliseconds (`performance.now()`); the rest

@@ -212,7 +212,7 @@ impl Settings {
                 })
                 .collect::<Result<Vec<_>, _>>()
         })?;
-        let names: Vec<String> = std::iter::once(&pipeline).chain(&controlnets).map(model_name).collect();
+        let names: Vec<String> = std::iter::once(&pipeline).chain(&controlnets).map(ModelRef::name).collect();
         Ok(Choice {
             preprocessors: vec![None; controlnets.len()],
             models: ModelSet { pipeline, controlnets },
@@ -238,7 +238,7 @@ impl Choice {
     fn loaded(&self, precision: Precision, memory: Option<Profile>) -> LoadedModels {
         LoadedModels {
             pipeline: self.models.pipeline.source.repo.clone(),
-            controlnets: self.models.controlnets.iter().map(model_name).collect(),
+            controlnets: self.models.controlnets.iter().map(ModelRef::name).collect(),
             preprocessors: self.preprocessors.clone(),
             precision,
             memory,
@@ -249,12 +249,6 @@ impl Choice {
     fn key(&self) -> String {
         serde_json::to_string(&self.models).unwrap_or_default()
     }
-}
-
-/// A model's name on the page: its repository, and its folder or file if not the root.
-fn model_name(model: &ModelRef) -> String {
-    let location = model.location();
-    if location.is_empty() { model.source.repo.clone() } else { format!("{}:{location}", model.source.repo) }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -142,13 +142,9 @@ impl UniPc {
     /// UniC: corrects `last_sample`'s step (from `step − 1` to `step`) with the new x₀ prediction
     /// `model_t`, at the order the prediction used. `history` does not hold `model_t` yet.
     fn correct(&self, model_t: Tensor<4>, step: usize, last_sample: Tensor<4>) -> Tensor<4> {
-        let (sigma_t, sigma_s0) = (self.sigmas[step], self.sigmas[step - 1]);
-        let (alpha_t, sig_t) = alpha_sigma(sigma_t);
-        let (_, sig_s0) = alpha_sigma(sigma_s0);
-        let h = lambda(sigma_t) - lambda(sigma_s0);
+        let sigma_s0 = self.sigmas[step - 1];
+        let Span { alpha_t, sig_ratio, h, h_phi_1, b_h } = Span::new(self.sigmas[step], sigma_s0);
         let hh = -h;
-        let h_phi_1 = hh.exp_m1();
-        let b_h = hh.exp_m1();
         // b_k = k!·φ_{k+1}(hh)/B(h), with φ_{k+1} from the recursion φ_{k+1} = φ_k/hh − 1/k!.
         let mut b = Vec::with_capacity(self.this_order);
         let (mut h_phi_k, mut factorial) = (h_phi_1 / hh - 1.0, 1.0);
@@ -160,7 +156,7 @@ impl UniPc {
 
         let m0 = self.history[self.history.len() - 1].clone();
         // x_t' = (σ_t/σ_s0)·x − α_t·φ₁·m0, then − α_t·B(h)·(Σ ρ_k·D1_k + ρ_t·(model_t − m0)).
-        let predicted = lin2(last_sample, sig_t / sig_s0, m0.clone(), -alpha_t * h_phi_1);
+        let predicted = lin2(last_sample, sig_ratio, m0.clone(), -alpha_t * h_phi_1);
         let d1_t = model_t - m0.clone();
         match self.this_order {
             1 => predicted - d1_t.mul_scalar((alpha_t * b_h * 0.5) as f32),
@@ -181,16 +177,11 @@ impl UniPc {
 
     /// UniP: the next sample from `sample` at `step` (`history` ends with this step's x₀).
     fn predict(&self, step: usize, sample: Tensor<4>) -> Tensor<4> {
-        let (sigma_t, sigma_s0) = (self.sigmas[step + 1], self.sigmas[step]);
-        let (alpha_t, sig_t) = alpha_sigma(sigma_t);
-        let (_, sig_s0) = alpha_sigma(sigma_s0);
-        let h = lambda(sigma_t) - lambda(sigma_s0);
-        let hh = -h;
-        let h_phi_1 = hh.exp_m1();
-        let b_h = hh.exp_m1();
+        let sigma_s0 = self.sigmas[step];
+        let Span { alpha_t, sig_ratio, h, h_phi_1, b_h } = Span::new(self.sigmas[step + 1], sigma_s0);
         let m0 = self.history[self.history.len() - 1].clone();
         // x_t = (σ_t/σ_s0)·x − α_t·φ₁·m0 (at a zero final sigma: φ₁ = −1, α_t = 1, so m0)
-        let predicted = lin2(sample, sig_t / sig_s0, m0.clone(), -alpha_t * h_phi_1);
+        let predicted = lin2(sample, sig_ratio, m0.clone(), -alpha_t * h_phi_1);
         match self.this_order {
             1 => predicted,
             _ => {
@@ -252,5 +243,28 @@ impl Sampler for UniPc {
         let prev = self.predict(step, sample);
         self.lower_order_nums = (self.lower_order_nums + 1).min(self.order);
         prev
+    }
+}
+
+/// The terms of a step from σ_s0 to σ_t that UniC and UniP share (the `bh2` variant).
+struct Span {
+    alpha_t: f64,
+    /// σ_t/σ_s0 in the α-σ parametrisation (the sample's own factor).
+    sig_ratio: f64,
+    /// h = λ_t − λ_s0.
+    h: f64,
+    /// φ₁(−h)·h = e^{−h} − 1.
+    h_phi_1: f64,
+    /// B(h), which `bh2` makes φ₁'s value too.
+    b_h: f64,
+}
+
+impl Span {
+    fn new(sigma_t: f64, sigma_s0: f64) -> Self {
+        let (alpha_t, sig_t) = alpha_sigma(sigma_t);
+        let (_, sig_s0) = alpha_sigma(sigma_s0);
+        let h = lambda(sigma_t) - lambda(sigma_s0);
+        let h_phi_1 = (-h).exp_m1();
+        Self { alpha_t, sig_ratio: sig_t / sig_s0, h, h_phi_1, b_h: h_phi_1 }
     }
 }

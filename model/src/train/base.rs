@@ -7,7 +7,7 @@ use burn::tensor::DType;
 
 use super::checkpoint::stable_ids;
 use super::part::{Part, Trained, finish_step};
-use super::{AdamW, NoiseSchedule, TrainError};
+use super::{AdamW, Ema, LrSchedule, NoiseSchedule, TrainError};
 use crate::UNet;
 use crate::clip::ClipTextModel;
 use crate::vae::AutoencoderKL;
@@ -28,6 +28,9 @@ pub struct BaseTrainer {
     text_encoder: Part<ClipTextModel>,
     schedule: NoiseSchedule,
     max_grad_norm: Option<f64>,
+    lr_schedule: LrSchedule,
+    /// The average of the UNet's weights, when kept ([`BaseTrainer::with_ema`]).
+    ema: Option<Ema<UNet>>,
     device: Device,
     step: u64,
 }
@@ -49,9 +52,36 @@ impl BaseTrainer {
             text_encoder: Part::new(text_encoder, &adamw, adamw.lr),
             schedule,
             max_grad_norm,
+            lr_schedule: LrSchedule::Constant,
+            ema: None,
             device,
             step: 0,
         }
+    }
+
+    /// The same, with the learning rate over the run following `lr_schedule`.
+    pub fn with_lr_schedule(self, lr_schedule: LrSchedule) -> Self {
+        Self { lr_schedule, ..self }
+    }
+
+    /// The same, keeping an exponential moving average of the UNet's weights whose decay grows
+    /// to `max_decay` (diffusers' `--use_ema`: 0.9999), updated after every step.
+    pub fn with_ema(self, max_decay: f64) -> Self {
+        let ema = Some(Ema::new(&self.unet.module, max_decay));
+        Self { ema, ..self }
+    }
+
+    /// The UNet's weights averaged over the steps, when kept.
+    pub fn ema(&self) -> Option<&Ema<UNet>> {
+        self.ema.as_ref()
+    }
+
+    /// Continues the average from a checkpoint's (after [`BaseTrainer::resume`]: as many updates
+    /// as steps); without [`BaseTrainer::with_ema`], nothing.
+    pub fn resume_ema(mut self, average: UNet) -> Self {
+        let step = self.step;
+        self.ema = self.ema.take().map(|ema| ema.resume(stable_ids(average, "unet"), step));
+        self
     }
 
     pub fn unet(&self) -> &UNet {
@@ -101,7 +131,12 @@ impl BaseTrainer {
             self.text_encoder.collect(&mut grads);
             total = total + loss.without_autodiff() * share;
         }
-        let norm = finish_step(&mut [&mut self.unet, &mut self.text_encoder], self.max_grad_norm, &inner);
+        let lr_factor = self.lr_schedule.factor(self.step);
+        let norm =
+            finish_step(&mut [&mut self.unet, &mut self.text_encoder], self.max_grad_norm, lr_factor, &inner);
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.unet.module);
+        }
         self.step += 1;
         (total, norm)
     }
@@ -136,6 +171,7 @@ pub struct VaeTrainer {
     vae: Part<AutoencoderKL>,
     kl_weight: f64,
     max_grad_norm: Option<f64>,
+    lr_schedule: LrSchedule,
     device: Device,
     step: u64,
 }
@@ -144,7 +180,13 @@ impl VaeTrainer {
     pub fn new(vae: AutoencoderKL, adamw: AdamW, kl_weight: f64, max_grad_norm: Option<f64>) -> Self {
         let device = vae.decoder.conv_in.weight.val().device().autodiff();
         let vae = stable_ids(vae, "vae").fork(&device).set_require_grad(true).train();
-        Self { vae: Part::new(vae, &adamw, adamw.lr), kl_weight, max_grad_norm, device, step: 0 }
+        let vae = Part::new(vae, &adamw, adamw.lr);
+        Self { vae, kl_weight, max_grad_norm, lr_schedule: LrSchedule::Constant, device, step: 0 }
+    }
+
+    /// The same, with the learning rate over the run following `lr_schedule`.
+    pub fn with_lr_schedule(self, lr_schedule: LrSchedule) -> Self {
+        Self { lr_schedule, ..self }
     }
 
     pub fn vae(&self) -> &AutoencoderKL {
@@ -199,7 +241,8 @@ impl VaeTrainer {
             mean.reconstruction = mean.reconstruction + terms.reconstruction * share;
             mean.kl = mean.kl + terms.kl * share;
         }
-        let norm = finish_step(&mut [&mut self.vae], self.max_grad_norm, &inner);
+        let lr_factor = self.lr_schedule.factor(self.step);
+        let norm = finish_step(&mut [&mut self.vae], self.max_grad_norm, lr_factor, &inner);
         self.step += 1;
         (mean, norm)
     }

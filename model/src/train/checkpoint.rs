@@ -20,6 +20,9 @@ use crate::config::to_diffusers_json;
 use crate::save::to_safetensors;
 use crate::{ControlNet, Precision};
 
+/// A base checkpoint's folder of the trained UNet when its `unet/` holds their moving average
+/// (`Recipe::ema_decay`): what a resumed run continues from, never part of an exported pipeline.
+pub const TRAINED_UNET: &str = "unet_trained";
 /// The files of a checkpoint's weights, by name.
 pub const CONFIG: &str = "config.json";
 pub const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";

@@ -223,6 +223,7 @@ impl ControlNetTrainer {
         assert!(!micro_batches.is_empty(), "a step needs a micro-batch");
         let share = 1.0 / micro_batches.len() as f64;
         let inner = self.device.clone().inner();
+        let lr_factor = self.recipe.lr_schedule.factor(self.step);
         let zero_convs = self.controlnet.module.controlnet_down_blocks.len() + 1;
         let mut loss = Tensor::<1>::zeros([1], &inner);
         let mut outputs = Tensor::<1>::zeros([zero_convs], &inner);
@@ -245,9 +246,14 @@ impl ControlNetTrainer {
         // One global norm over everything that trains, as `clip_grad_norm_` over the
         // optimiser's parameters.
         let grad_norm = if self.decoder_unlocked() {
-            finish_step(&mut [&mut self.controlnet, &mut self.unet], self.recipe.max_grad_norm, &inner)
+            finish_step(
+                &mut [&mut self.controlnet, &mut self.unet],
+                self.recipe.max_grad_norm,
+                lr_factor,
+                &inner,
+            )
         } else {
-            finish_step(&mut [&mut self.controlnet], self.recipe.max_grad_norm, &inner)
+            finish_step(&mut [&mut self.controlnet], self.recipe.max_grad_norm, lr_factor, &inner)
         };
         self.step += 1;
         StepReport {

@@ -23,14 +23,18 @@ pub mod checkpoint;
 mod controlnet;
 #[cfg(feature = "images")]
 pub mod data;
+mod ema;
 mod grads;
+mod lr;
 mod noise;
 mod pairs;
 mod part;
 
 pub use base::{BaseTrainer, TextExample, VaeLoss, VaeTrainer};
 pub use controlnet::{ControlNetTrainer, Example, StepReport, StepValues};
+pub use ema::Ema;
 pub use grads::{ParamGradient, clip_factor, named_gradients, scale_by, squared_norm};
+pub use lr::LrSchedule;
 pub use noise::{Draws, NoiseSchedule};
 #[cfg(feature = "world")]
 pub use pairs::WorldPairs;
@@ -84,6 +88,13 @@ pub struct Recipe {
     pub only_mid_control: bool,
     /// The KL term's weight when training a VAE (the LDM autoencoder's 1e-6).
     pub kl_weight: f64,
+    /// The learning rate over the run (constant unless set).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Base models: keep an exponential moving average of the UNet's weights whose decay grows
+    /// to this (diffusers' `--use_ema`, 0.9999), the UNet the checkpoint then holds.
+    #[serde(default)]
+    pub ema_decay: Option<f64>,
 }
 
 impl Default for Recipe {
@@ -96,6 +107,8 @@ impl Default for Recipe {
             unlock_decoder: None,
             only_mid_control: false,
             kl_weight: 1e-6,
+            lr_schedule: LrSchedule::Constant,
+            ema_decay: None,
         }
     }
 }
@@ -152,6 +165,9 @@ impl Recipe {
         }
         if self.max_grad_norm.is_some_and(|n| !(n.is_finite() && n > 0.0)) {
             return bad("the gradient norm limit must be positive".into());
+        }
+        if self.ema_decay.is_some_and(|d| !(d > 0.0 && d < 1.0)) {
+            return bad("the average's decay must lie between 0 and 1".into());
         }
         Ok(())
     }

@@ -30,8 +30,9 @@ pub(crate) trait Trained {
     fn collect(&mut self, grads: &mut Gradients);
     /// `[1]`: the sum of squares of the step's gradients.
     fn squared_norm(&mut self, device: &Device) -> Tensor<1>;
-    /// Scales the step's gradients by `factor` (when clipping) and takes the AdamW step.
-    fn apply(&mut self, factor: Option<Tensor<1>>);
+    /// Scales the step's gradients by `factor` (when clipping) and takes the AdamW step at the
+    /// learning rate times `lr_factor` (the schedule's).
+    fn apply(&mut self, factor: Option<Tensor<1>>, lr_factor: f64);
     /// The optimiser state (burnpack bytes).
     fn optimizer_bytes(&self) -> Result<Vec<u8>, TrainError>;
     /// Restores the optimiser state.
@@ -49,12 +50,12 @@ impl<M: Module + Clone> Trained for Part<M> {
         squared_norm(&self.module, grads, device)
     }
 
-    fn apply(&mut self, factor: Option<Tensor<1>>) {
+    fn apply(&mut self, factor: Option<Tensor<1>>, lr_factor: f64) {
         let mut grads = self.pending.take().unwrap_or_else(|| self.accumulated.grads());
         if let Some(factor) = factor {
             scale_by(&self.module, &mut grads, factor);
         }
-        self.module = self.optim.step(self.lr, self.module.clone(), grads);
+        self.module = self.optim.step(self.lr * lr_factor, self.module.clone(), grads);
     }
 
     fn optimizer_bytes(&self) -> Result<Vec<u8>, TrainError> {
@@ -76,15 +77,16 @@ impl<M: Module + Clone> Trained for Part<M> {
 
 /// The end of a step over `parts`: one global gradient norm over all of them, clipped to
 /// `max_norm` when given (as `clip_grad_norm_` over the optimiser's parameters), then AdamW on
-/// each. Returns the norm before clipping.
+/// each at its learning rate times `lr_factor`. Returns the norm before clipping.
 pub(crate) fn finish_step(
     parts: &mut [&mut dyn Trained],
     max_norm: Option<f64>,
+    lr_factor: f64,
     device: &Device,
 ) -> Option<Tensor<1>> {
     let Some(max_norm) = max_norm else {
         for part in parts.iter_mut() {
-            part.apply(None);
+            part.apply(None, lr_factor);
         }
         return None;
     };
@@ -92,7 +94,7 @@ pub(crate) fn finish_step(
     let norm = total.sqrt();
     let factor = clip_factor(norm.clone(), max_norm);
     for part in parts.iter_mut() {
-        part.apply(Some(factor.clone()));
+        part.apply(Some(factor.clone()), lr_factor);
     }
     Some(norm)
 }

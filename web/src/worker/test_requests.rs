@@ -10,7 +10,7 @@ use model::streaming::StreamLoader;
 
 use super::{Worker, post, wasm_memory};
 use crate::download;
-use crate::load::{self, fetch_file, file_loaded, open_cache};
+use crate::load::{self, fetch_file, open_cache};
 use crate::protocol::{ModelSource, Precision, Response, Tensor, TestRequest};
 use crate::scope::now_ms;
 
@@ -73,7 +73,7 @@ impl Worker {
         Ok(Response::ModelLoaded {
             id,
             elapsed_ms: now_ms() - started,
-            files: vec![file_loaded(config_file, config_loaded), file_loaded(weights_file, weights_loaded)],
+            files: vec![config_loaded, weights_loaded],
             wasm_memory: wasm_memory(),
             memory: None,
         })
@@ -128,7 +128,7 @@ impl Worker {
         Ok(Response::ModelLoaded {
             id,
             elapsed_ms: now_ms() - started,
-            files: vec![file_loaded(file, loaded)],
+            files: vec![loaded],
             wasm_memory: wasm_memory(),
             memory: None,
         })

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use leptos::prelude::*;
-use web::protocol::{FileLoaded, PlannedFile};
+use web::protocol::{FileLoaded, PlannedFile, Verified};
 
 use super::format;
 
@@ -147,7 +147,7 @@ impl Progress {
                             total: f.size,
                             from_cache: f.fetched_bytes == 0,
                         }));
-                        row.unverified.set(f.unverified);
+                        row.unverified.set(f.verified == Verified::Unchecked);
                     }
                     // No list at all: trust the progress seen.
                     None if files.is_empty() => {

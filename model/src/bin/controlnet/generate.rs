@@ -206,57 +206,9 @@ pub fn run(
     let args = parse_args(args)?;
     let started = Instant::now();
     // Read every input before touching the GPU: a typo fails in milliseconds.
-    if !args.model.join("model_index.json").is_file() {
-        return Err(format!(
-            "{} is not a diffusers Stable Diffusion folder: it has no model_index.json",
-            args.model.display()
-        ));
-    }
-    let images: Vec<Rgb8> = args
-        .units
-        .iter()
-        .map(|u| read_image(u.image.as_deref().expect("checked")))
-        .collect::<Result<_, _>>()?;
-    // diffusers' default size: the first condition image's, rounded down to multiples of 8; 512².
-    let (default_w, default_h) =
-        images.first().map(|i| (i.width / 8 * 8, i.height / 8 * 8)).unwrap_or((512, 512));
-    let seed = match (&args.noise, args.seed) {
-        (Some(_), _) => None,
-        (None, Some(seed)) => Some(seed),
-        (None, None) => Some(Rng::fresh_seed()),
-    };
-    let settings = GenerationParams {
-        width: args.width.unwrap_or(default_w as u32),
-        height: args.height.unwrap_or(default_h as u32),
-        seed: seed.unwrap_or_default(),
-        ..args.settings.clone()
-    };
-    let unit_settings: Vec<UnitSettings> = args.units.iter().map(|unit| unit.settings).collect();
-    settings.validate(&unit_settings).map_err(|e| e.to_string())?;
-    let (width, height) = (settings.width as usize, settings.height as usize);
-    let noise = match &args.noise {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Some(npy::read_f32(&bytes).map_err(|e| format!("{}: {e}", path.display()))?)
-        }
-        None => None,
-    };
-    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty())
-        && !parent.is_dir()
-    {
-        return Err(format!("{}: the output folder does not exist", parent.display()));
-    }
-
+    let inputs = Inputs::read(&args)?;
     let device = device_for(&args.backend)?;
-    let precision =
-        args.precision.unwrap_or(if Precision::F16.is_supported_on(&device) && args.backend == "wgpu" {
-            Precision::F16
-        } else {
-            Precision::F32
-        });
-    if !precision.is_supported_on(&device) {
-        return Err(format!("the {} device cannot compute in {precision}", args.backend));
-    }
+    let precision = precision_for(&args, &device)?;
     let log = |message: String| {
         if !args.quiet {
             eprintln!("{message}");
@@ -271,29 +223,9 @@ pub fn run(
         .iter()
         .map(|u| pipeline.load_controlnet(&u.dir).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
-    let units: Vec<ControlUnit<'_>> = args
-        .units
-        .iter()
-        .zip(&controlnets)
-        .zip(&images)
-        .map(|((unit, controlnet), image)| {
-            if (image.width, image.height) != (width, height) {
-                log(format!(
-                    "{}: {}×{} resized to {width}×{height}",
-                    unit.image.as_deref().expect("checked").display(),
-                    image.width,
-                    image.height
-                ));
-            }
-            let image = image_io::resize(image, width, height);
-            ControlUnit {
-                controlnet,
-                image: model::pipeline::from_rgb8(width, height, &image.pixels, &device),
-                settings: unit.settings,
-            }
-        })
-        .collect();
-
+    let Inputs { images, settings, seed, noise } = inputs;
+    let (width, height) = (settings.width as usize, settings.height as usize);
+    let units = control_units(&args, &controlnets, &images, (width, height), &device, &log);
     let noise = match noise {
         Some((shape, values)) => {
             let expected = pipeline.latent_shape(width, height);
@@ -310,24 +242,7 @@ pub fn run(
         started.elapsed().as_secs_f64(),
         params.settings.steps
     ));
-    let loop_started = Instant::now();
-    let image = pipeline
-        .generate(&params, &units, |progress| {
-            // Wait for the step's GPU work so that the figures mean something.
-            let _ = device.sync();
-            if !args.quiet {
-                let elapsed = loop_started.elapsed().as_secs_f64();
-                let rate = progress.step as f64 / elapsed.max(1e-9);
-                let left = (progress.total - progress.step) as f64 / rate.max(1e-9);
-                eprint!("\rstep {}/{}  {rate:.2} it/s  {left:.0} s left   ", progress.step, progress.total);
-                let _ = std::io::stderr().flush();
-            }
-            ControlFlow::Continue(())
-        })
-        .map_err(|e| e.to_string())?;
-    if !args.quiet {
-        eprintln!();
-    }
+    let image = denoise(&pipeline, &params, &units, &device, args.quiet)?;
     let (w, h, pixels) = model::block_on(model::pipeline::to_rgb8(image)).map_err(|e| e.to_string())?;
     let parameters = parameters_text(&args, &params.settings, seed.is_some(), precision);
     let png = image_io::encode_png(&Rgb8 { width: w, height: h, pixels }, &[("parameters", &parameters)])
@@ -340,4 +255,137 @@ pub fn run(
         seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
     ));
     Ok(())
+}
+
+/// What the command line names, read and checked before any device is touched.
+struct Inputs {
+    /// The units' condition images, as read.
+    images: Vec<Rgb8>,
+    /// The settings with the size and the seed settled and validated.
+    settings: GenerationParams,
+    /// The seed, unless `--noise` gives the starting latents.
+    seed: Option<u32>,
+    /// `--noise`'s shape and values.
+    noise: Option<(Vec<usize>, Vec<f32>)>,
+}
+
+impl Inputs {
+    fn read(args: &Args) -> Result<Self, String> {
+        if !args.model.join("model_index.json").is_file() {
+            return Err(format!(
+                "{} is not a diffusers Stable Diffusion folder: it has no model_index.json",
+                args.model.display()
+            ));
+        }
+        let images: Vec<Rgb8> = args
+            .units
+            .iter()
+            .map(|u| read_image(u.image.as_deref().expect("checked")))
+            .collect::<Result<_, _>>()?;
+        // diffusers' default size: the first condition image's, rounded down to multiples of 8;
+        // 512².
+        let (default_w, default_h) =
+            images.first().map(|i| (i.width / 8 * 8, i.height / 8 * 8)).unwrap_or((512, 512));
+        let seed = match (&args.noise, args.seed) {
+            (Some(_), _) => None,
+            (None, Some(seed)) => Some(seed),
+            (None, None) => Some(Rng::fresh_seed()),
+        };
+        let settings = GenerationParams {
+            width: args.width.unwrap_or(default_w as u32),
+            height: args.height.unwrap_or(default_h as u32),
+            seed: seed.unwrap_or_default(),
+            ..args.settings.clone()
+        };
+        let unit_settings: Vec<UnitSettings> = args.units.iter().map(|unit| unit.settings).collect();
+        settings.validate(&unit_settings).map_err(|e| e.to_string())?;
+        let noise = match &args.noise {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(npy::read_f32(&bytes).map_err(|e| format!("{}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(format!("{}: the output folder does not exist", parent.display()));
+        }
+        Ok(Self { images, settings, seed, noise })
+    }
+}
+
+/// `--precision`, else f16 where wgpu computes in it, else f32; refused where the device cannot.
+fn precision_for(args: &Args, device: &Device) -> Result<Precision, String> {
+    let precision =
+        args.precision.unwrap_or(if Precision::F16.is_supported_on(device) && args.backend == "wgpu" {
+            Precision::F16
+        } else {
+            Precision::F32
+        });
+    if !precision.is_supported_on(device) {
+        return Err(format!("the {} device cannot compute in {precision}", args.backend));
+    }
+    Ok(precision)
+}
+
+/// The pipeline's control units: each ControlNet with its image at the generation's size.
+fn control_units<'a>(
+    args: &Args,
+    controlnets: &'a [ControlNet],
+    images: &[Rgb8],
+    (width, height): (usize, usize),
+    device: &Device,
+    log: &dyn Fn(String),
+) -> Vec<ControlUnit<'a>> {
+    args.units
+        .iter()
+        .zip(controlnets)
+        .zip(images)
+        .map(|((unit, controlnet), image)| {
+            if (image.width, image.height) != (width, height) {
+                log(format!(
+                    "{}: {}×{} resized to {width}×{height}",
+                    unit.image.as_deref().expect("checked").display(),
+                    image.width,
+                    image.height
+                ));
+            }
+            let image = image_io::resize(image, width, height);
+            ControlUnit {
+                controlnet,
+                image: model::pipeline::from_rgb8(width, height, &image.pixels, device),
+                settings: unit.settings,
+            }
+        })
+        .collect()
+}
+
+/// The denoising loop with a progress line (unless `quiet`): the image, before decoding to RGB.
+fn denoise(
+    pipeline: &Pipeline,
+    params: &Params,
+    units: &[ControlUnit<'_>],
+    device: &Device,
+    quiet: bool,
+) -> Result<Tensor<4>, String> {
+    let started = Instant::now();
+    let image = pipeline
+        .generate(params, units, |progress| {
+            // Wait for the step's GPU work so that the figures mean something.
+            let _ = device.sync();
+            if !quiet {
+                let elapsed = started.elapsed().as_secs_f64();
+                let rate = progress.step as f64 / elapsed.max(1e-9);
+                let left = (progress.total - progress.step) as f64 / rate.max(1e-9);
+                eprint!("\rstep {}/{}  {rate:.2} it/s  {left:.0} s left   ", progress.step, progress.total);
+                let _ = std::io::stderr().flush();
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    if !quiet {
+        eprintln!();
+    }
+    Ok(image)
 }

@@ -35,6 +35,10 @@ pub struct Preset {
     pub vae_lr: f64,
     pub base_steps: u64,
     pub base_lr: f64,
+    /// The base model's learning-rate schedule (`--lr-schedule`) and its warmup steps.
+    pub base_lr_schedule: (&'static str, u64),
+    /// The base model's weights averaged with this decay (`--ema-decay`), if at all.
+    pub base_ema: Option<f64>,
     pub controlnet_steps: u64,
     pub controlnet_lr: f64,
     /// Checkpoints (and, for ControlNets, sample images) every this many steps.
@@ -53,6 +57,9 @@ pub const FULL: Preset = Preset {
     vae_lr: 3e-4,
     base_steps: 3000,
     base_lr: 5e-4,
+    // As the shipped v2 models were trained: no schedule, no average.
+    base_lr_schedule: ("constant", 0),
+    base_ema: None,
     controlnet_steps: shapes::recipe::CONTROLNET_STEPS,
     controlnet_lr: shapes::recipe::CONTROLNET_LR,
     every: shapes::recipe::EVERY,
@@ -69,6 +76,9 @@ pub const SMOKE: Preset = Preset {
     vae_lr: 1e-3,
     base_steps: 2,
     base_lr: 5e-4,
+    // The smoke runs the options the full preset may take: a warmup, a cosine decay, an average.
+    base_lr_schedule: ("cosine", 1),
+    base_ema: Some(0.99),
     controlnet_steps: 2,
     controlnet_lr: 2e-4,
     every: 1,
@@ -185,7 +195,20 @@ fn stages(out: &Path, preset: &Preset, seed: u64, backend: &str) -> Vec<Vec<Stag
             ],
             false,
         )],
-        vec![train("base", &pipeline, &canny, &base, preset.base_steps, preset.base_lr, &batch)],
+        vec![{
+            let mut base = train("base", &pipeline, &canny, &base, preset.base_steps, preset.base_lr, &batch);
+            let (schedule, warmup) = preset.base_lr_schedule;
+            base.args.extend([
+                "--lr-schedule".into(),
+                schedule.into(),
+                "--lr-warmup".into(),
+                warmup.to_string(),
+            ]);
+            if let Some(decay) = preset.base_ema {
+                base.args.extend(["--ema-decay".into(), decay.to_string()]);
+            }
+            base
+        }],
         vec![controlnet(&canny, &canny_net), controlnet(&scribble, &scribble_net)],
         vec![stage(
             &export,

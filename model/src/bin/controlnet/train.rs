@@ -14,8 +14,8 @@ use model::save::to_safetensors;
 use model::train::checkpoint::{self, RunState};
 use model::train::data::{Dataset, fit};
 use model::train::{
-    BaseTrainer, ControlNetTrainer, Example, NoiseSchedule, Pairs, Recipe, Sampling, TextExample, TrainError,
-    VaeTrainer, batch, micro_batch,
+    BaseTrainer, ControlNetTrainer, Example, LrSchedule, NoiseSchedule, Pairs, Recipe, Sampling, TextExample,
+    TrainError, VaeTrainer, batch, micro_batch,
 };
 use model::vocabulary::training::{self, LogLine, ZeroConv};
 use model::vocabulary::{GenerationParams, UnitSettings};
@@ -25,8 +25,11 @@ pub const USAGE: &str = "  controlnet train controlnet --model DIR --data DIR --
       [--steps N] [--batch B] [--grad-accum K] [--lr LR] [--prompt-drop P] [--resolution R]
       [--seed S] [--sample-every N] [--checkpoint-every N] [--backend cpu|wgpu]
       [--controlnet DIR] [--max-grad-norm X|none] [--unlock-decoder LR] [--only-mid-control]
+      [--lr-schedule constant|constant_with_warmup|linear|cosine] [--lr-warmup N]
+      [--lr-decay-steps N (where linear and cosine reach 0; default --steps)]
   controlnet train base|vae --model DIR --data DIR --out DIR [--resume] [the options above but
-      --controlnet, --unlock-decoder and --only-mid-control] [--kl-weight W (vae)]";
+      --controlnet, --unlock-decoder and --only-mid-control] [--kl-weight W (vae)]
+      [--ema-decay D (base: the checkpoint's UNet is the weights' moving average)]";
 
 struct Args {
     model: PathBuf,
@@ -63,6 +66,7 @@ fn parse(args: impl Iterator<Item = String>, kind: Kind) -> Result<Args, String>
     }
     let (mut model, mut data, mut out) = (None, None, None);
     let mut prompt_drop_given = false;
+    let (mut lr_schedule, mut lr_warmup, mut lr_decay_steps) = ("constant".to_owned(), 0u64, None);
     let mut parsed = Args {
         model: PathBuf::new(),
         data: PathBuf::new(),
@@ -108,6 +112,10 @@ fn parse(args: impl Iterator<Item = String>, kind: Kind) -> Result<Args, String>
                     }
                     "--unlock-decoder" => parsed.recipe.unlock_decoder = Some(number(flag, &v)?),
                     "--kl-weight" => parsed.recipe.kl_weight = number(flag, &v)?,
+                    "--lr-schedule" => lr_schedule = v,
+                    "--lr-warmup" => lr_warmup = number(flag, &v)?,
+                    "--lr-decay-steps" => lr_decay_steps = Some(number(flag, &v)?),
+                    "--ema-decay" => parsed.recipe.ema_decay = Some(number(flag, &v)?),
                     _ => return Err(format!("unknown option `{flag}`\nusage:\n{USAGE}")),
                 }
             }
@@ -126,6 +134,12 @@ fn parse(args: impl Iterator<Item = String>, kind: Kind) -> Result<Args, String>
     if kind != Kind::ControlNet && controlnet_only {
         return Err("--controlnet, --unlock-decoder and --only-mid-control are for `train controlnet`".into());
     }
+    if kind != Kind::Base && parsed.recipe.ema_decay.is_some() {
+        return Err("--ema-decay is for `train base`".into());
+    }
+    // The decay's length is the recipe's, not the run's: a run resumed with more --steps keeps it.
+    let total = lr_decay_steps.unwrap_or(parsed.steps);
+    parsed.recipe.lr_schedule = LrSchedule::named(&lr_schedule, lr_warmup, total)?;
     if kind == Kind::Base && !prompt_drop_given {
         // Base models learn the unconditional prediction classifier-free guidance needs from
         // 10 % empty captions (Stable Diffusion's figure); the paper's 50 % is for ControlNets.
@@ -400,9 +414,12 @@ impl BaseSession {
         checkpoint_dir: &Path,
     ) -> Result<Self, String> {
         let device = pipeline.device();
+        let load_unet = |folder: &str| {
+            weights::load_unet(&checkpoint_dir.join(folder), Precision::F32, &device)
+                .map_err(|e| e.to_string())
+        };
         let (unet, text_encoder) = if resumed.is_some() {
-            let unet = weights::load_unet(&checkpoint_dir.join("unet"), Precision::F32, &device)
-                .map_err(|e| e.to_string())?;
+            let unet = load_unet(trained_unet_folder(&args.recipe))?;
             let text_encoder =
                 model::clip::load_text_encoder(&checkpoint_dir.join("text_encoder"), Precision::F32, &device)
                     .map_err(|e| e.to_string())?;
@@ -417,12 +434,19 @@ impl BaseSession {
             schedule,
             args.recipe.adamw.clone(),
             args.recipe.max_grad_norm,
-        );
+        )
+        .with_lr_schedule(args.recipe.lr_schedule);
+        if let Some(decay) = args.recipe.ema_decay {
+            trainer = trainer.with_ema(decay);
+        }
         if let Some((state, optimizer)) = resumed {
             let text_optimizer =
                 std::fs::read(checkpoint_dir.join("text_encoder").join(checkpoint::OPTIMIZER))
                     .map_err(|e| format!("the text encoder's optimiser state: {e}"))?;
             trainer = trainer.resume(state.step, [optimizer.clone(), text_optimizer]).map_err(text)?;
+            if args.recipe.ema_decay.is_some() {
+                trainer = trainer.resume_ema(load_unet("unet")?);
+            }
         }
         Ok(Self { pipeline, trainer, model: args.model.clone() })
     }
@@ -462,7 +486,7 @@ impl Session for BaseSession {
         };
         let metadata = std::collections::BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
         let [unet_optimizer, text_optimizer] = self.trainer.optimizer_bytes().map_err(text)?;
-        let unet = model::block_on(to_safetensors(self.trainer.unet(), Precision::F32, &metadata));
+        let trained = model::block_on(to_safetensors(self.trainer.unet(), Precision::F32, &metadata));
         let text_encoder =
             model::block_on(to_safetensors(self.trainer.text_encoder(), Precision::F32, &metadata));
         // The rest of the pipeline as it was, so that the checkpoint is a whole pipeline folder
@@ -477,6 +501,18 @@ impl Session for BaseSession {
                 files.push((name.clone(), copy(&name)?));
             }
         }
+        // With an average, the pipeline's UNet is the average (what is sampled from), and the
+        // trained weights, which a resumed run continues from, lie beside it.
+        let unet = match self.trainer.ema() {
+            Some(ema) => {
+                files.extend([
+                    (format!("{}/config.json", checkpoint::TRAINED_UNET), copy("unet/config.json")?),
+                    (format!("{}/{}", checkpoint::TRAINED_UNET, checkpoint::WEIGHTS), trained),
+                ]);
+                model::block_on(to_safetensors(ema.module(), Precision::F32, &metadata))
+            }
+            None => trained,
+        };
         files.extend([
             ("unet/config.json".into(), copy("unet/config.json")?),
             (format!("unet/{}", checkpoint::WEIGHTS), unet),
@@ -488,6 +524,12 @@ impl Session for BaseSession {
         ]);
         Ok(files)
     }
+}
+
+/// The folder of a base checkpoint that holds the trained UNet: `unet`, or with an average
+/// (which `unet` then holds) [`checkpoint::TRAINED_UNET`].
+fn trained_unet_folder(recipe: &Recipe) -> &'static str {
+    if recipe.ema_decay.is_some() { checkpoint::TRAINED_UNET } else { "unet" }
 }
 
 /// `train vae`: the VAE on its own, reconstruction + KL.
@@ -513,7 +555,8 @@ impl VaeSession {
             pipeline.vae.clone()
         };
         let mut trainer =
-            VaeTrainer::new(vae, args.recipe.adamw.clone(), args.recipe.kl_weight, args.recipe.max_grad_norm);
+            VaeTrainer::new(vae, args.recipe.adamw.clone(), args.recipe.kl_weight, args.recipe.max_grad_norm)
+                .with_lr_schedule(args.recipe.lr_schedule);
         if let Some((state, optimizer)) = resumed {
             trainer = trainer.resume(state.step, optimizer.clone()).map_err(text)?;
         }

@@ -400,9 +400,11 @@ fn export(options: Options) -> Result<(), String> {
     let steps: u32 = options.get("--steps", 20)?;
     let device = burn::prelude::Device::flex();
     let pipeline = Pipeline::load(model, Precision::F32, &device).map_err(|e| e.to_string())?;
+    // The configs and the tokenizer; not the trained UNet a checkpoint keeps beside its average.
     let configs = |path: &Path| {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        name.ends_with(".json") && name != "state.json" || name.ends_with(".txt")
+        let trained = path.components().any(|c| c.as_os_str() == model::train::checkpoint::TRAINED_UNET);
+        (name.ends_with(".json") && name != "state.json" || name.ends_with(".txt")) && !trained
     };
     copy_tree(model, &dir.join(shapes::PIPELINE), &configs)?;
     let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
