@@ -539,39 +539,29 @@ fn base_step_equals_pytorch_on(devices: &[(&'static str, Device)]) {
         let named = |m: Vec<model::save::NamedTensor>| m.into_iter().map(|t| (t.key, t.values)).collect();
         let floor = 1e-5 * norm_of(&expected, "grad.1.");
         let bound = 6.0 * recipe(&f.cases).adamw.lr * 1.01;
-        let worst = compare_named_with(
-            label,
-            named(named_tensors(trainer.unet())),
-            &expected,
-            "after.unet.",
-            0.0,
-            tolerances.weight,
-            &gradient_free(&expected, "grad.1.unet.", floor),
-            bound,
-        )
-        .max(compare_named_with(
-            label,
-            named(named_tensors(trainer.text_encoder())),
-            &expected,
+        let weights = |tensors, prefix: &str, gradient_free: &[String]| {
+            compare_named_with(
+                label,
+                named(tensors),
+                &expected,
+                prefix,
+                0.0,
+                tolerances.weight,
+                gradient_free,
+                bound,
+            )
+        };
+        let unet_free = gradient_free(&expected, "grad.1.unet.", floor);
+        let text_free = gradient_free(&expected, "grad.1.text_encoder.", floor);
+        let worst = weights(named_tensors(trainer.unet()), "after.unet.", &unet_free).max(weights(
+            named_tensors(trainer.text_encoder()),
             "after.text_encoder.",
-            0.0,
-            tolerances.weight,
-            &gradient_free(&expected, "grad.1.text_encoder.", floor),
-            bound,
+            &text_free,
         ));
         println!("{label}: base: worst weight after three steps {worst:.2e}");
         let ema = trainer.ema().expect("kept");
         assert_eq!(ema.updates(), 3);
-        let worst = compare_named_with(
-            label,
-            named(named_tensors(ema.module())),
-            &expected,
-            "ema.unet.",
-            0.0,
-            tolerances.weight,
-            &gradient_free(&expected, "grad.1.unet.", floor),
-            bound,
-        );
+        let worst = weights(named_tensors(ema.module()), "ema.unet.", &unet_free);
         println!("{label}: base: worst averaged weight after three steps {worst:.2e}");
     }
 }

@@ -86,6 +86,12 @@ pub struct CacheProblem {
     pub available: Option<u64>,
 }
 
+/// What a file that matched `manifest`'s hash was checked against: the server's SHA-256 when
+/// the manifest's came from its server, else only its size and its chunks' own hashes.
+fn verified(manifest: &Manifest) -> Verified {
+    if manifest.server_sha256 && manifest.sha256.is_some() { Verified::Server } else { Verified::Unchecked }
+}
+
 /// What the server says of a file before it is fetched.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RemoteFile {
@@ -483,8 +489,7 @@ impl<'a> FileLoad<'a> {
         if !self.hashing {
             // Read back whole from the cache: the hash it matched when it was stored.
             self.loaded.sha256 = manifest.sha256.clone().unwrap_or_default();
-            self.loaded.verified =
-                if manifest.server_sha256 { Verified::Server } else { Verified::Unchecked };
+            self.loaded.verified = verified(&manifest);
             self.loaded.stored = true;
             return Ok(self.loaded);
         }
@@ -499,11 +504,7 @@ impl<'a> FileLoad<'a> {
                 actual: self.loaded.sha256.clone(),
             });
         }
-        self.loaded.verified = if manifest.server_sha256 && manifest.sha256.is_some() {
-            Verified::Server
-        } else {
-            Verified::Unchecked
-        };
+        self.loaded.verified = verified(&manifest);
         if let Some(c) = self.cache {
             let complete = Manifest { sha256: Some(self.loaded.sha256.clone()), complete: true, ..manifest };
             match c.put_manifest(self.key, &complete).await {

@@ -193,7 +193,7 @@ async fn remote_files<'a>(sources: impl Iterator<Item = &'a ModelRef>) -> Remote
 /// What the Hub's API says of a repository's files at the source's revision (sizes, LFS hashes);
 /// `None` where its server has no API (an imported folder, a plain mirror).
 pub async fn repo_listing(source: &ModelSource) -> Option<HashMap<String, RemoteFile>> {
-    if source.base_url == crate::models::LOCAL_BASE_URL {
+    if source.is_local() {
         return None;
     }
     download::repo_files(&source.base_url, &source.repo, &source.revision).await
@@ -276,8 +276,7 @@ impl WebFiles<'_> {
         let cache = cache_for(self.cache, source);
         let mut loaded = fetch_file(self.id, source, cache, path, &label, remote, consume).await?;
         // A folder imported from the visitor's disk has no server to name a hash.
-        let local = source.base_url == crate::models::LOCAL_BASE_URL;
-        if loaded.verified == Verified::Unchecked && (!weights || local) {
+        if loaded.verified == Verified::Unchecked && (!weights || source.is_local()) {
             loaded.verified = Verified::NotExpected;
         }
         self.loaded.push(loaded);
@@ -398,7 +397,7 @@ pub async fn fetch_file(
 ) -> Result<FileLoaded, DownloadError> {
     let url = source.url(path);
     let key = file_key(source, path);
-    if source.base_url == crate::models::LOCAL_BASE_URL {
+    if source.is_local() {
         // An imported folder has no server: a file the import did not store (or a deleted one)
         // is absent, which optional files may be, and which the caller words for required ones.
         let complete = match cache {

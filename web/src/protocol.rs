@@ -293,6 +293,11 @@ impl ModelSource {
     pub fn api_url(&self) -> String {
         hub_api_url(&self.base_url, &self.repo, &self.revision)
     }
+
+    /// A folder imported from the visitor's disk: no server, only the cache.
+    pub fn is_local(&self) -> bool {
+        self.base_url == crate::models::LOCAL_BASE_URL
+    }
 }
 
 /// `{base_url}/api/models/{repo}/revision/{revision}?blobs=true`: the Hub's JSON API.
