@@ -255,8 +255,17 @@ fn base_and_vae_train_and_resume_exactly() {
             assert!(a == b, "{kind}: {file}: the resumed run differs from the uninterrupted one");
         }
         let log = std::fs::read_to_string(straight.join("log.jsonl")).unwrap();
-        let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+        let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let last = lines.last().unwrap();
         assert_eq!(last["step"], 2);
+        // Each line names the rate its step took (--lr 1e-3): the base run warms up from 0 for
+        // one step, then starts its decay at the full rate; the VAE's linear decay halves it.
+        let rates: Vec<f64> = lines.iter().map(|l| l["lr"].as_f64().unwrap()).collect();
+        let expected = if kind == "base" { [0.0, 1e-3] } else { [1e-3, 5e-4] };
+        assert!(
+            rates.iter().zip(expected).all(|(r, e)| (r - e).abs() <= 1e-12),
+            "{kind}: the log's rates {rates:?}, the schedule's {expected:?}"
+        );
         if kind == "vae" {
             assert!(last["reconstruction"].as_f64().unwrap() > 0.0 && last["kl"].as_f64().unwrap() > 0.0);
         }

@@ -30,6 +30,7 @@ pub struct LogLine {
     pub loss: f64,
     /// The loss's exponential moving average (0.98), from the run's first step.
     pub loss_ema: f64,
+    /// The learning rate the step took (the schedule's, where the run has one).
     pub lr: f64,
     /// The gradients' global norm before clipping (absent where none was computed).
     pub grad_norm: Option<f64>,

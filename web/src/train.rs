@@ -125,7 +125,7 @@ impl Training {
             step: done,
             loss: read.loss,
             loss_ema,
-            lr: self.settings.lr,
+            lr: self.trainer.recipe().lr_at(done - 1),
             grad_norm: read.grad_norm,
             zero_convs: read.zero_convs,
             hint_conv_norm: Some(read.hint_conv_norm),

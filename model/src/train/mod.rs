@@ -97,6 +97,14 @@ pub struct Recipe {
     pub ema_decay: Option<f64>,
 }
 
+impl Recipe {
+    /// The learning rate optimiser step `step` (from 0) takes: AdamW's rate times the schedule's
+    /// factor.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        self.adamw.lr * self.lr_schedule.factor(step)
+    }
+}
+
 impl Default for Recipe {
     fn default() -> Self {
         Self {

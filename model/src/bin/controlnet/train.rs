@@ -280,7 +280,7 @@ fn train_loop(
             step: done,
             loss,
             loss_ema: ema,
-            lr: args.recipe.adamw.lr,
+            lr: args.recipe.lr_at(done - 1),
             grad_norm: report.grad_norm,
             zero_convs: report.zero_convs,
             hint_conv_norm: report.hint_conv_norm,
