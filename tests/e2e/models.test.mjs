@@ -1,8 +1,9 @@
 // The models panel, as a visitor uses it: loading the tiny fixture pipeline and a ControlNet from a
 // stand-in for the Hugging Face Hub (hub.mjs) shows a total progress bar (bytes, rate, time left)
 // and one row per file; the cache view then lists the repository with its size and the storage
-// estimate; a reload loads from the cache without fetching a weight byte; deleting the repository
-// from the cache view makes the next load download again; and with a storage quota too small for
+// estimate; a reload loads from the cache without fetching a weight byte (the weights' bytes in
+// chunk files in the origin private file system); deleting the repository from the cache view
+// removes its chunk files and makes the next load download again; and with a storage quota too small for
 // the weights, the page says so, loads them uncached, and still generates. Last, a diffusers folder
 // picked from the disk is imported into the cache and loads with no request to any server (after an
 // import the GPU worker died in, which ends with the reason and imports again after Restart). The hub
@@ -15,7 +16,7 @@ import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { TIMEOUT_MS, open, set, until } from './page.mjs';
+import { TIMEOUT_MS, cacheFiles, open, set, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -93,10 +94,18 @@ test('progress, cache view, reload from cache, delete, quota', { timeout: 15 * 6
     await models.reset();
     await app.models.load();
     assert.equal(await weightBytes(), 0, 'a reload loads from the cache');
+    // The weights' bytes are in the origin private file system, one file per weights file.
+    const files = await cacheFiles(page);
+    assert.ok(files.reduce((sum, f) => sum + f.size, 0) > unetSize, `the chunk files: ${JSON.stringify(files)}`);
 
-    // Delete the repository from the cache: it leaves the list, and the next load downloads.
+    // Delete the repository from the cache: it leaves the list, its chunk files are removed, and
+    // the next load downloads.
     await cached.getByTestId('cache-delete').click();
     await until(() => cached.count(), (n) => n === 0, 'the repository to leave the cache view');
+    const left = await cacheFiles(page);
+    const removed = files.filter((f) => !left.some((l) => l.path === f.path));
+    assert.ok(removed.reduce((sum, f) => sum + f.size, 0) > unetSize, `the repository's chunk files are removed: ${JSON.stringify(left)}`);
+    assert.ok(left.every((l) => files.some((f) => f.path === l.path)), 'no file appeared');
     await models.reset();
     await app.models.load();
     assert.ok((await weightBytes()) > unetSize, 'after a delete, the weights are downloaded again');

@@ -17,6 +17,35 @@ export const SHAPES = (() => {
   return resolve(root, 'public', 'hub', 'controlnet-web', 'shapes', 'resolve', revision);
 })();
 
+// The weights cache's names, read from web/src/cache.rs: its IndexedDB database (and OPFS folder),
+// and its chunk records' and manifests' stores.
+export const CACHE = (() => {
+  const source = readFileSync(resolve(import.meta.dirname, '..', '..', 'web', 'src', 'cache.rs'), 'utf8');
+  const constant = (name) => {
+    const value = source.match(new RegExp(`pub const ${name}: &str = "([^"]+)";`))?.[1];
+    assert.ok(value, `web/src/cache.rs names ${name}`);
+    return value;
+  };
+  return { database: constant('DATABASE'), chunks: constant('CHUNKS'), files: constant('FILES') };
+})();
+
+/** The weights cache's chunk files in `page`'s origin private file system: `{ path, size }` each. */
+export function cacheFiles(page) {
+  return page.evaluate(async (database) => {
+    const found = [];
+    let folder;
+    try {
+      folder = await (await navigator.storage.getDirectory()).getDirectoryHandle(database);
+    } catch {
+      return found;
+    }
+    for await (const [repo, handle] of folder.entries()) {
+      for await (const [name, entry] of handle.entries()) found.push({ path: `${repo}/${name}`, size: (await entry.getFile()).size });
+    }
+    return found.sort((a, b) => a.path.localeCompare(b.path));
+  }, CACHE.database);
+}
+
 /** Polls `read` until `ok` holds of its value; returns the value. */
 export async function until(read, ok, what, timeout = TIMEOUT_MS) {
   const deadline = Date.now() + timeout;

@@ -18,8 +18,8 @@
 //    Not by default: on SwiftShader (the only WebGPU of a machine without a GPU) the first of
 //    the two steps took ~15 min; on a real GPU it is seconds.
 //
-// 4. After a reload the same choice loads from IndexedDB alone (a cold start), no weight byte
-//    fetched.
+// 4. After a reload the same choice loads from the cache alone (a cold start: chunk records in
+//    IndexedDB, their bytes in the origin private file system), no weight byte fetched.
 //
 // The loads' times and rates — the cold start's per stage, from the worker's account — (and the
 // generation's, when run) are printed as one JSON line.
@@ -33,7 +33,7 @@ import { promisify } from 'node:util';
 import { serve } from './server.mjs';
 import { hub } from './hub.mjs';
 import { launch, screenshot } from './browser.mjs';
-import { open, pngPsnr, psnr } from './page.mjs';
+import { CACHE, open, pngPsnr, psnr } from './page.mjs';
 import { CONTROLNET_REPO, EXPECTED_PNG, FIXTURE, PIPELINE_REPO, sd15Repos, writeRepos } from './sd15.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -157,7 +157,7 @@ test('full-size SD1.5 + Canny: the CLI equals diffusers; the page loads it verif
     assert.ok(largest && Number(largest[1]) <= 128, estimate);
     assert.equal(await page.getByTestId('memory-refusal').count(), 0, 'the page does not refuse SD1.5 in f32');
 
-    // A cold start: after a reload the same choice loads from IndexedDB alone (not one weight
+    // A cold start: after a reload the same choice loads from the cache alone (not one weight
     // byte from the hub), each chunk checked by its XXH3; the worker's account of where its time
     // went gives each stage's rate.
     await page.reload();
@@ -180,79 +180,49 @@ test('full-size SD1.5 + Canny: the CLI equals diffusers; the page loads it verif
       worker_mb_per_s: rate(workerMs),
       ...Object.fromEntries(['wait_ms', 'copy_ms', 'hash_ms', 'consume_ms'].map((name) => [name.replace('_ms', '_mb_per_s'), rate(stage(name))])),
     };
-    // The first stage alone: IndexedDB's reads of the same records in the page, the worker idle
-    // (whether the wait above is IndexedDB's own pace or the GPU process's share of the cores).
-    // One read at a time (the loader reads one chunk ahead), four at a time, and one at a time
-    // again (whether the first pass only warmed a cache).
-    const alone = (inFlight) =>
-      page.evaluate(async (inFlight) => {
-        const result = (request) =>
-          new Promise((done, fail) => {
-            request.onsuccess = () => done(request.result);
-            request.onerror = () => fail(request.error);
-          });
-        const db = await result(indexedDB.open('controlnet-weights'));
-        const chunks = () => db.transaction('chunks-v1').objectStore('chunks-v1');
-        const keys = await result(chunks().getAllKeys());
-        const started = performance.now();
-        let bytes = 0;
-        for (let at = 0; at < keys.length; at += inFlight) {
-          const records = await Promise.all(keys.slice(at, at + inFlight).map((key) => result(chunks().get(key))));
-          for (const record of records) bytes += record.data.length;
-        }
-        const ms = performance.now() - started;
-        db.close();
-        return { bytes, ms };
-      }, inFlight);
-    for (const [name, inFlight] of [['idb_alone_mb_per_s', 1], ['idb_alone_4_mb_per_s', 4], ['idb_alone_again_mb_per_s', 1]]) {
-      const read = await alone(inFlight);
-      assert.ok(read.bytes >= cachedBytes, `the cache holds every weights file (${read.bytes} B)`);
-      figures.cold_start[name] = Number((read.bytes / 1e3 / read.ms).toFixed(0));
-    }
-    // The same bytes from the origin private file system instead (an experiment toward the
-    // 500 MB/s goal, not the loader's path): a dedicated worker copies every record into one OPFS
-    // file, then reads it back chunk by chunk with a synchronous access handle (what a worker
-    // could read straight into WebAssembly memory; one reused buffer) and with the asynchronous
-    // File.slice().arrayBuffer(), and deletes the file.
-    const opfs = await page.evaluate(async () => {
-      const source = `onmessage = async () => {
+    // The first stage alone, the worker idle: a dedicated worker of the page reads every chunk
+    // record from IndexedDB (where each chunk's bytes are), then the bytes from their OPFS files
+    // chunk by chunk, once with a synchronous access handle into one reused buffer (the loader's
+    // way) and once with the asynchronous File.slice().arrayBuffer() (what a page could do).
+    const alone = await page.evaluate(async ({ database, chunksStore }) => {
+      const source = `onmessage = async ({ data: { database, chunksStore } }) => {
         try {
           const result = (request) => new Promise((done, fail) => {
             request.onsuccess = () => done(request.result);
             request.onerror = () => fail(request.error);
           });
-          const db = await result(indexedDB.open('controlnet-weights'));
-          const chunks = () => db.transaction('chunks-v1').objectStore('chunks-v1');
-          const keys = await result(chunks().getAllKeys());
-          const root = await navigator.storage.getDirectory();
-          const handle = await root.getFileHandle('read-rate-probe', { create: true });
-          let access = await handle.createSyncAccessHandle();
-          access.truncate(0);
-          const sizes = [];
-          let bytes = 0;
-          for (const key of keys) {
-            const record = await result(chunks().get(key));
-            access.write(record.data, { at: bytes });
-            bytes += record.data.length;
-            sizes.push(record.data.length);
-          }
-          access.flush();
-          access.close();
-          db.close();
-          access = await handle.createSyncAccessHandle();
-          const buffer = new Uint8Array(Math.max(...sizes));
-          let at = 0;
           let started = performance.now();
-          for (const size of sizes) at += access.read(buffer.subarray(0, size), { at });
-          const syncMs = performance.now() - started;
-          access.close();
-          const file = await handle.getFile();
-          let read = 0;
+          const db = await result(indexedDB.open(database));
+          const records = await result(db.transaction(chunksStore).objectStore(chunksStore).getAll());
+          db.close();
+          const recordsMs = performance.now() - started;
+          const folder = await (await navigator.storage.getDirectory()).getDirectoryHandle(database);
+          const files = new Map();
+          for (const record of records) {
+            if (!record.file) throw new Error('a chunk record keeps its bytes inline, not in OPFS');
+            if (!files.has(record.file)) {
+              const [repo, name] = record.file.split('/');
+              files.set(record.file, { handle: await (await folder.getDirectoryHandle(repo)).getFileHandle(name), chunks: [] });
+            }
+            files.get(record.file).chunks.push(record);
+          }
+          const buffer = new Uint8Array(Math.max(...records.map((r) => r.length)));
+          let syncBytes = 0;
           started = performance.now();
-          for (const size of sizes) read += (await file.slice(read, read + size).arrayBuffer()).byteLength;
+          for (const { handle, chunks } of files.values()) {
+            const access = await handle.createSyncAccessHandle();
+            for (const { at, length } of chunks) syncBytes += access.read(buffer.subarray(0, length), { at });
+            access.close();
+          }
+          const syncMs = performance.now() - started;
+          let fileBytes = 0;
+          started = performance.now();
+          for (const { handle, chunks } of files.values()) {
+            const file = await handle.getFile();
+            for (const { at, length } of chunks) fileBytes += (await file.slice(at, at + length).arrayBuffer()).byteLength;
+          }
           const fileMs = performance.now() - started;
-          await root.removeEntry('read-rate-probe');
-          postMessage({ bytes, syncBytes: at, syncMs, fileBytes: read, fileMs, chunks: sizes.length });
+          postMessage({ records: records.length, files: files.size, recordsMs, syncBytes, syncMs, fileBytes, fileMs });
         } catch (error) {
           postMessage({ error: String(error) });
         }
@@ -261,15 +231,16 @@ test('full-size SD1.5 + Canny: the CLI equals diffusers; the page loads it verif
       const answer = await new Promise((done) => {
         worker.onmessage = ({ data }) => done(data);
         worker.onerror = (event) => done({ error: event.message });
-        worker.postMessage(null);
+        worker.postMessage({ database, chunksStore });
       });
       worker.terminate();
       return answer;
-    });
-    assert.ok(!opfs.error, `the OPFS probe: ${opfs.error}`);
-    assert.ok(opfs.bytes >= cachedBytes && opfs.syncBytes === opfs.bytes && opfs.fileBytes === opfs.bytes, JSON.stringify(opfs));
-    figures.cold_start.opfs_sync_mb_per_s = Number((opfs.bytes / 1e3 / opfs.syncMs).toFixed(0));
-    figures.cold_start.opfs_file_mb_per_s = Number((opfs.bytes / 1e3 / opfs.fileMs).toFixed(0));
+    }, { database: CACHE.database, chunksStore: CACHE.chunks });
+    assert.ok(!alone.error, `reading the cache alone: ${alone.error}`);
+    assert.ok(alone.syncBytes >= cachedBytes && alone.fileBytes === alone.syncBytes, JSON.stringify(alone));
+    figures.cold_start.records_alone_ms = Math.round(alone.recordsMs);
+    figures.cold_start.opfs_sync_mb_per_s = Number((alone.syncBytes / 1e3 / alone.syncMs).toFixed(0));
+    figures.cold_start.opfs_file_mb_per_s = Number((alone.fileBytes / 1e3 / alone.fileMs).toFixed(0));
 
     if (BROWSER_GENERATE) {
       await app.generate.type(SETTINGS);

@@ -1,4 +1,4 @@
-//! One model file, from the IndexedDB cache where it is there and intact, from the network where
+//! One model file, from the weights cache where it is there and intact, from the network where
 //! not, in chunks, straight into a consumer (the [`model::streaming::StreamLoader`]).
 //!
 //! The file is never whole in the wasm heap: the network's pieces are gathered into one chunk
@@ -21,7 +21,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStreamDefaultReader, ReadableStreamReadResult, RequestInit, StorageEstimate};
 
-use crate::cache::{Cache, ChunkCheck, ChunkRead, FileKey, Manifest};
+use crate::cache::{Cache, ChunkFile, ChunkRead, FileKey, Manifest, StoredChunk};
 use crate::idb::IdbError;
 use crate::protocol::{FileLoaded, Verified};
 use crate::scope::{now_ms, scope};
@@ -252,6 +252,9 @@ struct FileLoad<'a> {
     key: &'a FileKey,
     /// `None` once the cache has failed (the load goes on without it).
     cache: Option<&'a Cache>,
+    /// The file holding this file's chunk bytes, open while the load lasts (`None` where the
+    /// browser has no OPFS, or without the cache).
+    file: Option<ChunkFile>,
     chunk_bytes: u64,
     manifest: Manifest,
     chunks: u64,
@@ -268,7 +271,7 @@ struct FileLoad<'a> {
     hashing: bool,
     /// Cached chunks are copied into this one buffer, reused: the wasm heap does not fragment.
     buffer: Vec<u8>,
-    /// The next chunk's read from IndexedDB, started while this one is checked and consumed.
+    /// The next chunk's record, read from IndexedDB while this one is checked and consumed.
     ahead: Option<(u64, ChunkRead)>,
     last_progress: f64,
     on_progress: &'a mut dyn FnMut(Progress),
@@ -287,10 +290,23 @@ impl<'a> FileLoad<'a> {
         let Job { url, label, key, mut cache, chunk_bytes, remote } = job;
         let chunk_bytes = chunk_bytes.max(1);
         let manifest = file_manifest(url, key, &mut cache, chunk_bytes, remote, on_cache_problem).await?;
+        let mut file = None;
+        if let Some(c) = cache {
+            match c.open_file(key).await {
+                Ok(opened) => file = opened,
+                // Open in another tab, say: this load goes on from the network, uncached.
+                Err(error) => give_up_cache(
+                    &mut cache,
+                    on_cache_problem,
+                    CacheProblem { error, needed: 0, available: None },
+                ),
+            }
+        }
         Ok(Self {
             url,
             key,
             cache,
+            file,
             chunk_bytes,
             chunks: chunk_count(manifest.size, chunk_bytes),
             index: 0,
@@ -309,6 +325,7 @@ impl<'a> FileLoad<'a> {
     }
 
     fn give_up_cache(&mut self, error: IdbError, needed: u64, available: Option<u64>) {
+        self.file = None;
         give_up_cache(&mut self.cache, self.on_cache_problem, CacheProblem { error, needed, available });
     }
 
@@ -321,19 +338,25 @@ impl<'a> FileLoad<'a> {
             Some((at, read)) if at == index => read,
             _ => c.read_chunk(self.key, index),
         };
-        let data = match timed_await(&mut self.loaded.times.wait_ms, read.get()).await {
-            Ok(Some((data, check))) => Some((data, check)),
-            Ok(None) => None,
+        let stored = match timed_await(&mut self.loaded.times.wait_ms, read.get()).await {
+            Ok(stored) => stored,
             Err(error) => {
                 self.give_up_cache(error, self.manifest.size, None);
                 return Ok(false);
             }
         };
-        let Some((data, check)) = data else { return Ok(false) };
+        let Some(stored) = stored else { return Ok(false) };
         if index + 1 < self.chunks {
             self.ahead = Some((index + 1, c.read_chunk(self.key, index + 1)));
         }
-        if !self.take_checked(index, &data, &check) {
+        let checked = match self.take_checked(index, &stored) {
+            Ok(checked) => checked,
+            Err(error) => {
+                self.give_up_cache(error, self.manifest.size, None);
+                return Ok(false);
+            }
+        };
+        if !checked {
             self.loaded.corrupt_chunks += 1;
             return Ok(false);
         }
@@ -349,17 +372,14 @@ impl<'a> FileLoad<'a> {
         Ok(true)
     }
 
-    /// Copies cached chunk `index` into the buffer; whether it has the chunk's length and its
+    /// Reads cached chunk `index` into the buffer; whether it has the chunk's length and its
     /// recorded check.
-    fn take_checked(&mut self, index: u64, data: &Uint8Array, check: &ChunkCheck) -> bool {
+    fn take_checked(&mut self, index: u64, stored: &StoredChunk) -> Result<bool, IdbError> {
         let (start, end) = chunk_range(self.manifest.size, self.chunk_bytes, index);
-        timed(&mut self.loaded.times.copy_ms, || {
-            self.buffer.resize(data.length() as usize, 0);
-            data.copy_to(&mut self.buffer);
-        });
-        timed(&mut self.loaded.times.hash_ms, || {
-            self.buffer.len() as u64 == end - start && check.matches(&self.buffer)
-        })
+        timed(&mut self.loaded.times.copy_ms, || stored.read_into(self.file.as_ref(), &mut self.buffer))?;
+        Ok(timed(&mut self.loaded.times.hash_ms, || {
+            self.buffer.len() as u64 == end - start && stored.check.matches(&self.buffer)
+        }))
     }
 
     /// Starts hashing the file, from its first chunk, if a complete one was being read back
@@ -376,8 +396,8 @@ impl<'a> FileLoad<'a> {
         };
         for index in 0..self.index {
             let Some(c) = self.cache else { return Err(changed()) };
-            let Ok(Some((data, check))) = c.chunk(self.key, index).await else { return Err(changed()) };
-            if !self.take_checked(index, &data, &check) {
+            let Ok(Some(stored)) = c.chunk(self.key, index).await else { return Err(changed()) };
+            if !matches!(self.take_checked(index, &stored), Ok(true)) {
                 return Err(changed());
             }
             self.file_hash.update(&self.buffer);
@@ -465,12 +485,18 @@ impl<'a> FileLoad<'a> {
 
     /// A complete chunk from the network: stored, hashed, handed out.
     async fn downloaded(&mut self, chunk: &[u8]) -> Result<(), DownloadError> {
+        let at = self.index * self.chunk_bytes;
         if let Some(c) = self.cache
-            && let Err(error) =
-                timed_await(&mut self.loaded.times.wait_ms, c.put_chunk(self.key, self.index, chunk)).await
+            && let Err(error) = timed_await(
+                &mut self.loaded.times.wait_ms,
+                c.put_chunk(self.file.as_ref(), self.key, self.index, at, chunk),
+            )
+            .await
         {
             let available = free_space().await;
-            // Free what this file took; the load goes on without the cache.
+            // Free what this file took (closed first: an open file cannot be removed); the load
+            // goes on without the cache.
+            self.file = None;
             let _ = c.delete(self.key).await;
             self.give_up_cache(error, self.manifest.size, available);
         }
@@ -496,6 +522,7 @@ impl<'a> FileLoad<'a> {
         self.loaded.sha256 = hex(&self.file_hash.clone().finalize());
         if let Some(expected) = manifest.sha256.as_ref().filter(|expected| **expected != self.loaded.sha256) {
             if let Some(c) = self.cache {
+                self.file = None;
                 let _ = c.delete(self.key).await;
             }
             return Err(DownloadError::Sha256 {
@@ -507,7 +534,11 @@ impl<'a> FileLoad<'a> {
         self.loaded.verified = verified(&manifest);
         if let Some(c) = self.cache {
             let complete = Manifest { sha256: Some(self.loaded.sha256.clone()), complete: true, ..manifest };
-            match c.put_manifest(self.key, &complete).await {
+            let stored = match self.file.as_ref().map_or(Ok(()), ChunkFile::flush) {
+                Ok(()) => c.put_manifest(self.key, &complete).await,
+                Err(error) => Err(error),
+            };
+            match stored {
                 Ok(()) => self.loaded.stored = true,
                 Err(error) => self.give_up_cache(error, self.manifest.size, None),
             }

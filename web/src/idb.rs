@@ -22,6 +22,11 @@ pub enum IdbError {
     Dom { name: String, message: String },
     /// A record that is not what this version writes.
     Malformed(String),
+    /// The origin private file system (the weights cache's chunk files) failed, by the
+    /// `DOMException`'s name.
+    Files { name: String, message: String },
+    /// A chunk file is open in another tab (its worker holds the file's lock).
+    InUse(String),
 }
 
 impl fmt::Display for IdbError {
@@ -33,6 +38,15 @@ impl fmt::Display for IdbError {
             }
             IdbError::Dom { name, message } => write!(f, "IndexedDB failed ({name}): {message}"),
             IdbError::Malformed(what) => write!(f, "a stored record is malformed: {what}"),
+            IdbError::Files { name, message } => {
+                write!(f, "the origin private file system failed ({name}): {message}")
+            }
+            IdbError::InUse(message) => {
+                write!(
+                    f,
+                    "another tab of this site is using the cached file; close it or try again ({message})"
+                )
+            }
         }
     }
 }
@@ -53,6 +67,20 @@ impl IdbError {
                 name: "Error".into(),
                 message: error.as_string().unwrap_or_else(|| format!("{error:?}")),
             },
+        }
+    }
+}
+
+impl IdbError {
+    /// From what a file system call threw: a full quota as IndexedDB's, a locked file as
+    /// [`IdbError::InUse`], any other error by its name.
+    pub fn from_files(error: &JsValue) -> Self {
+        match Self::from_js(error) {
+            IdbError::Dom { name, message } if name == "NoModificationAllowedError" => {
+                IdbError::InUse(message)
+            }
+            IdbError::Dom { name, message } => IdbError::Files { name, message },
+            other => other,
         }
     }
 }

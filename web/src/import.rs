@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::cache::{Cache, FileKey, Manifest};
+use crate::cache::{Cache, ChunkFile, FileKey, Manifest};
 use crate::download::DEFAULT_CHUNK_BYTES;
 
 /// One file being imported.
@@ -19,6 +19,8 @@ pub struct Import {
     /// Bytes stored so far: the offset the next slice must start at.
     next: u64,
     hash: Sha256,
+    /// The file the chunks' bytes go into, open until the import ends or is dropped.
+    file: Option<ChunkFile>,
 }
 
 /// Where an import stands after a slice.
@@ -43,7 +45,8 @@ impl Import {
             server_sha256: false,
         };
         cache.put_manifest(&key, &manifest).await.map_err(error)?;
-        Ok(Self { key, size, next: 0, hash: Sha256::new() })
+        let file = cache.open_file(&key).await.map_err(error)?;
+        Ok(Self { key, size, next: 0, hash: Sha256::new(), file })
     }
 
     pub fn key(&self) -> &FileKey {
@@ -64,11 +67,17 @@ impl Import {
             return Err(format!("{file}: a slice of {} bytes where {expected} were expected", bytes.len()));
         }
         let index = offset / DEFAULT_CHUNK_BYTES;
-        cache.put_chunk(&self.key, index, bytes).await.map_err(|e| format!("{file}: {e}"))?;
+        cache
+            .put_chunk(self.file.as_ref(), &self.key, index, offset, bytes)
+            .await
+            .map_err(|e| format!("{file}: {e}"))?;
         self.hash.update(bytes);
         self.next += bytes.len() as u64;
         if self.next < self.size {
             return Ok(Imported::Partial { bytes: self.next });
+        }
+        if let Some(chunks) = self.file.take() {
+            chunks.flush().map_err(|e| format!("{file}: {e}"))?;
         }
         let sha256 = crate::download::hex(&self.hash.clone().finalize());
         let manifest = Manifest {

@@ -2,7 +2,7 @@
 //!
 //! The loading itself is the model's ([`model::loader`]: the same order, the same compatibility
 //! rules and the same streaming parser as the CLI's); this module is its source of files
-//! ([`WebFiles`]): every file goes through [`fetch_file`] (the IndexedDB cache, the network where
+//! ([`WebFiles`]): every file goes through [`fetch_file`] (the weights cache, the network where
 //! the cache lacks it, progress messages). Configurations and tokenizer files are small and read
 //! whole; weights stream tensor by tensor onto the device, so the wasm heap never holds a weights
 //! file, and a wrong combination is refused before its weights are downloaded where the order

@@ -109,7 +109,7 @@ pub enum Request {
 #[serde(tag = "type")]
 pub enum TestRequest {
     /// Load a UNet (its `config.json` and safetensors) from a Hub-style server into the worker,
-    /// through the IndexedDB cache, chunk by chunk onto the device. Answered by progress
+    /// through the weights cache, chunk by chunk onto the device. Answered by progress
     /// messages, then `ModelLoaded` or `Error`.
     LoadUNet { id: u32, source: ModelSource, config_file: String, weights_file: String, precision: Precision },
     /// Run the loaded UNet once (no ControlNet) on the given inputs. Answered by `UNetOutput`.
@@ -279,7 +279,7 @@ pub struct ModelSource {
     pub revision: String,
     /// The cache's chunk size in bytes (`None`: 16 MiB).
     pub chunk_bytes: Option<u64>,
-    /// Whether to use the IndexedDB cache at all.
+    /// Whether to use the weights cache at all.
     pub cache: bool,
 }
 
@@ -492,9 +492,10 @@ pub enum Verified {
 /// messages, the models built).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadTimes {
-    /// Awaiting bytes: cache reads, the network's body and cache writes.
+    /// Awaiting bytes: the cache's chunk records, the network's body and cache writes.
     pub wait_ms: f64,
-    /// Copying chunks into the wasm heap.
+    /// Bringing chunks into the wasm heap: reading cached ones from their chunk file (or their
+    /// record), copying downloaded ones out of the body.
     pub copy_ms: f64,
     /// Checking them: each cached chunk's XXH3, the file's SHA-256 when it is computed.
     pub hash_ms: f64,

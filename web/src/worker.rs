@@ -174,7 +174,18 @@ impl Worker {
                 self.unload();
                 post(&Response::Unloaded { id });
             }
-            Request::CacheDelete { id, repo } => post(&cache_contents(id, Some(repo.as_deref())).await),
+            Request::CacheDelete { id, repo } => {
+                // An unfinished import of what is deleted ends here, its file closed: an open file
+                // cannot be removed.
+                {
+                    let mut import = self.import.borrow_mut();
+                    if import.as_ref().is_some_and(|i| repo.as_ref().is_none_or(|repo| i.key().repo == *repo))
+                    {
+                        *import = None;
+                    }
+                }
+                post(&cache_contents(id, Some(repo.as_deref())).await)
+            }
             Request::ImportChunk { id, repo, file, size, offset, bytes } => {
                 let result = self
                     .import_chunk(
@@ -402,7 +413,11 @@ impl Worker {
         let pending = self.import.borrow_mut().take();
         let mut import = match pending {
             Some(import) if offset != 0 && *import.key() == key => import,
-            _ if offset == 0 => Import::begin(&cache, key.clone(), size).await?,
+            pending if offset == 0 => {
+                // An import left unfinished closes its file first: this one may replace it.
+                drop(pending);
+                Import::begin(&cache, key.clone(), size).await?
+            }
             _ => {
                 return Err(format!(
                     "{}: a slice at byte {offset} of a file whose import has not begun",
