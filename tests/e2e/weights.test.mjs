@@ -19,7 +19,7 @@ import { resolve } from 'node:path';
 import { serve } from './server.mjs';
 import { hub, syntheticSafetensors } from './hub.mjs';
 import { launch } from './browser.mjs';
-import { CACHE, relativeL2, until } from './page.mjs';
+import { CACHE, cacheFiles, relativeL2, until } from './page.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const DIST = process.env.DIST_DIR ?? resolve(ROOT, 'dist');
@@ -81,8 +81,7 @@ async function openWorker(page) {
   await page.goto(`${site.url}weights-test`);
   // The weights cache from the page, as promises: `idb.open()`, `idb.result(request)`,
   // `idb.done(transaction)`, `idb.record(key)` (a chunk record); and its chunk files in the origin
-  // private file system: `opfs.read(path, at, length)`, `opfs.flip(path, at)` (a byte inverted),
-  // `opfs.files()` (every file's path and size).
+  // private file system: `opfs.read(path, at, length)`, `opfs.flip(path, at)` (a byte inverted).
   await page.evaluate((CACHE) => {
     window.CACHE = CACHE;
     const settle = (target, ok, value, error) =>
@@ -117,21 +116,6 @@ async function openWorker(page) {
         const writable = await (await file(path)).createWritable({ keepExistingData: true });
         await writable.write({ type: 'write', position: at, data: new Uint8Array([byte ^ 0xff]) });
         await writable.close();
-      },
-      files: async () => {
-        const found = [];
-        let root;
-        try {
-          root = await folder();
-        } catch {
-          return found;
-        }
-        for await (const [repo, handle] of root.entries()) {
-          for await (const [name, entry] of handle.entries()) {
-            found.push({ path: `${repo}/${name}`, size: (await entry.getFile()).size });
-          }
-        }
-        return found.sort((a, b) => a.path.localeCompare(b.path));
       },
     };
   }, CACHE);
@@ -368,7 +352,7 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
     await t.test('(i) the storage refusing a chunk mid-file (QuotaExceededError): the load completes uncached, no half-file stays', async () => {
       // The worker's chunk file throws QuotaExceededError from the fourth weights chunk on, as a
       // full disk does mid-write (the storage estimate said there was room).
-      const filesBefore = await page.evaluate(() => opfs.files());
+      const filesBefore = await cacheFiles(page);
       const worker = page.workers()[0];
       await worker.evaluate((chunkBytes) => {
         const write = FileSystemSyncAccessHandle.prototype.write;
@@ -395,7 +379,7 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       const records = await cachedRecords(page, `test/tiny@quota-mid/${WEIGHTS}`);
       assert.deepEqual(records, { chunks: [], files: [] }, 'no half-file is left in the cache');
       // Nor its chunk file: what the load added is the stored config file alone (under a chunk).
-      const added = (await page.evaluate(() => opfs.files())).filter((f) => !filesBefore.some((b) => b.path === f.path));
+      const added = (await cacheFiles(page)).filter((f) => !filesBefore.some((b) => b.path === f.path));
       assert.ok(added.length <= 1 && added.every((f) => f.size < CHUNK), `no half-file: ${JSON.stringify(added)}`);
       // With room again, the next load fetches and stores it whole.
       await worker.evaluate(() => self.restoreWrites());

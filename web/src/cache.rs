@@ -89,16 +89,10 @@ impl ChunkRead {
         };
         let place = match get(&value, "data").dyn_into::<Uint8Array>() {
             Ok(data) => Place::Inline(data),
-            Err(_) => {
-                let number =
-                    |field: &str| get(&value, field).as_f64().filter(|n| *n >= 0.0 && n.fract() == 0.0);
-                match (get(&value, "file").as_string(), number("at"), number("length")) {
-                    (Some(file), Some(at), Some(length)) => {
-                        Place::InFile { file, at: at as u64, length: length as u64 }
-                    }
-                    _ => return Err(malformed("has neither data nor a place in a file")),
-                }
-            }
+            Err(_) => match (get(&value, "file").as_string(), whole(&value, "at"), whole(&value, "length")) {
+                (Some(file), Some(at), Some(length)) => Place::InFile { file, at, length },
+                _ => return Err(malformed("has neither data nor a place in a file")),
+            },
         };
         Ok(Some(StoredChunk { place, check }))
     }
@@ -159,22 +153,18 @@ impl Drop for ChunkFile {
 impl ChunkFile {
     /// Reads into `into` from byte `at`: how many bytes there were.
     fn read(&self, at: u64, into: &mut [u8]) -> Result<usize, IdbError> {
-        let options = FileSystemReadWriteOptions::new();
-        options.set_at(at as f64);
         let read = self
             .handle
-            .read_with_u8_array_and_options(into, &options)
+            .read_with_u8_array_and_options(into, &at_byte(at))
             .map_err(|e| IdbError::from_files(&e))?;
         Ok(read as usize)
     }
 
     /// Writes `data` at byte `at`.
     fn write(&self, at: u64, data: &[u8]) -> Result<(), IdbError> {
-        let options = FileSystemReadWriteOptions::new();
-        options.set_at(at as f64);
         let written = self
             .handle
-            .write_with_u8_array_and_options(data, &options)
+            .write_with_u8_array_and_options(data, &at_byte(at))
             .map_err(|e| IdbError::from_files(&e))?;
         if written as usize != data.len() {
             return Err(IdbError::Files {
@@ -189,6 +179,13 @@ impl ChunkFile {
     pub fn flush(&self) -> Result<(), IdbError> {
         self.handle.flush().map_err(|e| IdbError::from_files(&e))
     }
+}
+
+/// A read or write at byte `at` of a chunk file.
+fn at_byte(at: u64) -> FileSystemReadWriteOptions {
+    let options = FileSystemReadWriteOptions::new();
+    options.set_at(at as f64);
+    options
 }
 
 /// The OPFS names for `key`: its repository's folder and its file in that folder, hashes of the
@@ -264,11 +261,7 @@ impl Manifest {
 
     fn from_js(value: &JsValue) -> Result<Self, IdbError> {
         let number = |name: &str| {
-            get(value, name)
-                .as_f64()
-                .filter(|n| *n >= 0.0 && n.fract() == 0.0)
-                .map(|n| n as u64)
-                .ok_or_else(|| IdbError::Malformed(format!("manifest field {name}")))
+            whole(value, name).ok_or_else(|| IdbError::Malformed(format!("manifest field {name}")))
         };
         let chunk_bytes = number("chunk_bytes")?;
         if chunk_bytes == 0 {
@@ -291,6 +284,11 @@ fn set(object: &Object, name: &str, value: &JsValue) {
 
 fn get(value: &JsValue, name: &str) -> JsValue {
     Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Field `name` of a record, if it is a whole number of bytes.
+fn whole(value: &JsValue, name: &str) -> Option<u64> {
+    get(value, name).as_f64().filter(|n| *n >= 0.0 && n.fract() == 0.0).map(|n| n as u64)
 }
 
 /// The open weights database; its connection closes when it is dropped (a connection left open
@@ -331,12 +329,27 @@ impl Cache {
         repo: &str,
         create: bool,
     ) -> Result<Option<FileSystemDirectoryHandle>, IdbError> {
+        self.folder(&[DATABASE, &repo_folder(repo)], create).await
+    }
+
+    /// The folder that holds every repository's folder, if it exists.
+    async fn weights_folder(&self) -> Result<Option<FileSystemDirectoryHandle>, IdbError> {
+        self.folder(&[DATABASE], false).await
+    }
+
+    /// The OPFS folder at `path` (each folder created if `create`); `None` where there is no OPFS
+    /// or, unless created, no such folder.
+    async fn folder(
+        &self,
+        path: &[&str],
+        create: bool,
+    ) -> Result<Option<FileSystemDirectoryHandle>, IdbError> {
         let Some(root) = &self.opfs else { return Ok(None) };
         let options = FileSystemGetDirectoryOptions::new();
         options.set_create(create);
         let mut folder: FileSystemDirectoryHandle = root.clone();
-        for name in [DATABASE.to_owned(), repo_folder(repo)] {
-            match settled(folder.get_directory_handle_with_options(&name, &options)).await {
+        for name in path {
+            match settled(folder.get_directory_handle_with_options(name, &options)).await {
                 Ok(handle) => folder = handle.unchecked_into(),
                 Err(e) if !create && is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(e),
@@ -513,16 +526,6 @@ impl Cache {
             deleted.map_err(|e| IdbError::from_js(&e))?;
         }
         transaction_done(&tx).await
-    }
-
-    /// The OPFS folder of every repository's folder, if it exists.
-    async fn weights_folder(&self) -> Result<Option<FileSystemDirectoryHandle>, IdbError> {
-        let Some(root) = &self.opfs else { return Ok(None) };
-        match settled(root.get_directory_handle(DATABASE)).await {
-            Ok(folder) => Ok(Some(folder.unchecked_into())),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// Deletes a file: its chunk file (first: one open elsewhere fails the deletion with nothing
