@@ -494,6 +494,50 @@ test('weights download once, resume after a cut, survive a corrupted chunk', { t
       assert.ok(weights.verified === 'Server');
       await checkOutput(page, 'from the cache the two tabs filled');
     });
+
+    await t.test('(n) a browser without synchronous OPFS access keeps the chunks in IndexedDB, and reads them back', async () => {
+      // As browsers from before 2023 are: first no createSyncAccessHandle (getDirectory alone, as
+      // in early Safari), then no getDirectory either. The worker checks before calling.
+      const worker = page.workers()[0];
+      await worker.evaluate(() => {
+        const handle = Object.getOwnPropertyDescriptor(FileSystemFileHandle.prototype, 'createSyncAccessHandle');
+        const storage = Object.getOwnPropertyDescriptor(StorageManager.prototype, 'getDirectory');
+        self.restoreOpfs = () => {
+          Object.defineProperty(FileSystemFileHandle.prototype, 'createSyncAccessHandle', handle);
+          Object.defineProperty(StorageManager.prototype, 'getDirectory', storage);
+        };
+        delete FileSystemFileHandle.prototype.createSyncAccessHandle;
+        self.removeGetDirectory = () => delete StorageManager.prototype.getDirectory;
+      });
+      try {
+        const filesBefore = await cacheFiles(page);
+        await models.reset();
+        const first = await loadUNet(page, 'no-opfs');
+        assert.deepEqual(first.cacheProblems, [], 'nothing to report: the cache works without OPFS');
+        assert.ok(first.weights.stored && first.weights.verified === 'Server');
+        assert.equal(first.weights.fetched_bytes, weightsSize);
+        const record = await page.evaluate((key) => idb.record(key), `test/tiny@no-opfs/${WEIGHTS}#000001`);
+        assert.equal(record?.data?.byteLength, CHUNK, 'the chunk\'s bytes are in its record');
+        assert.ok(!('file' in record), 'and in no file');
+        const added = (await cacheFiles(page)).filter((f) => !filesBefore.some((b) => b.path === f.path));
+        assert.deepEqual(added, [], 'no chunk file was made');
+        await worker.evaluate(() => self.removeGetDirectory());
+        await models.reset();
+        const again = await loadUNet(page, 'no-opfs');
+        assert.deepEqual(again.cacheProblems, []);
+        assert.equal(again.weights.cached_bytes, weightsSize, 'read back from the records alone');
+        assert.equal(again.weights.fetched_bytes, 0);
+        assert.equal(await fetched(), 0);
+        await checkOutput(page, 'without OPFS, from IndexedDB');
+      } finally {
+        await worker.evaluate(() => self.restoreOpfs());
+      }
+      // With OPFS back, the same records still read (inline records are read where they are).
+      await models.reset();
+      const back = await loadUNet(page, 'no-opfs');
+      assert.equal(back.weights.cached_bytes, weightsSize);
+      assert.equal(await fetched(), 0);
+    });
   });
 });
 

@@ -291,6 +291,20 @@ fn whole(value: &JsValue, name: &str) -> Option<u64> {
     get(value, name).as_f64().filter(|n| *n >= 0.0 && n.fract() == 0.0).map(|n| n as u64)
 }
 
+/// Whether `scope`'s browser has what chunk files need: `navigator.storage.getDirectory()` and
+/// `FileSystemFileHandle.createSyncAccessHandle()` (browsers from before 2023 lack one or both;
+/// every browser with WebGPU has them). Checked before either is called: a missing method would
+/// throw out of the worker rather than fail a promise.
+fn has_chunk_files(scope: &WorkerGlobalScope) -> bool {
+    let has = |object: &JsValue, name: &str| {
+        object.is_object() && Reflect::has(object, &JsValue::from_str(name)).unwrap_or(false)
+    };
+    let handle = get(scope, "FileSystemFileHandle");
+    has(&get(&get(scope, "navigator"), "storage"), "getDirectory")
+        && handle.is_function()
+        && has(&get(&handle, "prototype"), "createSyncAccessHandle")
+}
+
 /// The open weights database; its connection closes when it is dropped (a connection left open
 /// until the garbage collector finds it would block another tab's upgrade).
 pub struct Cache {
@@ -310,13 +324,20 @@ impl Cache {
     pub async fn open() -> Result<Self, IdbError> {
         let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
         let db = crate::idb::open(scope.indexed_db(), DATABASE, VERSION, &[CHUNKS, FILES]).await?;
-        let opfs = match settled(scope.navigator().storage().get_directory()).await {
-            Ok(root) => Some(root.unchecked_into()),
-            Err(e) => {
-                web_sys::console::warn_1(
-                    &format!("no origin private file system ({e}): chunks go into IndexedDB").into(),
-                );
-                None
+        let opfs = if !has_chunk_files(&scope) {
+            web_sys::console::warn_1(
+                &"no origin private file system with synchronous access: chunks go into IndexedDB".into(),
+            );
+            None
+        } else {
+            match settled(scope.navigator().storage().get_directory()).await {
+                Ok(root) => Some(root.unchecked_into()),
+                Err(e) => {
+                    web_sys::console::warn_1(
+                        &format!("no origin private file system ({e}): chunks go into IndexedDB").into(),
+                    );
+                    None
+                }
             }
         };
         Ok(Cache { db, opfs })
