@@ -7,13 +7,12 @@
 use libfuzzer_sys::fuzz_target;
 use model::streaming::SafetensorsStream;
 
+/// Each tensor's name and bytes, and how the stream ended.
+type Outcome = (Vec<(String, Vec<u8>)>, Result<(), String>);
+
 /// What a stream made of `file` (handing out tensors whole, or in pieces of `pieces` bytes):
 /// each tensor's name and bytes (its pieces joined), and how it ended.
-fn run(
-    file: &[u8],
-    split: &mut dyn FnMut(usize) -> usize,
-    pieces: Option<usize>,
-) -> (Vec<(String, Vec<u8>)>, Result<(), String>) {
+fn run(file: &[u8], split: &mut dyn FnMut(usize) -> usize, pieces: Option<usize>) -> Outcome {
     let mut stream = pieces.map_or_else(SafetensorsStream::new, SafetensorsStream::in_pieces);
     let mut tensors = Vec::new();
     let mut rest = file;

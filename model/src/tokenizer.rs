@@ -151,7 +151,7 @@ impl PartialOrd for Merge {
 pub struct ClipTokenizer {
     vocab: HashMap<String, u32>,
     /// `(left id, right id)` → `(rank, merged id)`.
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: MergeRanks,
     /// The model's unknown token, when the vocabulary has it.
     unk_id: Option<u32>,
     /// Added tokens matched in the raw text, and those matched in the normalized text.
@@ -228,21 +228,7 @@ impl ClipTokenizer {
         let config = parse_object(config, "tokenizer_config.json")?;
         let special_tokens_map = parse_object(special_tokens_map, "special_tokens_map.json")?;
         let Model { vocab, merges: merge_list, added: json_added } = model;
-
-        let mut merges = HashMap::with_capacity(merge_list.len());
-        for (rank, (a, b, line)) in merge_list.iter().enumerate() {
-            let id = |token: &str| {
-                vocab.get(token).copied().ok_or_else(|| TokenizerError::Merges {
-                    line: *line,
-                    message: format!("`{token}` is not in the vocabulary"),
-                })
-            };
-            let pair = (id(a)?, id(b)?);
-            let merged = id(&format!("{a}{b}"))?;
-            // A repeated pair keeps its last rank, as `tokenizers` collects them into a map.
-            merges.insert(pair, (rank as u32, merged));
-        }
-
+        let merges = merge_ranks(&vocab, &merge_list)?;
         let resolved = resolve_added_tokens(&config, &special_tokens_map, &json_added)?;
         let mut tokenizer = ClipTokenizer {
             unk_id: None,
@@ -260,31 +246,7 @@ impl ClipTokenizer {
             merges,
         };
 
-        // Added tokens take the vocabulary's id, or the next free one (`tokenizers`' rule); a
-        // token added again replaces the earlier flags.
-        let mut added: Vec<(u32, AddedToken)> = vec![];
-        for token in resolved.tokens {
-            if token.content.is_empty() {
-                continue;
-            }
-            if let Some(slot) = added.iter_mut().find(|(_, t)| t.content == token.content) {
-                slot.1 = token;
-                continue;
-            }
-            let id = match tokenizer.vocab.get(&token.content) {
-                Some(&id) => id,
-                None => {
-                    let vocab_size = tokenizer.vocab.len() as u32;
-                    added
-                        .iter()
-                        .map(|(id, _)| id + 1)
-                        .filter(|&id| id >= vocab_size)
-                        .max()
-                        .unwrap_or(vocab_size)
-                }
-            };
-            added.push((id, token));
-        }
+        let added = added_token_ids(&tokenizer.vocab, resolved.tokens);
         for (id, token) in added.iter().cloned() {
             if token.normalized {
                 let pattern = tokenizer.normalize(&token.content);
@@ -309,8 +271,8 @@ impl ClipTokenizer {
         // the first unknown symbol when it is missing, which byte-level vocabularies never meet.
         tokenizer.unk_id = tokenizer.vocab.get(&resolved.unk).copied();
         if tokenizer.unk_id.is_none() {
-            let table = tokenizer.byte_chars;
-            let missing = table
+            let missing = tokenizer
+                .byte_chars
                 .iter()
                 .flat_map(|c| [c.to_string(), format!("{c}</w>")])
                 .find(|symbol| !tokenizer.vocab.contains_key(symbol));
@@ -322,13 +284,7 @@ impl ClipTokenizer {
             }
         }
 
-        if let Some(value) = config.get("model_max_length") {
-            let max = value.as_f64().filter(|v| *v >= 2.0).ok_or_else(|| {
-                TokenizerError::Config(format!("`model_max_length` = {value} (2 at least: BOS and EOS)"))
-            })?;
-            // Configs without a limit say 1e30; only the text encoder's 77 positions make sense then.
-            tokenizer.max_length = if max > 1e9 { DEFAULT_MAX_LENGTH } else { max as usize };
-        }
+        tokenizer.max_length = max_length(&config)?;
         tokenizer.truncate_left = side(&config, "truncation_side")?;
         tokenizer.pad_left = side(&config, "padding_side")?;
         Ok(tokenizer)
@@ -568,6 +524,61 @@ fn split_added<'a>(text: &'a str, matchers: &[Matcher]) -> Vec<Piece<'a>> {
 }
 
 /// The special tokens as transformers 5 resolves them, in the order it adds them.
+/// `model_max_length` of a tokenizer config; CLIP's 77 where it names none, or no limit (1e30).
+fn max_length(config: &Map<String, Value>) -> Result<usize, TokenizerError> {
+    let Some(value) = config.get("model_max_length") else { return Ok(DEFAULT_MAX_LENGTH) };
+    let max = value.as_f64().filter(|v| *v >= 2.0).ok_or_else(|| {
+        TokenizerError::Config(format!("`model_max_length` = {value} (2 at least: BOS and EOS)"))
+    })?;
+    // Configs without a limit say 1e30; only the text encoder's 77 positions make sense then.
+    Ok(if max > 1e9 { DEFAULT_MAX_LENGTH } else { max as usize })
+}
+
+/// BPE merges by ids: `(left, right)` → `(rank, merged)`.
+type MergeRanks = HashMap<(u32, u32), (u32, u32)>;
+
+/// The BPE merges as ids: `(left, right)` → `(rank, merged)`, every part looked up in `vocab`.
+fn merge_ranks(
+    vocab: &HashMap<String, u32>,
+    merges: &[(String, String, usize)],
+) -> Result<MergeRanks, TokenizerError> {
+    let mut ranks = HashMap::with_capacity(merges.len());
+    for (rank, (a, b, line)) in merges.iter().enumerate() {
+        let id = |token: &str| {
+            vocab.get(token).copied().ok_or_else(|| TokenizerError::Merges {
+                line: *line,
+                message: format!("`{token}` is not in the vocabulary"),
+            })
+        };
+        let pair = (id(a)?, id(b)?);
+        let merged = id(&format!("{a}{b}"))?;
+        // A repeated pair keeps its last rank, as `tokenizers` collects them into a map.
+        ranks.insert(pair, (rank as u32, merged));
+    }
+    Ok(ranks)
+}
+
+/// The added tokens with their ids: the vocabulary's id, or the next free one (`tokenizers`'
+/// rule); a token added again replaces the earlier flags, an empty one is passed over.
+fn added_token_ids(vocab: &HashMap<String, u32>, tokens: Vec<AddedToken>) -> Vec<(u32, AddedToken)> {
+    let vocab_size = vocab.len() as u32;
+    let mut added: Vec<(u32, AddedToken)> = vec![];
+    for token in tokens {
+        if token.content.is_empty() {
+            continue;
+        }
+        if let Some(slot) = added.iter_mut().find(|(_, t)| t.content == token.content) {
+            slot.1 = token;
+            continue;
+        }
+        let id = vocab.get(&token.content).copied().unwrap_or_else(|| {
+            added.iter().map(|(id, _)| id + 1).filter(|&id| id >= vocab_size).max().unwrap_or(vocab_size)
+        });
+        added.push((id, token));
+    }
+    added
+}
+
 struct Resolved {
     /// Added to the vocabulary in this order; a later entry for the same content wins.
     tokens: Vec<AddedToken>,

@@ -72,7 +72,7 @@ pub(super) fn euler_timesteps(
 
 /// `init_noise_sigma` of the Euler schedulers: the largest sigma, or `sqrt(σ_max² + 1)` for the
 /// leading spacing (in f32, as diffusers' tensor arithmetic).
-pub(super) fn euler_init_noise_sigma(sigmas: &[f64], spacing: TimestepSpacing) -> f64 {
+fn euler_init_noise_sigma(sigmas: &[f64], spacing: TimestepSpacing) -> f64 {
     let max = sigmas.iter().copied().fold(f64::NEG_INFINITY, f64::max) as f32;
     match spacing {
         TimestepSpacing::Linspace | TimestepSpacing::Trailing => f64::from(max),
@@ -82,13 +82,16 @@ pub(super) fn euler_init_noise_sigma(sigmas: &[f64], spacing: TimestepSpacing) -
 
 /// Euler's method on the probability-flow ODE in the Karras et al. 2022 parametrisation
 /// (`x = x₀ + σ·ε`, input scaled by `1/√(σ²+1)`), "Elucidating the Design Space of
-/// Diffusion-Based Generative Models", Algorithm 2 without churn.
+/// Diffusion-Based Generative Models", Algorithm 2 without churn; or, `ancestral`, Euler
+/// ancestral sampling (k-diffusion's `sample_euler_ancestral`): an Euler step down to `σ_down`,
+/// then fresh noise of scale `σ_up`, with `σ_down² + σ_up² = σ_next²`.
 #[derive(Debug)]
 pub(super) struct Euler {
     timesteps: Vec<f64>,
     /// One per step and the final sigma (f32 values).
     sigmas: Vec<f64>,
     init_noise_sigma: f64,
+    ancestral: bool,
 }
 
 impl Euler {
@@ -126,9 +129,20 @@ impl Euler {
             FinalSigmas::SigmaMin => table[0],
         };
         sigmas.push(last);
+        Ok(Self::along(timesteps, sigmas, config.timestep_spacing, false))
+    }
+
+    /// The sampler along `timesteps` and their `sigmas` (the final sigma last), which it holds
+    /// as diffusers does: in f32.
+    pub(super) fn along(
+        timesteps: Vec<f64>,
+        sigmas: Vec<f64>,
+        spacing: TimestepSpacing,
+        ancestral: bool,
+    ) -> Self {
         let sigmas: Vec<f64> = sigmas.into_iter().map(|s| f64::from(s as f32)).collect();
-        let init_noise_sigma = euler_init_noise_sigma(&sigmas, config.timestep_spacing);
-        Ok(Self { timesteps, sigmas, init_noise_sigma })
+        let init_noise_sigma = euler_init_noise_sigma(&sigmas, spacing);
+        Self { timesteps, sigmas, init_noise_sigma, ancestral }
     }
 }
 
@@ -150,15 +164,29 @@ impl Sampler for Euler {
         Some(1.0 / (sigma * sigma + 1.0).sqrt())
     }
 
+    fn needs_noise(&self) -> bool {
+        self.ancestral
+    }
+
     fn step(
         &mut self,
         eps: Tensor<4>,
         step: usize,
         sample: Tensor<4>,
-        _noise: Option<Tensor<4>>,
+        noise: Option<Tensor<4>>,
     ) -> Tensor<4> {
-        // x₀ = x − σ·ε, d = (x − x₀)/σ = ε, x_next = x + d·(σ_next − σ)
-        let dt = self.sigmas[step + 1] - self.sigmas[step];
-        sample + eps.mul_scalar(dt as f32)
+        let (sigma_from, sigma_to) = (self.sigmas[step], self.sigmas[step + 1]);
+        if !self.ancestral {
+            // x₀ = x − σ·ε, d = (x − x₀)/σ = ε, x_next = x + d·(σ_next − σ)
+            return sample + eps.mul_scalar((sigma_to - sigma_from) as f32);
+        }
+        let sigma_up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to)
+            / (sigma_from * sigma_from))
+            .sqrt();
+        let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).max(0.0).sqrt();
+        // x₀ = x − σ·ε, d = (x − x₀)/σ = ε, x_next = x + d·(σ_down − σ) + σ_up·z
+        let x = sample + eps.mul_scalar((sigma_down - sigma_from) as f32);
+        let noise = noise.expect("Scheduler::step checks that euler-a gets noise");
+        x + noise.mul_scalar(sigma_up as f32)
     }
 }

@@ -585,7 +585,7 @@ impl Scheduler {
             SchedulerKind::Ddim => Box::new(ddim::Ddim::new(config.resolve(kind)?, steps)?),
             SchedulerKind::Euler => Box::new(euler::Euler::new(config.resolve(kind)?, steps)?),
             SchedulerKind::EulerAncestral => {
-                Box::new(euler_ancestral::EulerAncestral::new(config.resolve(kind)?, steps)?)
+                Box::new(euler_ancestral::euler_ancestral(config.resolve(kind)?, steps)?)
             }
             SchedulerKind::DpmPp2M | SchedulerKind::DpmPp2MKarras => {
                 Box::new(dpm_solver::DpmSolver::new(config.resolve(kind)?, steps)?)

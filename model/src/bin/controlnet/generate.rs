@@ -134,22 +134,11 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown option `{other}`\nusage:\n{USAGE}")),
         }
     }
-    match model {
+    parsed.model = match model {
         Some(_) if implied_unit => return Err("`--control` must follow a `--controlnet DIR`".into()),
-        Some(model) => parsed.model = model,
-        None => {
-            // The built-in models, their ControlNets by the preprocessor they were trained with.
-            let shapes = shapes_dir();
-            parsed.model = shapes.join(model::vocabulary::shapes::PIPELINE);
-            for unit in &mut parsed.units {
-                let name = unit.dir.to_string_lossy();
-                let folder = name.parse().ok().and_then(model::vocabulary::shapes::controlnet_for);
-                if let Some(folder) = folder.filter(|_| !unit.dir.exists()) {
-                    unit.dir = shapes.join(folder);
-                }
-            }
-        }
-    }
+        Some(model) => model,
+        None => use_shapes_models(&mut parsed.units),
+    };
     parsed.settings.prompt = prompt.ok_or("`--prompt TEXT` is required")?;
     parsed.out = out.ok_or("`--out OUT.png` is required")?;
     if parsed.seed.is_some() && parsed.noise.is_some() {
@@ -166,6 +155,20 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     Ok(parsed)
+}
+
+/// The built-in shapes pipeline's folder; each unit named by a preprocessor the shapes models
+/// have a ControlNet for (`canny`, `scribble`) and not by an existing folder gets that ControlNet.
+fn use_shapes_models(units: &mut [UnitArgs]) -> PathBuf {
+    let shapes = shapes_dir();
+    for unit in units {
+        let name = unit.dir.to_string_lossy();
+        let folder = name.parse().ok().and_then(model::vocabulary::shapes::controlnet_for);
+        if let Some(folder) = folder.filter(|_| !unit.dir.exists()) {
+            unit.dir = shapes.join(folder);
+        }
+    }
+    shapes.join(model::vocabulary::shapes::PIPELINE)
 }
 
 fn read_image(path: &Path) -> Result<Rgb8, String> {

@@ -94,143 +94,171 @@ struct Stage {
     training: bool,
 }
 
-fn stage(out: &Path, args: &[&str], training: bool) -> Stage {
-    Stage { args: args.iter().map(|a| a.to_string()).collect(), out: out.to_owned(), training }
+/// A stage running `controlnet` with `words`, then each flag and its value, in order.
+fn stage(out: &Path, words: &[&str], flags: &[(&str, String)], training: bool) -> Stage {
+    let flags = flags.iter().flat_map(|(flag, value)| [flag.to_string(), value.clone()]);
+    let args = words.iter().map(|word| word.to_string()).chain(flags).collect();
+    Stage { args, out: out.to_owned(), training }
 }
 
 /// The recipe's commands for `preset`, seed `seed`, writing under `out`: groups run one after
 /// the other, the commands of a group side by side.
 fn stages(out: &Path, preset: &Preset, seed: u64, backend: &str) -> Vec<Vec<Stage>> {
     let p = |name: &str| out.join(name);
-    let s = |path: &PathBuf| path.display().to_string();
+    let s = |path: &Path| path.display().to_string();
     let (canny, scribble, init) = (p("data/canny"), p("data/scribble"), p("init"));
     let (vae, pipeline, base) = (p("vae"), p("pipeline"), p("base"));
     // Named as the export names the ControlNets: their logs go beside them by these names.
     let net = |preprocessor| p(shapes::controlnet_for(preprocessor).expect("a ControlNet of the world"));
     let (canny_net, scribble_net, export) =
         (net(Preprocessor::Canny), net(Preprocessor::Scribble), p("shapes"));
-    let (count, size, batch, every) = (
-        preset.count.to_string(),
-        preset.size.to_string(),
-        preset.batch.to_string(),
-        preset.every.to_string(),
-    );
-    let seed = seed.to_string();
-    let (examples, sheet_steps) = (preset.sheet.0.to_string(), preset.sheet.1.to_string());
-    let train =
-        |kind: &str, model: &PathBuf, data: &PathBuf, dir: &PathBuf, steps: u64, lr: f64, batch: &str| {
-            let (steps, lr) = (steps.to_string(), lr.to_string());
-            let args = [
-                "train",
-                kind,
-                "--model",
-                &s(model),
-                "--data",
-                &s(data),
-                "--out",
-                &s(dir),
-                "--steps",
-                &steps,
-                "--batch",
-                batch,
-                "--lr",
-                &lr,
-                "--resolution",
-                &size,
-                "--seed",
-                &seed,
-                "--checkpoint-every",
-                &every,
-                "--backend",
-                backend,
-            ];
-            let mut args: Vec<&str> = args.to_vec();
-            if kind == "controlnet" {
-                args.extend(["--sample-every", &every]);
-            }
-            stage(dir, &args, true)
-        };
-    let make = |dir: &PathBuf, condition: &str| {
-        let args = [
-            "world",
-            "make",
-            "--out",
-            &s(dir),
-            "--count",
-            &count,
-            "--seed",
-            &seed,
-            "--size",
-            &size,
-            "--condition",
-            condition,
+    let (size, every, seed) = (preset.size.to_string(), preset.every.to_string(), seed.to_string());
+    let train = |kind: &str, model: &Path, data: &Path, dir: &Path, steps: u64, lr: f64, batch: usize| {
+        let mut flags = vec![
+            ("--model", s(model)),
+            ("--data", s(data)),
+            ("--out", s(dir)),
+            ("--steps", steps.to_string()),
+            ("--batch", batch.to_string()),
+            ("--lr", lr.to_string()),
+            ("--resolution", size.clone()),
+            ("--seed", seed.clone()),
+            ("--checkpoint-every", every.clone()),
+            ("--backend", backend.to_owned()),
         ];
-        stage(dir, &args, false)
+        if kind == "controlnet" {
+            flags.push(("--sample-every", every.clone()));
+        }
+        stage(dir, &["train", kind], &flags, true)
+    };
+    let make = |dir: &Path, condition: &str| {
+        let flags = [
+            ("--out", s(dir)),
+            ("--count", preset.count.to_string()),
+            ("--seed", seed.clone()),
+            ("--size", size.clone()),
+            ("--condition", condition.to_owned()),
+        ];
+        stage(dir, &["world", "make"], &flags, false)
     };
     let base_model = base.join("checkpoint");
-    let controlnet = |data: &PathBuf, dir: &PathBuf| {
-        train("controlnet", &base_model, data, dir, preset.controlnet_steps, preset.controlnet_lr, &batch)
+    let controlnet = |data: &Path, dir: &Path| {
+        train(
+            "controlnet",
+            &base_model,
+            data,
+            dir,
+            preset.controlnet_steps,
+            preset.controlnet_lr,
+            preset.batch,
+        )
     };
-    let vae_batch = preset.vae_batch.to_string();
+    let assemble = [
+        ("--model", s(&init)),
+        ("--vae", s(&vae.join("checkpoint"))),
+        ("--data", s(&canny)),
+        ("--out", s(&pipeline)),
+    ];
+    let exported = [
+        ("--model", s(&base_model)),
+        ("--canny", s(&canny_net.join("checkpoint"))),
+        ("--scribble", s(&scribble_net.join("checkpoint"))),
+        ("--out", s(&export)),
+        ("--examples", preset.sheet.0.to_string()),
+        ("--steps", preset.sheet.1.to_string()),
+    ];
+    let mut base_stage =
+        train("base", &pipeline, &canny, &base, preset.base_steps, preset.base_lr, preset.batch);
+    let (schedule, warmup) = preset.base_lr_schedule;
+    base_stage.args.extend([
+        "--lr-schedule".into(),
+        schedule.into(),
+        "--lr-warmup".into(),
+        warmup.to_string(),
+    ]);
+    if let Some(decay) = preset.base_ema {
+        base_stage.args.extend(["--ema-decay".into(), decay.to_string()]);
+    }
     vec![
         vec![
             make(&canny, "canny"),
             make(&scribble, "scribble"),
-            stage(&init, &["world", "init", "--out", &s(&init), "--seed", &seed], false),
+            stage(&init, &["world", "init"], &[("--out", s(&init)), ("--seed", seed.clone())], false),
         ],
-        vec![train("vae", &init, &canny, &vae, preset.vae_steps, preset.vae_lr, &vae_batch)],
-        vec![stage(
-            &pipeline,
-            &[
-                "world",
-                "assemble",
-                "--model",
-                &s(&init),
-                "--vae",
-                &s(&vae.join("checkpoint")),
-                "--data",
-                &s(&canny),
-                "--out",
-                &s(&pipeline),
-            ],
-            false,
-        )],
-        vec![{
-            let mut base = train("base", &pipeline, &canny, &base, preset.base_steps, preset.base_lr, &batch);
-            let (schedule, warmup) = preset.base_lr_schedule;
-            base.args.extend([
-                "--lr-schedule".into(),
-                schedule.into(),
-                "--lr-warmup".into(),
-                warmup.to_string(),
-            ]);
-            if let Some(decay) = preset.base_ema {
-                base.args.extend(["--ema-decay".into(), decay.to_string()]);
-            }
-            base
-        }],
+        vec![train("vae", &init, &canny, &vae, preset.vae_steps, preset.vae_lr, preset.vae_batch)],
+        vec![stage(&pipeline, &["world", "assemble"], &assemble, false)],
+        vec![base_stage],
         vec![controlnet(&canny, &canny_net), controlnet(&scribble, &scribble_net)],
-        vec![stage(
-            &export,
-            &[
-                "world",
-                "export",
-                "--model",
-                &s(&base_model),
-                "--canny",
-                &s(&canny_net.join("checkpoint")),
-                "--scribble",
-                &s(&scribble_net.join("checkpoint")),
-                "--out",
-                &s(&export),
-                "--examples",
-                &examples,
-                "--steps",
-                &sheet_steps,
-            ],
-            false,
-        )],
+        vec![stage(&export, &["world", "export"], &exported, false)],
     ]
+}
+
+/// Starts `stage` (`label` names its place in the recipe), its progress to its own file when it
+/// runs `side_by_side` with others: the folder it writes into until it completes, its command
+/// line and its process; `None` when it is done already.
+fn start(
+    stage: &Stage,
+    label: &str,
+    exe: &Path,
+    side_by_side: bool,
+) -> Result<Option<(PathBuf, String, std::process::Child)>, String> {
+    let mut args = stage.args.clone();
+    if stage.training {
+        if stage.out.join("checkpoint").join(model::train::checkpoint::STATE).is_file() {
+            args.push("--resume".into());
+        }
+    } else if stage.out.exists() {
+        eprintln!("{label} done already: controlnet {}", args.join(" "));
+        return Ok(None);
+    }
+    let line = format!("controlnet {}", args.join(" "));
+    eprintln!("{label} {line}");
+    // A stage that is not training writes into a partial folder renamed when it completes, so
+    // an interrupted one is made again rather than trusted.
+    let partial = stage.out.with_extension("partial");
+    if !stage.training {
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial)
+                .map_err(|e| format!("cannot remove {}: {e}", partial.display()))?;
+        }
+        let flag = args.iter().position(|a| a == "--out").expect("every stage has --out") + 1;
+        args[flag] = partial.display().to_string();
+    }
+    if let Some(parent) = stage.out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let mut command = std::process::Command::new(exe);
+    command.args(&args);
+    if side_by_side {
+        let log = stage.out.with_extension("log");
+        let file =
+            std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        eprintln!("    (its progress in {})", log.display());
+        command.stderr(file);
+    }
+    let child = command.spawn().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    Ok(Some((partial, line, child)))
+}
+
+/// Copies the training runs' logs and sample images beside the models they made (the last
+/// stage's folder, the export).
+fn copy_logs(groups: &[Vec<Stage>]) -> Result<(), String> {
+    let export = &groups.last().and_then(|g| g.last()).expect("stages").out;
+    for run in groups.iter().flatten().filter(|stage| stage.training) {
+        let from = &run.out;
+        let to = export.join(shapes::LOGS).join(from.file_name().expect("a named folder"));
+        std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+        let log = from.join(training::LOG_FILE);
+        std::fs::copy(&log, to.join(training::LOG_FILE))
+            .map_err(|e| format!("cannot copy {}: {e}", log.display()))?;
+        if let Ok(samples) = std::fs::read_dir(from.join("samples")) {
+            for sample in samples.flatten() {
+                std::fs::copy(sample.path(), to.join(sample.file_name()))
+                    .map_err(|e| format!("cannot copy {}: {e}", sample.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn run(options: Options) -> Result<(), String> {
@@ -255,44 +283,10 @@ pub fn run(options: Options) -> Result<(), String> {
         let mut running = Vec::new();
         for stage in group {
             number += 1;
-            let mut args = stage.args.clone();
-            if stage.training {
-                if stage.out.join("checkpoint").join(model::train::checkpoint::STATE).is_file() {
-                    args.push("--resume".into());
-                }
-            } else if stage.out.exists() {
-                eprintln!("[{number}/{total}] done already: controlnet {}", args.join(" "));
-                continue;
+            let label = format!("[{number}/{total}]");
+            if let Some((partial, line, child)) = start(stage, &label, &exe, group.len() > 1)? {
+                running.push((stage, partial, line, child));
             }
-            let line = format!("controlnet {}", args.join(" "));
-            eprintln!("[{number}/{total}] {line}");
-            // A stage that is not training writes into a partial folder renamed when it
-            // completes, so an interrupted one is made again rather than trusted.
-            let partial = stage.out.with_extension("partial");
-            if !stage.training {
-                if partial.exists() {
-                    std::fs::remove_dir_all(&partial)
-                        .map_err(|e| format!("cannot remove {}: {e}", partial.display()))?;
-                }
-                let flag = args.iter().position(|a| a == "--out").expect("every stage has --out") + 1;
-                args[flag] = partial.display().to_string();
-            }
-            if let Some(parent) = stage.out.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-            }
-            let mut command = std::process::Command::new(&exe);
-            command.args(&args);
-            if group.len() > 1 {
-                // Side by side, each command's progress goes to its own file.
-                let log = stage.out.with_extension("log");
-                let file = std::fs::File::create(&log)
-                    .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-                eprintln!("    (its progress in {})", log.display());
-                command.stderr(file);
-            }
-            let child = command.spawn().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
-            running.push((stage, partial, line, child));
         }
         for (stage, partial, line, mut child) in running {
             let status = child.wait().map_err(|e| format!("{line}: {e}"))?;
@@ -309,22 +303,7 @@ pub fn run(options: Options) -> Result<(), String> {
             );
         }
     }
-    // The runs' logs and sample images beside the models they made.
-    let export = &groups.last().and_then(|g| g.last()).expect("stages").out;
-    for run in groups.iter().flatten().filter(|stage| stage.training) {
-        let from = &run.out;
-        let to = export.join(shapes::LOGS).join(from.file_name().expect("a named folder"));
-        std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-        let log = from.join(training::LOG_FILE);
-        std::fs::copy(&log, to.join(training::LOG_FILE))
-            .map_err(|e| format!("cannot copy {}: {e}", log.display()))?;
-        if let Ok(samples) = std::fs::read_dir(from.join("samples")) {
-            for sample in samples.flatten() {
-                std::fs::copy(sample.path(), to.join(sample.file_name()))
-                    .map_err(|e| format!("cannot copy {}: {e}", sample.path().display()))?;
-            }
-        }
-    }
+    copy_logs(&groups)?;
     let summary = serde_json::json!({
         "kind": "world_recipe", "preset": preset.name, "seed": seed, "backend": backend,
         "seconds": started.elapsed().as_secs_f64(), "stages": timings,
@@ -334,4 +313,49 @@ pub fn run(options: Options) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!("{summary}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every stage names its own folder with one `--out` (which the run swaps for the partial
+    /// folder), every flag has a value, and the seed reaches every stage that takes one.
+    #[test]
+    fn every_stage_writes_where_it_says() {
+        let groups = stages(Path::new("/recipe"), &SMOKE, 7, "cpu");
+        let kinds: Vec<Vec<String>> = groups
+            .iter()
+            .map(|group| group.iter().map(|stage| stage.args[..2].join(" ")).collect())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                vec!["world make", "world make", "world init"],
+                vec!["train vae"],
+                vec!["world assemble"],
+                vec!["train base"],
+                vec!["train controlnet", "train controlnet"],
+                vec!["world export"],
+            ]
+        );
+        for stage in groups.iter().flatten() {
+            let args = &stage.args;
+            let value = |flag: &str| {
+                let at: Vec<usize> = (0..args.len()).filter(|&i| args[i] == flag).collect();
+                at.iter().map(|&i| args.get(i + 1).cloned()).collect::<Vec<_>>()
+            };
+            assert_eq!(value("--out"), [Some(stage.out.display().to_string())], "{args:?}");
+            for (i, flag) in args.iter().enumerate().filter(|(_, a)| a.starts_with("--")) {
+                assert!(
+                    args.get(i + 1).is_some_and(|v| !v.starts_with("--")),
+                    "{flag} has no value: {args:?}"
+                );
+            }
+            if !matches!(args[1].as_str(), "assemble" | "export") {
+                assert_eq!(value("--seed"), [Some("7".to_owned())], "{args:?}");
+            }
+            assert_eq!(stage.training, args[0] == "train", "{args:?}");
+        }
+    }
 }
